@@ -1,0 +1,30 @@
+"""sklearn-atomsets: the AtomSets framework (Chen & Ong, npj Comput. Mater. 7, 173 (2021)).
+
+Data flows one way, one module per step::
+
+    structure -> graph (_graph) -> frozen MEGNet encoder (_encoder) -> features
+              -> AtomSets estimator -> benchmark
+
+The parent model (a pretrained MEGNet) is found by ``load_parent`` (_parents).
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
+
+from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
+from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
+from ._parents import PARENT_MODELS, ParentModel, ParentModelNotFoundError, load_parent
+
+__all__ += [
+    "PARENT_MODELS",
+    "CrystalGraphBatch",
+    "EncoderOutput",
+    "GraphConstructionError",
+    "MEGNetEncoder",
+    "MEGNetModule",
+    "ParentModel",
+    "ParentModelNotFoundError",
+    "build_graphs",
+    "load_parent",
+]

@@ -1,0 +1,569 @@
+"""The frozen MEGNet encoder in pure PyTorch, read straight from megnet's Keras ``.hdf5``.
+
+The ``.hdf5`` holds the Keras functional graph (``model_config``) and the weights. We walk
+that graph and run each layer with a PyTorch equivalent, so any megnet MEGNetModel
+configuration (number of blocks, unit sizes, set2set steps, dropout) is read, not assumed.
+Every intermediate output the AtomSets paper uses is returned by name:
+
+==============  ===========  ==========================================================
+name            level        what it is
+==============  ===========  ==========================================================
+``V0``          site         element embedding of each site's atomic number
+``V1``..``Vn``  site         atom output of MEGNet block i (megnet's
+                             ``MEGNetDescriptor.get_atom_features(level=i)``)
+``E1``..``En``  bond         bond output of MEGNet block i
+``u1``..``un``  structure    state output of MEGNet block i
+``set2set_atom``  structure  set2set readout of the atoms
+``set2set_bond``  structure  set2set readout of the bonds
+``f``           structure    final readout vector: [set2set_atom, set2set_bond, state]
+``output``      structure    the network's raw output
+``prediction``  structure    the parent's prediction, with its target scaler undone
+==============  ===========  ==========================================================
+
+Nothing here needs TensorFlow; the weights are frozen (no gradients).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from ._graph import build_graphs
+from ._parents import DEFAULT_PARENT, load_parent
+
+__all__ = ["EncoderOutput", "MEGNetEncoder", "MEGNetModule"]
+
+# Positions of megnet's model inputs (megnet.models.megnet.make_megnet_model).
+_INPUT_ROLES = ("atom", "bond", "state", "index1", "index2", "atom_graph", "bond_graph")
+
+
+def _softplus2(x):
+    # megnet.activations.softplus2: log(exp(x) + 1) - log(2), written to avoid overflow
+    return torch.relu(x) + torch.log(0.5 * torch.exp(-torch.abs(x)) + 0.5)
+
+
+def _hard_sigmoid(x):
+    # Keras 2 definition, the one the parents were trained with
+    return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
+
+
+_ACTIVATIONS = {
+    None: lambda x: x,
+    "linear": lambda x: x,
+    "softplus2": _softplus2,
+    "softplus": torch.nn.functional.softplus,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "hard_sigmoid": _hard_sigmoid,
+    "swish": lambda x: x * torch.sigmoid(x),
+}
+
+
+def _activation(name):
+    if isinstance(name, dict):  # serialised Keras activation
+        name = name.get("config", {}).get("name", name.get("class_name"))
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise NotImplementedError(f"Keras activation {name!r} is not supported.") from None
+
+
+def _segment_sum(x, index, n):
+    out = torch.zeros((n,) + x.shape[1:], dtype=x.dtype, device=x.device)
+    return out.index_add_(0, index, x)
+
+
+def _segment_mean(x, index, n):
+    counts = torch.bincount(index, minlength=n).clamp_min(1).to(x.dtype)
+    return _segment_sum(x, index, n) / counts.reshape((-1,) + (1,) * (x.dim() - 1))
+
+
+class _Dense(nn.Module):
+    def __init__(self, config, w):
+        super().__init__()
+        self.register_buffer("kernel", torch.as_tensor(w["kernel"]))
+        self.register_buffer("bias", torch.as_tensor(w["bias"]) if "bias" in w else None)
+        self.act = _activation(config.get("activation"))
+
+    def forward(self, x):
+        y = x @ self.kernel
+        if self.bias is not None:
+            y = y + self.bias
+        return self.act(y)
+
+
+class _Embedding(nn.Module):
+    def __init__(self, config, w):
+        super().__init__()
+        self.register_buffer("table", torch.as_tensor(w["embeddings"]))
+
+    def forward(self, z):
+        return self.table[z]
+
+
+class _MEGNetLayer(nn.Module):
+    """One MEGNet graph-network block: edge, node and state updates (megnet's MEGNetLayer)."""
+
+    def __init__(self, config, w):
+        super().__init__()
+        self.act = _activation(config.get("activation"))
+        self.reduce = {"mean": _segment_mean, "sum": _segment_sum}[config.get("pool_method", "mean")]
+        for part in ("e", "v", "u"):
+            i = 0
+            while f"weight_{part}_{i}" in w:
+                self.register_buffer(f"w_{part}_{i}", torch.as_tensor(w[f"weight_{part}_{i}"]))
+                bias = w.get(f"bias_{part}_{i}")
+                self.register_buffer(f"b_{part}_{i}", None if bias is None else torch.as_tensor(bias))
+                i += 1
+            setattr(self, f"n_{part}", i)
+
+    def _mlp(self, x, part):
+        # megnet applies the activation between layers; the last layer stays linear
+        for i in range(getattr(self, f"n_{part}")):
+            if i:
+                x = self.act(x)
+            x = x @ getattr(self, f"w_{part}_{i}")
+            bias = getattr(self, f"b_{part}_{i}")
+            if bias is not None:
+                x = x + bias
+        return x
+
+    def forward(self, v, e, u, index1, index2, atom_graph, bond_graph, n_graphs):
+        e_new = self._mlp(torch.cat([v[index1], v[index2], e, u[bond_graph]], dim=-1), "e")
+        e_to_v = self.reduce(e_new, index1, v.shape[0])
+        v_new = self._mlp(torch.cat([e_to_v, v, u[atom_graph]], dim=-1), "v")
+        e_to_u = self.reduce(e_new, bond_graph, n_graphs)
+        v_to_u = self.reduce(v_new, atom_graph, n_graphs)
+        u_new = self._mlp(torch.cat([e_to_u, v_to_u, u], dim=-1), "u")
+        return v_new, e_new, u_new
+
+
+class _Set2Set(nn.Module):
+    """megnet's Set2Set readout (Vinyals et al. 2015) as megnet implements it.
+
+    megnet's LSTM never carries its cell state from one step to the next (the state it feeds
+    back is always the initial zeros); we do the same, since that is what the parent learned.
+    """
+
+    def __init__(self, config, w):
+        super().__init__()
+        self.T = int(config["T"])
+        self.n_hidden = int(config["n_hidden"])
+        self.register_buffer("m_weight", torch.as_tensor(w["x_to_m_weight"]))
+        self.register_buffer("m_bias", torch.as_tensor(w["x_to_m_bias"]) if "x_to_m_bias" in w else None)
+        self.register_buffer("rec_kernel", torch.as_tensor(w["recurrent_kernel"]))
+        bias = w.get("recurrent_bias")
+        self.register_buffer("rec_bias", None if bias is None else torch.as_tensor(bias))
+        self.gate = _activation(config.get("recurrent_activation", "hard_sigmoid"))
+        self.cell = _activation(config.get("activation_lstm", "tanh"))
+
+    def forward(self, x, graph, n_graphs):
+        m = x @ self.m_weight
+        if self.m_bias is not None:
+            m = m + self.m_bias
+        n = self.n_hidden
+        q_star = m.new_zeros((n_graphs, 2 * n))
+        for _ in range(self.T):
+            z = q_star @ self.rec_kernel
+            if self.rec_bias is not None:
+                z = z + self.rec_bias
+            c = self.gate(z[:, :n]) * self.cell(z[:, 2 * n : 3 * n])  # forget gate acts on zeros
+            h = self.gate(z[:, 3 * n :]) * self.cell(c)
+            e = (m * h[graph]).sum(-1)
+            e_max = torch.full((n_graphs,), -torch.inf, dtype=e.dtype, device=e.device)
+            e_max = e_max.scatter_reduce(0, graph, e, reduce="amax", include_self=True)
+            a = torch.exp(e - e_max[graph])
+            a = a / _segment_sum(a, graph, n_graphs)[graph]
+            r = _segment_sum(m * a[:, None], graph, n_graphs)
+            q_star = torch.cat([h, r], dim=-1)
+        return q_star
+
+
+class _GaussianExpansion(nn.Module):
+    def __init__(self, config, w):
+        super().__init__()
+        self.register_buffer("centers", torch.as_tensor(np.ravel(config["centers"]), dtype=torch.float32))
+        self.width = float(config["width"])
+
+    def forward(self, d):
+        return torch.exp(-((d[:, None] - self.centers[None, :]) ** 2) / self.width**2)
+
+
+class _Add(nn.Module):
+    def forward(self, *xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+class _Concatenate(nn.Module):
+    def __init__(self, config, w):
+        super().__init__()
+        self.axis = config.get("axis", -1)
+        if self.axis not in (-1, 2):
+            raise NotImplementedError(f"Concatenate along axis {self.axis} is not supported.")
+
+    def forward(self, *xs):
+        return torch.cat(xs, dim=-1)
+
+
+class _Identity(nn.Module):  # Dropout at inference
+    def forward(self, x):
+        return x
+
+
+_LAYERS = {
+    "Dense": _Dense,
+    "Embedding": _Embedding,
+    "MEGNetLayer": _MEGNetLayer,
+    "Set2Set": _Set2Set,
+    "GaussianExpansion": _GaussianExpansion,
+    "Concatenate": _Concatenate,
+    "Add": lambda config, w: _Add(),
+    "Dropout": lambda config, w: _Identity(),
+}
+
+
+def _as_str(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_keras_hdf5(path):
+    """Keras model config and weights of a megnet ``.hdf5`` file, with h5py only.
+
+    Returns ``(config, weights)``: the functional-model config dict and, per layer name, a
+    dict from the weight's short name (``kernel``, ``weight_e_0``, ...) to its array.
+    """
+    with h5py.File(path, "r") as fh:
+        if "model_config" not in fh.attrs:
+            raise ValueError(f"{path} holds no Keras model config; is it a megnet model file?")
+        config = json.loads(_as_str(fh.attrs["model_config"]))
+        group = fh["model_weights"] if "model_weights" in fh else fh
+        weights = {}
+        for name in group:
+            layer = group[name]
+            names = [_as_str(n) for n in layer.attrs.get("weight_names", [])]
+            weights[name] = {n.split("/")[-1].split(":")[0]: np.asarray(layer[n]) for n in names}
+    return config, weights
+
+
+class MEGNetModule(nn.Module):
+    """A megnet Keras model re-expressed in PyTorch, returning its intermediate outputs.
+
+    Build it with :meth:`from_hdf5`. ``forward`` takes one disjoint batch graph (megnet's
+    layout without the leading batch axis) and returns a dict of named tensors (see the
+    module docstring for the names).
+    """
+
+    def __init__(self, config, weights):
+        super().__init__()
+        if config.get("class_name") not in ("Model", "Functional"):
+            raise NotImplementedError(f"Only Keras functional models are supported, got {config.get('class_name')}.")
+        body = config["config"]
+        inputs = [entry[0] for entry in body["input_layers"]]
+        if len(inputs) != len(_INPUT_ROLES):
+            raise ValueError(f"A megnet model has {len(_INPUT_ROLES)} inputs; this one has {len(inputs)}.")
+        self.input_role = dict(zip(inputs, _INPUT_ROLES))
+        self.output_ref = tuple(body["output_layers"][0][:3:2])
+        self.input_shapes = {}
+        self.steps = []  # (layer name, class name, [(source layer, tensor index), ...])
+        self.layers = nn.ModuleDict()
+        for layer in body["layers"]:
+            name, cls, cfg = layer.get("name", layer["config"].get("name")), layer["class_name"], layer["config"]
+            if cls == "InputLayer":
+                self.input_shapes[self.input_role[name]] = cfg.get("batch_input_shape", cfg.get("batch_shape"))
+                continue
+            nodes = layer["inbound_nodes"]
+            if len(nodes) != 1 or not isinstance(nodes[0], list):
+                raise NotImplementedError(f"Layer {name} is shared or saved in an unsupported format.")
+            if cls not in _LAYERS:
+                raise NotImplementedError(f"Keras layer {cls} ({name}) has no PyTorch equivalent here.")
+            self.layers[name] = _LAYERS[cls](cfg, weights.get(name, {}))
+            self.steps.append((name, cls, [(src[0], src[2]) for src in nodes[0]]))
+        self.steps = self._topological(self.steps)
+        self._name_outputs()
+
+    def _topological(self, steps):
+        done, ordered, pending = set(self.input_role), [], list(steps)
+        while pending:
+            ready = [s for s in pending if all(src in done for src, _ in s[2])]
+            if not ready:
+                raise ValueError("The Keras graph has a cycle or an unknown input.")
+            for s in ready:
+                ordered.append(s)
+                done.add(s[0])
+                pending.remove(s)
+        return ordered
+
+    def _name_outputs(self):
+        """Map the paper's names (V0, V1.., u1.., f, set2set_*) onto layer outputs."""
+        names = {}
+        role = self.input_role
+        blocks = [s for s in self.steps if s[1] == "MEGNetLayer"]
+        for k, (layer, _, _) in enumerate(blocks, start=1):
+            names[f"V{k}"], names[f"E{k}"], names[f"u{k}"] = (layer, 0), (layer, 1), (layer, 2)
+        for layer, cls, srcs in self.steps:
+            if cls == "Embedding" and role.get(srcs[0][0]) == "atom":
+                names["V0"] = (layer, 0)
+            elif cls == "Set2Set":
+                kind = {"atom_graph": "atom", "bond_graph": "bond"}[role[srcs[1][0]]]
+                names[f"set2set_{kind}"] = (layer, 0)
+            elif cls == "Concatenate":
+                names["f"] = (layer, 0)
+        names["output"] = self.output_ref
+        self.n_blocks = len(blocks)
+        self.output_names = names
+
+    @classmethod
+    def from_hdf5(cls, path):
+        config, weights = read_keras_hdf5(path)
+        module = cls(config, weights)
+        module.requires_grad_(False)
+        return module.eval()
+
+    @property
+    def atom_input_is_z(self):
+        return len(self.input_shapes["atom"]) == 2
+
+    @property
+    def bond_input_is_expanded(self):
+        return len(self.input_shapes["bond"]) == 3
+
+    @property
+    def max_atomic_number(self):
+        for layer, cls, srcs in self.steps:
+            if cls == "Embedding" and self.input_role.get(srcs[0][0]) == "atom":
+                return self.layers[layer].table.shape[0] - 1
+        raise NotImplementedError("This megnet model takes atom feature vectors, not atomic numbers.")
+
+    def element_embedding(self):
+        """The V0 table: row z is the embedding of atomic number z."""
+        return self.layers[self.output_names["V0"][0]].table
+
+    @torch.no_grad()
+    def forward(self, atom, bond, state, index1, index2, atom_graph, bond_graph, n_graphs):
+        values = {}
+        for role, x in zip(_INPUT_ROLES, (atom, bond, state, index1, index2, atom_graph, bond_graph)):
+            values[(role, 0)] = x
+        alias = {name: r for name, r in self.input_role.items()}
+
+        def get(src, idx):
+            return values[(alias.get(src, src), idx)]
+
+        for layer, cls, srcs in self.steps:
+            module = self.layers[layer]
+            args = [get(s, i) for s, i in srcs]
+            if cls == "MEGNetLayer":
+                out = module(*args[:7], n_graphs)
+            elif cls == "Set2Set":
+                out = module(args[0], args[1], n_graphs)
+            else:
+                out = module(*args)
+            for i, tensor in enumerate(out if isinstance(out, tuple) else (out,)):
+                values[(layer, i)] = tensor
+        return {name: get(*ref) for name, ref in self.output_names.items()}
+
+
+_LEVELS = {"V": "site", "E": "bond"}
+
+
+def output_level(name):
+    """``"site"``, ``"bond"`` or ``"structure"``: how many rows an output has per structure."""
+    return _LEVELS.get(name[0], "structure") if name[1:].isdigit() else "structure"
+
+
+class EncoderOutput:
+    """Every intermediate output of the parent for a list of structures.
+
+    ``out["V1"]`` is a list with one ``(n_sites, d)`` array per structure (``None`` where the
+    structure failed); ``out["u3"]``, ``out["f"]``, ``out["prediction"]`` are ``(n_structures, d)``
+    arrays with NaN rows where it failed. ``errors`` maps failed positions to the reason.
+    """
+
+    def __init__(self, site, bond, structure, n_sites, n_bonds, ok, errors):
+        self._site, self._bond, self._structure = site, bond, structure
+        self.n_sites, self.n_bonds, self.ok, self.errors = n_sites, n_bonds, ok, errors
+
+    @property
+    def names(self):
+        return [*self._site, *self._bond, *self._structure]
+
+    def __len__(self):
+        return len(self.ok)
+
+    def packed(self, name):
+        """Site or bond output of all successful structures stacked in one array."""
+        return self._site[name] if name in self._site else self._bond[name]
+
+    def __getitem__(self, name):
+        if name in self._structure:
+            return self._structure[name]
+        if name not in self._site and name not in self._bond:
+            raise KeyError(f"{name!r} is not an encoder output; available: {self.names}")
+        counts = self.n_sites if name in self._site else self.n_bonds
+        pieces = iter(np.split(self.packed(name), np.cumsum(counts[self.ok])[:-1]))
+        return [next(pieces) if good else None for good in self.ok]
+
+    def __repr__(self):
+        return f"EncoderOutput(n_structures={len(self)}, failed={len(self.errors)}, names={self.names})"
+
+
+class MEGNetEncoder:
+    """Frozen pretrained MEGNet turning crystal structures into AtomSets features.
+
+    Parameters
+    ----------
+    parent : str, path-like or ParentModel, default="Eform_MP_2019"
+        The pretrained parent model (see :func:`load_parent`).
+    backend : {"torch", "megnet"}, default="torch"
+        ``"torch"``: this package's PyTorch re-implementation (no TensorFlow).
+        ``"megnet"``: the original megnet/Keras model (needs the ``[megnet]`` extra); the
+        reference the PyTorch path is tested against.
+    batch_size : int, default=256
+        Structures per forward pass.
+    device : str, default="cpu"
+        Torch device for the ``"torch"`` backend.
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> from sklearn_atomsets import MEGNetEncoder
+    >>> nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"],
+    ...                                  [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> out = MEGNetEncoder().encode([nacl])
+    >>> out["V1"][0].shape, out["f"].shape
+    ((8, 32), (1, 96))
+    >>> round(float(out["prediction"][0, 0]), 1)  # formation energy, eV/atom
+    -2.1
+    """
+
+    def __init__(self, parent=DEFAULT_PARENT, backend="torch", batch_size=256, device="cpu"):
+        self.parent = parent
+        self.backend = backend
+        self.batch_size = batch_size
+        self.device = device
+
+    def __getstate__(self):
+        # Pickles keep where the weights are, never the weights themselves.
+        return {k: v for k, v in self.__dict__.items() if not k.endswith("_")}
+
+    @property
+    def parent_(self):
+        if "parent_model_" not in self.__dict__:
+            self.parent_model_ = load_parent(self.parent)
+        return self.parent_model_
+
+    @property
+    def module_(self):
+        if self.backend != "torch":
+            raise ValueError(f"module_ exists for backend='torch' only (backend={self.backend!r}).")
+        if "torch_module_" not in self.__dict__:
+            self.torch_module_ = MEGNetModule.from_hdf5(self.parent_.path).to(self.device)
+        return self.torch_module_
+
+    def _reference(self):
+        if "reference_" not in self.__dict__:
+            from ._megnet_backend import MegnetReference
+
+            self.reference_ = MegnetReference(self.parent_)
+        return self.reference_
+
+    def element_embedding(self):
+        """``(n_elements, d)`` array whose row z is V0 of atomic number z."""
+        return self.module_.element_embedding().cpu().numpy()
+
+    def encode(self, structures, on_error="raise"):
+        """Run the parent on structures and return every intermediate output.
+
+        Parameters
+        ----------
+        structures : sequence of pymatgen Structure
+        on_error : {"raise", "nan"}, default="raise"
+            What to do with a structure that cannot be encoded (isolated atom, empty,
+            disordered, unknown element, not a Structure): raise a ``GraphConstructionError``
+            that names it, or record it in ``errors`` and return NaN / None for it.
+
+        Returns
+        -------
+        EncoderOutput
+        """
+        if self.backend not in ("torch", "megnet"):
+            raise ValueError(f"backend must be 'torch' or 'megnet', got {self.backend!r}.")
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+        structures = list(structures)
+        run = self._run_torch if self.backend == "torch" else self._reference().run
+        max_z = self.module_.max_atomic_number if self.backend == "torch" else self._reference().max_atomic_number
+        parent = self.parent_
+        site, bond, graph = defaultdict(list), defaultdict(list), defaultdict(list)
+        n_sites = np.zeros(len(structures), dtype=np.int64)
+        n_bonds = np.zeros(len(structures), dtype=np.int64)
+        ok = np.zeros(len(structures), dtype=bool)
+        errors = {}
+        for start in range(0, len(structures), self.batch_size):
+            chunk = structures[start : start + self.batch_size]
+            graphs, chunk_ok, chunk_errors = build_graphs(
+                chunk, parent.cutoff, max_atomic_number=max_z, on_error=on_error, offset=start
+            )
+            ok[start : start + len(chunk)] = chunk_ok
+            errors.update({start + i: msg for i, msg in chunk_errors.items()})
+            idx = start + np.flatnonzero(chunk_ok)
+            n_sites[idx], n_bonds[idx] = graphs.n_atoms, graphs.n_bonds
+            if graphs.n_graphs == 0:
+                graph["_rows"].append(idx)
+                continue
+            outputs = run(graphs, [chunk[i] for i in np.flatnonzero(chunk_ok)])
+            for name, value in outputs.items():
+                {"site": site, "bond": bond, "structure": graph}[output_level(name)][name].append(value)
+            graph["_rows"].append(idx)
+        rows = np.concatenate(graph.pop("_rows")) if structures else np.zeros(0, np.int64)
+        structure_level = {}
+        for name, parts in graph.items():
+            values = np.concatenate(parts)
+            full = np.full((len(structures), values.shape[1]), np.nan, dtype=values.dtype)
+            full[rows] = values
+            structure_level[name] = full
+        if "output" in structure_level:
+            structure_level["prediction"] = parent.inverse_transform_target(
+                structure_level["output"], n_sites
+            ).astype(np.float32)
+        return EncoderOutput(
+            {k: np.concatenate(v) for k, v in site.items()},
+            {k: np.concatenate(v) for k, v in bond.items()},
+            structure_level,
+            n_sites,
+            n_bonds,
+            ok,
+            errors,
+        )
+
+    def _run_torch(self, graphs, structures):
+        module, parent, dev = self.module_, self.parent_, self.device
+        if not module.atom_input_is_z:
+            raise NotImplementedError("Parents that take atom feature vectors are not supported.")
+        d = graphs.distances
+        if module.bond_input_is_expanded:
+            # megnet's GaussianDistance: float32 lengths against float64 centres, fed as float32
+            bond = np.exp(-((d[:, None].astype(np.float64) - parent.centers[None, :]) ** 2) / parent.width**2)
+        else:
+            bond = d
+        state_dim = module.input_shapes["state"][-1]
+        as_long = lambda a: torch.as_tensor(a, dtype=torch.long, device=dev)  # noqa: E731
+        out = module(
+            as_long(graphs.atomic_numbers),
+            torch.as_tensor(bond, dtype=torch.float32, device=dev),
+            torch.zeros((graphs.n_graphs, state_dim), dtype=torch.float32, device=dev),
+            as_long(graphs.index1),
+            as_long(graphs.index2),
+            as_long(graphs.atom_graph),
+            as_long(graphs.bond_graph),
+            graphs.n_graphs,
+        )
+        return {name: t.cpu().numpy() for name, t in out.items()}

@@ -1,0 +1,144 @@
+"""The reference backend: the original megnet Keras model (optional ``[megnet]`` extra).
+
+megnet 1.3.2 is unmaintained. Two things stop it from importing on today's stack, and both
+are handled here, in this module only, so that users never have to:
+
+* pymatgen renamed ``BrunnerNN_real`` / ``_reciprocal`` / ``_relative`` to
+  ``BrunnerNNReal`` / ``Reciprocal`` / ``Relative``; megnet imports the old names.
+* TensorFlow >= 2.16 ships Keras 3, which cannot load megnet's models; the legacy
+  ``tf-keras`` is used when ``TF_USE_LEGACY_KERAS=1`` is set before TensorFlow is imported.
+
+The PyTorch encoder is tested against this backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MegnetReference", "graph_model_to_files", "import_megnet"]
+
+_PYMATGEN_RENAMES = {
+    "BrunnerNN_real": "BrunnerNNReal",
+    "BrunnerNN_reciprocal": "BrunnerNNReciprocal",
+    "BrunnerNN_relative": "BrunnerNNRelative",
+}
+
+
+def import_megnet():
+    """Import megnet on current pymatgen and TensorFlow, or say clearly why it cannot be."""
+    if "tensorflow" in sys.modules and "megnet" not in sys.modules:
+        import tensorflow as tf
+
+        if not tf.keras.__name__.startswith("tf_keras") and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+            raise RuntimeError(
+                "TensorFlow was imported with Keras 3 before megnet; megnet needs the legacy "
+                "tf-keras. Set TF_USE_LEGACY_KERAS=1 before the first TensorFlow import (or "
+                "import sklearn_atomsets' megnet backend first)."
+            )
+    if os.environ.setdefault("TF_USE_LEGACY_KERAS", "1") != "1":
+        raise RuntimeError("megnet needs TF_USE_LEGACY_KERAS=1; it is set to something else.")
+    from pymatgen.analysis import local_env
+
+    for old, new in _PYMATGEN_RENAMES.items():
+        if not hasattr(local_env, old) and hasattr(local_env, new):
+            setattr(local_env, old, getattr(local_env, new))
+    try:
+        import megnet.models  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "The megnet reference backend needs the optional dependencies: "
+            "pip install 'sklearn-atomsets[megnet]' (megnet, tensorflow-cpu, tf-keras). "
+            f"Import failed with: {exc}"
+        ) from exc
+    import megnet
+
+    return megnet
+
+
+class MegnetReference:
+    """megnet's own graph conversion and Keras model, returning the encoder's named outputs."""
+
+    def __init__(self, parent):
+        import_megnet()
+        from megnet.models import MEGNetModel
+        from tensorflow.keras.models import Model
+
+        self.parent = parent
+        self.graph_model = MEGNetModel.from_file(str(parent.path))
+        keras_model = self.graph_model.model
+        inputs = [t.name.split(":")[0] for t in keras_model.inputs]
+        atom_input, atom_graph_input = inputs[0], inputs[5]
+        names, tensors = [], []
+        blocks = [layer for layer in keras_model.layers if type(layer).__name__ == "MEGNetLayer"]
+        for k, layer in enumerate(blocks, start=1):
+            for prefix, tensor in zip("VEu", layer.output):
+                names.append(f"{prefix}{k}")
+                tensors.append(tensor)
+        for layer in keras_model.layers:
+            kind = type(layer).__name__
+            if kind == "Embedding" and layer.input.name.split(":")[0] == atom_input:
+                names.append("V0")
+                tensors.append(layer.output)
+                self.max_atomic_number = layer.input_dim - 1
+            elif kind == "Set2Set":
+                index_name = layer.input[1].name.split(":")[0]
+                names.append("set2set_atom" if index_name == atom_graph_input else "set2set_bond")
+                tensors.append(layer.output)
+            elif kind == "Concatenate":
+                names.append("f")
+                tensors.append(layer.output)
+        names.append("output")
+        tensors.append(keras_model.output)
+        self.names = names
+        self.model = Model(inputs=keras_model.inputs, outputs=tensors)
+
+    def graphs(self, structures):
+        """megnet's own graph dictionaries for the structures."""
+        return [self.graph_model.graph_converter.convert(s) for s in structures]
+
+    def run(self, graphs, structures, batch_size=None):
+        """Outputs for structures, batched by megnet's own generator (our graphs unused)."""
+        megnet_graphs = self.graphs(structures)
+        flat = self.graph_model.graph_converter.get_flat_data(megnet_graphs)
+        generator = self.graph_model._create_generator(
+            *flat, batch_size=batch_size or len(structures), is_shuffle=False
+        )
+        outputs = {name: [] for name in self.names}
+        for inputs in generator:
+            for name, value in zip(self.names, self.model.predict_on_batch(inputs)):
+                outputs[name].append(np.asarray(value)[0])
+        return {name: np.concatenate(values) for name, values in outputs.items()}
+
+    def run_one_by_one(self, structures):
+        """megnet's per-structure path: ``MEGNetDescriptor``-style single-graph calls."""
+        converter = self.graph_model.graph_converter
+        results = []
+        for structure in structures:
+            inputs = converter.graph_to_input(converter.convert(structure))
+            results.append(self.model.predict_on_batch(inputs))
+        return results
+
+
+def graph_model_to_files(model, directory) -> "ParentModel":  # noqa: F821
+    """Save a live megnet GraphModel as ``.hdf5`` + ``.json``, named by its weights' hash."""
+    from ._parents import ParentModel
+
+    digest = hashlib.sha256()
+    for weight in model.model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"megnet-{digest.hexdigest()[:16]}.hdf5"
+    if not (target.is_file() and Path(str(target) + ".json").is_file()):
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".save-") as tmp:
+            staged = Path(tmp) / target.name
+            model.save_model(str(staged))
+            os.replace(staged, target)
+            os.replace(str(staged) + ".json", str(target) + ".json")
+    return ParentModel.from_files(target, name=target.stem)
