@@ -66,8 +66,9 @@ _ACTIVATIONS = {
 
 
 def _activation(name):
-    if isinstance(name, dict):  # serialised Keras activation
-        name = name.get("config", {}).get("name", name.get("class_name"))
+    if isinstance(name, dict):  # serialised Keras activation: {"class_name": .., "config": ..}
+        config = name.get("config")
+        name = config.get("name") if isinstance(config, dict) else config or name.get("class_name")
     try:
         return _ACTIVATIONS[name]
     except KeyError:
@@ -319,7 +320,10 @@ class MEGNetModule(nn.Module):
                 names["f"] = (layer, 0)
         names["output"] = self.output_ref
         self.n_blocks = len(blocks)
-        self.output_names = names
+        order = {"V": 0, "E": 1, "u": 2}
+        self.output_names = dict(
+            sorted(names.items(), key=lambda kv: (order.get(kv[0][0], 3), kv[0]) if kv[0][1:].isdigit() else (3, ""))
+        )
 
     @classmethod
     def from_hdf5(cls, path):
@@ -342,6 +346,17 @@ class MEGNetModule(nn.Module):
             if cls == "Embedding" and self.input_role.get(srcs[0][0]) == "atom":
                 return self.layers[layer].table.shape[0] - 1
         raise NotImplementedError("This megnet model takes atom feature vectors, not atomic numbers.")
+
+    def output_widths(self):
+        """Width of every named output, from a forward pass on a one-atom dummy graph."""
+        if "_widths" not in self.__dict__:
+            one = torch.zeros(1, dtype=torch.long)
+            bond_shape = self.input_shapes["bond"]
+            bond = torch.zeros((1, bond_shape[-1]) if len(bond_shape) == 3 else (1,))
+            state = torch.zeros((1, self.input_shapes["state"][-1]))
+            out = self(one + 1, bond, state, one, one, one, one, 1)
+            self._widths = {name: int(t.shape[-1]) for name, t in out.items()}
+        return self._widths
 
     def element_embedding(self):
         """The V0 table: row z is the embedding of atomic number z."""
@@ -472,7 +487,9 @@ class MEGNetEncoder:
         if "reference_" not in self.__dict__:
             from ._megnet_backend import MegnetReference
 
-            self.reference_ = MegnetReference(self.parent_)
+            # A live megnet GraphModel is its own reference: no reload through Keras.
+            live = self.parent if hasattr(self.parent, "graph_converter") else None
+            self.reference_ = MegnetReference(self.parent_, graph_model=live)
         return self.reference_
 
     def element_embedding(self):
@@ -499,8 +516,9 @@ class MEGNetEncoder:
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
         structures = list(structures)
-        run = self._run_torch if self.backend == "torch" else self._reference().run
-        max_z = self.module_.max_atomic_number if self.backend == "torch" else self._reference().max_atomic_number
+        backend = self.module_ if self.backend == "torch" else self._reference()
+        run = self._run_torch if self.backend == "torch" else backend.run
+        max_z, widths = backend.max_atomic_number, backend.output_widths()
         parent = self.parent_
         site, bond, graph = defaultdict(list), defaultdict(list), defaultdict(list)
         n_sites = np.zeros(len(structures), dtype=np.int64)
@@ -517,19 +535,19 @@ class MEGNetEncoder:
             idx = start + np.flatnonzero(chunk_ok)
             n_sites[idx], n_bonds[idx] = graphs.n_atoms, graphs.n_bonds
             if graphs.n_graphs == 0:
-                graph["_rows"].append(idx)
                 continue
             outputs = run(graphs, [chunk[i] for i in np.flatnonzero(chunk_ok)])
             for name, value in outputs.items():
                 {"site": site, "bond": bond, "structure": graph}[output_level(name)][name].append(value)
-            graph["_rows"].append(idx)
-        rows = np.concatenate(graph.pop("_rows")) if structures else np.zeros(0, np.int64)
         structure_level = {}
-        for name, parts in graph.items():
-            values = np.concatenate(parts)
-            full = np.full((len(structures), values.shape[1]), np.nan, dtype=values.dtype)
-            full[rows] = values
-            structure_level[name] = full
+        for name, width in widths.items():
+            level = {"site": site, "bond": bond, "structure": graph}[output_level(name)]
+            if not level.get(name):  # nothing could be encoded
+                level[name] = [np.zeros((0, width), dtype=np.float32)]
+            if level is graph:
+                full = np.full((len(structures), width), np.nan, dtype=np.float32)
+                full[ok] = np.concatenate(graph[name])  # chunks run in input order
+                structure_level[name] = full
         if "output" in structure_level:
             structure_level["prediction"] = parent.inverse_transform_target(
                 structure_level["output"], n_sites

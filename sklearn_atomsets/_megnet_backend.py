@@ -64,13 +64,13 @@ def import_megnet():
 class MegnetReference:
     """megnet's own graph conversion and Keras model, returning the encoder's named outputs."""
 
-    def __init__(self, parent):
+    def __init__(self, parent, graph_model=None):
         import_megnet()
         from megnet.models import MEGNetModel
         from tensorflow.keras.models import Model
 
         self.parent = parent
-        self.graph_model = MEGNetModel.from_file(str(parent.path))
+        self.graph_model = graph_model or MEGNetModel.from_file(str(parent.path))
         keras_model = self.graph_model.model
         inputs = [t.name.split(":")[0] for t in keras_model.inputs]
         atom_input, atom_graph_input = inputs[0], inputs[5]
@@ -97,6 +97,9 @@ class MegnetReference:
         tensors.append(keras_model.output)
         self.names = names
         self.model = Model(inputs=keras_model.inputs, outputs=tensors)
+
+    def output_widths(self):
+        return {name: int(t.shape[-1]) for name, t in zip(self.names, self.model.outputs)}
 
     def graphs(self, structures):
         """megnet's own graph dictionaries for the structures."""
