@@ -26,6 +26,7 @@ Nothing here needs TensorFlow; the weights are frozen (no gradients).
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 
 import h5py
@@ -42,9 +43,22 @@ __all__ = ["EncoderOutput", "MEGNetEncoder", "MEGNetModule"]
 _INPUT_ROLES = ("atom", "bond", "state", "index1", "index2", "atom_graph", "bond_graph")
 
 
+_LOG2 = math.log(2.0)
+
+
 def _softplus2(x):
-    # megnet.activations.softplus2: log(exp(x) + 1) - log(2), written to avoid overflow
-    return torch.relu(x) + torch.log(0.5 * torch.exp(-torch.abs(x)) + 0.5)
+    # megnet.activations.softplus2 = log(exp(x) + 1) - log(2): one fused, overflow-safe
+    # kernel and one in-place pass instead of megnet's seven (this is the encoder's hot loop)
+    return torch.nn.functional.softplus(x).sub_(_LOG2)
+
+
+# Bonds are pushed through phi_e in slices small enough for the intermediates to stay in
+# the CPU cache; the activations are memory-bound otherwise.
+_BOND_CHUNK = 8192
+
+
+def _linear(x, weight, bias):
+    return x @ weight if bias is None else torch.addmm(bias, x, weight)
 
 
 def _hard_sigmoid(x):
@@ -93,10 +107,7 @@ class _Dense(nn.Module):
         self.act = _activation(config.get("activation"))
 
     def forward(self, x):
-        y = x @ self.kernel
-        if self.bias is not None:
-            y = y + self.bias
-        return self.act(y)
+        return self.act(_linear(x, self.kernel, self.bias))
 
 
 class _Embedding(nn.Module):
@@ -124,19 +135,34 @@ class _MEGNetLayer(nn.Module):
                 i += 1
             setattr(self, f"n_{part}", i)
 
-    def _mlp(self, x, part):
+    def _mlp(self, x, part, start=0):
         # megnet applies the activation between layers; the last layer stays linear
-        for i in range(getattr(self, f"n_{part}")):
+        for i in range(start, getattr(self, f"n_{part}")):
             if i:
                 x = self.act(x)
-            x = x @ getattr(self, f"w_{part}_{i}")
-            bias = getattr(self, f"b_{part}_{i}")
-            if bias is not None:
-                x = x + bias
+            x = _linear(x, getattr(self, f"w_{part}_{i}"), getattr(self, f"b_{part}_{i}"))
         return x
 
+    def _edge_update(self, v, e, u, index1, index2, bond_graph):
+        """phi_e on [v_send, v_receive, e, u]. Its first layer is split by input so the
+        atom and state parts are projected once per atom / per graph and then gathered,
+        instead of multiplying a (n_bonds, 2 d_v + d_e + d_u) concatenation."""
+        d_v, d_e = v.shape[1], e.shape[1]
+        w = self.w_e_0
+        per_state = _linear(u, w[2 * d_v + d_e :], self.b_e_0)
+        send, receive = v @ w[:d_v], v @ w[d_v : 2 * d_v]
+        w_bond = w[2 * d_v : 2 * d_v + d_e]
+        chunks = []
+        for start in range(0, e.shape[0], _BOND_CHUNK):
+            sl = slice(start, start + _BOND_CHUNK)
+            h = send.index_select(0, index1[sl])
+            h += receive.index_select(0, index2[sl])
+            h += per_state.index_select(0, bond_graph[sl])
+            chunks.append(self._mlp(torch.addmm(h, e[sl], w_bond), "e", start=1))
+        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+
     def forward(self, v, e, u, index1, index2, atom_graph, bond_graph, n_graphs):
-        e_new = self._mlp(torch.cat([v[index1], v[index2], e, u[bond_graph]], dim=-1), "e")
+        e_new = self._edge_update(v, e, u, index1, index2, bond_graph)
         e_to_v = self.reduce(e_new, index1, v.shape[0])
         v_new = self._mlp(torch.cat([e_to_v, v, u[atom_graph]], dim=-1), "v")
         e_to_u = self.reduce(e_new, bond_graph, n_graphs)
@@ -220,6 +246,7 @@ class _Identity(nn.Module):  # Dropout at inference
         return x
 
 
+_ROWWISE = ("Dense", "Dropout", "GaussianExpansion")  # act on each row on its own
 _LAYERS = {
     "Dense": _Dense,
     "Embedding": _Embedding,
@@ -290,6 +317,40 @@ class MEGNetModule(nn.Module):
             self.steps.append((name, cls, [(src[0], src[2]) for src in nodes[0]]))
         self.steps = self._topological(self.steps)
         self._name_outputs()
+        self.plan = self._fuse_rowwise_chains()
+
+    def _fuse_rowwise_chains(self):
+        """Group runs of row-wise layers (a Dense feeding only the next Dense) so that they
+        run slice by slice over the bonds, keeping intermediates in the CPU cache."""
+        consumers = defaultdict(int)
+        for _, _, srcs in self.steps:
+            for src in srcs:
+                consumers[src] += 1
+        named = set(self.output_names.values())
+        plan, open_chains = [], {}
+        for name, cls, srcs in self.steps:
+            if cls in _ROWWISE and len(srcs) == 1:
+                chain = open_chains.pop(srcs[0][0], None)
+                if chain is not None and consumers[srcs[0]] == 1 and srcs[0] not in named:
+                    chain[3].append(name)
+                    chain[0] = name
+                    open_chains[name] = chain
+                    continue
+            entry = [name, cls, srcs, [name]]
+            plan.append(entry)
+            if cls in _ROWWISE:
+                open_chains[name] = entry
+        return [tuple(entry[:3]) + (tuple(entry[3]),) for entry in plan]
+
+    def _rowwise(self, x, members):
+        modules = [self.layers[m] for m in members]
+        chunks = []
+        for start in range(0, max(x.shape[0], 1), _BOND_CHUNK):
+            y = x[start : start + _BOND_CHUNK]
+            for module in modules:
+                y = module(y)
+            chunks.append(y)
+        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
     def _topological(self, steps):
         done, ordered, pending = set(self.input_role), [], list(steps)
@@ -363,17 +424,36 @@ class MEGNetModule(nn.Module):
         return self.layers[self.output_names["V0"][0]].table
 
     @torch.no_grad()
-    def forward(self, atom, bond, state, index1, index2, atom_graph, bond_graph, n_graphs):
+    def forward(self, atom, bond, state, index1, index2, atom_graph, bond_graph, n_graphs, bond_inverse=None, outputs=None):
+        """Run the graph. With ``bond_inverse``, ``bond`` holds only the distinct bond rows
+        (bond i is row ``bond_inverse[i]``): layers that see nothing but the bond input
+        (the bond pre-block, Gaussian expansion) then run once per distinct bond length,
+        and rows are spread out to all bonds where the bond meets atoms or states."""
         values = {}
         for role, x in zip(_INPUT_ROLES, (atom, bond, state, index1, index2, atom_graph, bond_graph)):
             values[(role, 0)] = x
-        alias = {name: r for name, r in self.input_role.items()}
+        alias = dict(self.input_role)
+        distinct = {("bond", 0)} if bond_inverse is not None else set()
 
-        def get(src, idx):
-            return values[(alias.get(src, src), idx)]
+        def get(src, idx, spread=True):
+            key = (alias.get(src, src), idx)
+            if spread and key in distinct:
+                values[key] = values[key].index_select(0, bond_inverse)
+                distinct.discard(key)
+            return values[key]
 
-        for layer, cls, srcs in self.steps:
+        wanted = self.output_names if outputs is None else {n: self.output_names[n] for n in outputs}
+        needed = self._needed_layers(tuple(wanted))
+        for layer, cls, srcs, members in self.plan:
+            if layer not in needed:
+                continue
             module = self.layers[layer]
+            if cls in _ROWWISE:
+                in_distinct = (alias.get(srcs[0][0], srcs[0][0]), srcs[0][1]) in distinct
+                values[(layer, 0)] = self._rowwise(get(*srcs[0], spread=False), members)
+                if in_distinct:
+                    distinct.add((layer, 0))
+                continue
             args = [get(s, i) for s, i in srcs]
             if cls == "MEGNetLayer":
                 out = module(*args[:7], n_graphs)
@@ -383,7 +463,22 @@ class MEGNetModule(nn.Module):
                 out = module(*args)
             for i, tensor in enumerate(out if isinstance(out, tuple) else (out,)):
                 values[(layer, i)] = tensor
-        return {name: get(*ref) for name, ref in self.output_names.items()}
+        return {name: get(*ref) for name, ref in wanted.items()}
+
+    def _needed_layers(self, names):
+        """Layers the requested outputs depend on (V1 alone needs only the first block)."""
+        cache = self.__dict__.setdefault("_needed", {})
+        if names not in cache:
+            producer = {entry[0]: entry for entry in self.plan}
+            needed, todo = set(), [self.output_names[n][0] for n in names]
+            while todo:
+                layer = todo.pop()
+                if layer in needed or layer not in producer:
+                    continue
+                needed.add(layer)
+                todo.extend(src for src, _ in producer[layer][2])
+            cache[names] = needed
+        return cache[names]
 
 
 _LEVELS = {"V": "site", "E": "bond"}
@@ -496,7 +591,7 @@ class MEGNetEncoder:
         """``(n_elements, d)`` array whose row z is V0 of atomic number z."""
         return self.module_.element_embedding().cpu().numpy()
 
-    def encode(self, structures, on_error="raise"):
+    def encode(self, structures, on_error="raise", outputs=None):
         """Run the parent on structures and return every intermediate output.
 
         Parameters
@@ -506,6 +601,9 @@ class MEGNetEncoder:
             What to do with a structure that cannot be encoded (isolated atom, empty,
             disordered, unknown element, not a Structure): raise a ``GraphConstructionError``
             that names it, or record it in ``errors`` and return NaN / None for it.
+        outputs : list of str, optional
+            Only these outputs (e.g. ``["V1", "f"]``); default all. Leaving out the bond
+            outputs ``E1``..``E3`` saves most of the memory on large batches.
 
         Returns
         -------
@@ -519,6 +617,13 @@ class MEGNetEncoder:
         backend = self.module_ if self.backend == "torch" else self._reference()
         run = self._run_torch if self.backend == "torch" else backend.run
         max_z, widths = backend.max_atomic_number, backend.output_widths()
+        if outputs is not None:
+            outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+            unknown = sorted(set(outputs) - set(widths) - {"prediction"})
+            if unknown:
+                raise KeyError(f"{unknown} are not encoder outputs; available: {[*widths, 'prediction']}")
+            wanted = set(outputs) | ({"output"} if "prediction" in outputs else set())
+            widths = {name: w for name, w in widths.items() if name in wanted}
         parent = self.parent_
         site, bond, graph = defaultdict(list), defaultdict(list), defaultdict(list)
         n_sites = np.zeros(len(structures), dtype=np.int64)
@@ -536,8 +641,8 @@ class MEGNetEncoder:
             n_sites[idx], n_bonds[idx] = graphs.n_atoms, graphs.n_bonds
             if graphs.n_graphs == 0:
                 continue
-            outputs = run(graphs, [chunk[i] for i in np.flatnonzero(chunk_ok)])
-            for name, value in outputs.items():
+            results = run(graphs, [chunk[i] for i in np.flatnonzero(chunk_ok)], list(widths))
+            for name, value in results.items():
                 {"site": site, "bond": bond, "structure": graph}[output_level(name)][name].append(value)
         structure_level = {}
         for name, width in widths.items():
@@ -562,11 +667,13 @@ class MEGNetEncoder:
             errors,
         )
 
-    def _run_torch(self, graphs, structures):
+    def _run_torch(self, graphs, structures, outputs=None):
         module, parent, dev = self.module_, self.parent_, self.device
         if not module.atom_input_is_z:
             raise NotImplementedError("Parents that take atom feature vectors are not supported.")
-        d = graphs.distances
+        # Bond features depend on the (float32) length alone, and every length occurs at least
+        # twice (i->j and j->i), so they are computed once per distinct length.
+        d, inverse = np.unique(graphs.distances, return_inverse=True)
         if module.bond_input_is_expanded:
             # megnet's GaussianDistance: float32 lengths against float64 centres, fed as float32
             bond = np.exp(-((d[:, None].astype(np.float64) - parent.centers[None, :]) ** 2) / parent.width**2)
@@ -583,5 +690,7 @@ class MEGNetEncoder:
             as_long(graphs.atom_graph),
             as_long(graphs.bond_graph),
             graphs.n_graphs,
+            bond_inverse=as_long(inverse),
+            outputs=outputs,
         )
         return {name: t.cpu().numpy() for name, t in out.items()}

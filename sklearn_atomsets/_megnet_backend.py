@@ -105,18 +105,18 @@ class MegnetReference:
         """megnet's own graph dictionaries for the structures."""
         return [self.graph_model.graph_converter.convert(s) for s in structures]
 
-    def run(self, graphs, structures, batch_size=None):
+    def run(self, graphs, structures, outputs=None, batch_size=None):
         """Outputs for structures, batched by megnet's own generator (our graphs unused)."""
-        megnet_graphs = self.graphs(structures)
-        flat = self.graph_model.graph_converter.get_flat_data(megnet_graphs)
+        flat = self.graph_model.graph_converter.get_flat_data(self.graphs(structures))
         generator = self.graph_model._create_generator(
             *flat, batch_size=batch_size or len(structures), is_shuffle=False
         )
-        outputs = {name: [] for name in self.names}
+        collected = {name: [] for name in self.names}
         for inputs in generator:
             for name, value in zip(self.names, self.model.predict_on_batch(inputs)):
-                outputs[name].append(np.asarray(value)[0])
-        return {name: np.concatenate(values) for name, values in outputs.items()}
+                collected[name].append(np.asarray(value)[0])
+        wanted = self.names if outputs is None else outputs
+        return {name: np.concatenate(collected[name]) for name in wanted}
 
     def run_one_by_one(self, structures):
         """megnet's per-structure path: ``MEGNetDescriptor``-style single-graph calls."""

@@ -145,3 +145,16 @@ def test_graph_batch_layout_is_vectorised_and_sorted(pymatgen_structures):
     assert np.array_equal(graphs.atom_graph[graphs.index1], graphs.bond_graph)
     assert np.array_equal(graphs.atom_graph[graphs.index2], graphs.bond_graph)
     assert graphs.distances.dtype == np.float32 and (graphs.distances > 0).all()
+
+
+def test_requested_outputs_only_equal_the_full_run(encoder, pymatgen_structures):
+    full = encoder.encode(pymatgen_structures)
+    v1 = encoder.encode(pymatgen_structures, outputs=["V1"])
+    assert v1.names == ["V1"]
+    np.testing.assert_array_equal(v1.packed("V1"), full.packed("V1"))
+    some = encoder.encode(pymatgen_structures, outputs=["f", "prediction", "E3"])
+    np.testing.assert_array_equal(some["f"], full["f"])
+    np.testing.assert_array_equal(some["prediction"], full["prediction"])
+    np.testing.assert_array_equal(some.packed("E3"), full.packed("E3"))
+    with pytest.raises(KeyError, match="not encoder outputs"):
+        encoder.encode(pymatgen_structures, outputs=["V9"])
