@@ -135,12 +135,16 @@ class _MEGNetLayer(nn.Module):
                 i += 1
             setattr(self, f"n_{part}", i)
 
-    def _mlp(self, x, part, start=0):
+    def _mlp(self, x, part, start=0, out=None):
         # megnet applies the activation between layers; the last layer stays linear
-        for i in range(start, getattr(self, f"n_{part}")):
+        n = getattr(self, f"n_{part}")
+        for i in range(start, n):
             if i:
                 x = self.act(x)
-            x = _linear(x, getattr(self, f"w_{part}_{i}"), getattr(self, f"b_{part}_{i}"))
+            weight, bias = getattr(self, f"w_{part}_{i}"), getattr(self, f"b_{part}_{i}")
+            if out is not None and i == n - 1:
+                return torch.addmm(bias, x, weight, out=out) if bias is not None else torch.mm(x, weight, out=out)
+            x = _linear(x, weight, bias)
         return x
 
     def _edge_update(self, v, e, u, index1, index2, bond_graph):
@@ -152,14 +156,18 @@ class _MEGNetLayer(nn.Module):
         per_state = _linear(u, w[2 * d_v + d_e :], self.b_e_0)
         send, receive = v @ w[:d_v], v @ w[d_v : 2 * d_v]
         w_bond = w[2 * d_v : 2 * d_v + d_e]
-        chunks = []
+        out = e.new_empty((e.shape[0], getattr(self, f"w_e_{self.n_e - 1}").shape[1]))
         for start in range(0, e.shape[0], _BOND_CHUNK):
             sl = slice(start, start + _BOND_CHUNK)
             h = send.index_select(0, index1[sl])
             h += receive.index_select(0, index2[sl])
             h += per_state.index_select(0, bond_graph[sl])
-            chunks.append(self._mlp(torch.addmm(h, e[sl], w_bond), "e", start=1))
-        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+            h = torch.addmm(h, e[sl], w_bond)
+            if self.n_e == 1:
+                out[sl] = h
+            else:
+                self._mlp(h, "e", start=1, out=out[sl])
+        return out
 
     def forward(self, v, e, u, index1, index2, atom_graph, bond_graph, n_graphs):
         e_new = self._edge_update(v, e, u, index1, index2, bond_graph)
@@ -497,9 +505,13 @@ class EncoderOutput:
     arrays with NaN rows where it failed. ``errors`` maps failed positions to the reason.
     """
 
-    def __init__(self, site, bond, structure, n_sites, n_bonds, ok, errors):
+    def __init__(self, site, bond, structure, n_sites, n_bonds, ok, errors, batch_counts):
+        # Site and bond outputs stay as the per-batch arrays the encoder produced (dicts of
+        # lists; batch_counts[i] structures in batch i): stacking millions of bond rows into
+        # one array would cost more than the forward pass.
         self._site, self._bond, self._structure = site, bond, structure
         self.n_sites, self.n_bonds, self.ok, self.errors = n_sites, n_bonds, ok, errors
+        self.batch_counts = batch_counts
 
     @property
     def names(self):
@@ -508,17 +520,30 @@ class EncoderOutput:
     def __len__(self):
         return len(self.ok)
 
+    def _batches(self, name):
+        if name in self._site:
+            return self._site[name], self.n_sites
+        if name in self._bond:
+            return self._bond[name], self.n_bonds
+        raise KeyError(f"{name!r} is not a site or bond output; available: {self.names}")
+
     def packed(self, name):
         """Site or bond output of all successful structures stacked in one array."""
-        return self._site[name] if name in self._site else self._bond[name]
+        batches, _ = self._batches(name)
+        return np.concatenate(batches) if len(batches) != 1 else batches[0]
 
     def __getitem__(self, name):
         if name in self._structure:
             return self._structure[name]
         if name not in self._site and name not in self._bond:
             raise KeyError(f"{name!r} is not an encoder output; available: {self.names}")
-        counts = self.n_sites if name in self._site else self.n_bonds
-        pieces = iter(np.split(self.packed(name), np.cumsum(counts[self.ok])[:-1]))
+        batches, counts = self._batches(name)
+        counts, pieces, start = counts[self.ok], [], 0
+        for batch, k in zip(batches, self.batch_counts):
+            if k:
+                pieces.extend(np.split(batch, np.cumsum(counts[start : start + k])[:-1]))
+            start += k
+        pieces = iter(pieces)
         return [next(pieces) if good else None for good in self.ok]
 
     def __repr__(self):
@@ -629,7 +654,7 @@ class MEGNetEncoder:
         n_sites = np.zeros(len(structures), dtype=np.int64)
         n_bonds = np.zeros(len(structures), dtype=np.int64)
         ok = np.zeros(len(structures), dtype=bool)
-        errors = {}
+        errors, batch_counts = {}, []
         for start in range(0, len(structures), self.batch_size):
             chunk = structures[start : start + self.batch_size]
             graphs, chunk_ok, chunk_errors = build_graphs(
@@ -641,6 +666,7 @@ class MEGNetEncoder:
             n_sites[idx], n_bonds[idx] = graphs.n_atoms, graphs.n_bonds
             if graphs.n_graphs == 0:
                 continue
+            batch_counts.append(graphs.n_graphs)
             results = run(graphs, [chunk[i] for i in np.flatnonzero(chunk_ok)], list(widths))
             for name, value in results.items():
                 {"site": site, "bond": bond, "structure": graph}[output_level(name)][name].append(value)
@@ -649,6 +675,7 @@ class MEGNetEncoder:
             level = {"site": site, "bond": bond, "structure": graph}[output_level(name)]
             if not level.get(name):  # nothing could be encoded
                 level[name] = [np.zeros((0, width), dtype=np.float32)]
+                batch_counts[:] = [0]
             if level is graph:
                 full = np.full((len(structures), width), np.nan, dtype=np.float32)
                 full[ok] = np.concatenate(graph[name])  # chunks run in input order
@@ -657,15 +684,7 @@ class MEGNetEncoder:
             structure_level["prediction"] = parent.inverse_transform_target(
                 structure_level["output"], n_sites
             ).astype(np.float32)
-        return EncoderOutput(
-            {k: np.concatenate(v) for k, v in site.items()},
-            {k: np.concatenate(v) for k, v in bond.items()},
-            structure_level,
-            n_sites,
-            n_bonds,
-            ok,
-            errors,
-        )
+        return EncoderOutput(dict(site), dict(bond), structure_level, n_sites, n_bonds, ok, errors, batch_counts)
 
     def _run_torch(self, graphs, structures, outputs=None):
         module, parent, dev = self.module_, self.parent_, self.device

@@ -71,13 +71,14 @@ def _one_graph(i, structure, cutoff, max_z):
     label = _describe(i, structure)
     if len(structure) == 0:
         raise GraphConstructionError(f"{label} is empty: it has no sites.")
-    if not structure.is_ordered:
+    occupancies = [site.species for site in structure]
+    if any(len(occ) != 1 or next(iter(occ.values())) != 1 for occ in occupancies):
         raise GraphConstructionError(
             f"{label} has disordered (partially occupied) sites; MEGNet crystal graphs need one "
             "element per site (megnet cannot featurize disordered structures either). Order it "
             "first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
         )
-    z = np.fromiter((site.specie.Z for site in structure), dtype=np.int64, count=len(structure))
+    z = np.fromiter((next(iter(occ)).Z for occ in occupancies), dtype=np.int64, count=len(structure))
     bad = (z < 1) | (z > max_z)
     if bad.any():
         species = sorted({str(structure[k].specie) for k in np.flatnonzero(bad)})
