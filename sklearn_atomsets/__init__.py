@@ -12,12 +12,22 @@ __version__ = "0.1.0"
 
 __all__ = ["__version__"]
 
+from ._atomsets import AtomSetsModule
 from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
+from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
 from ._parents import PARENT_MODELS, ParentModel, ParentModelNotFoundError, load_parent
+from ._sets import WeightedSet, as_sets
 
 __all__ += [
     "PARENT_MODELS",
+    "AtomSetsClassifier",
+    "AtomSetsModule",
+    "AtomSetsRegressor",
+    "MLPfClassifier",
+    "MLPfRegressor",
+    "WeightedSet",
+    "as_sets",
     "CrystalGraphBatch",
     "EncoderOutput",
     "GraphConstructionError",

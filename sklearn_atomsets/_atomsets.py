@@ -1,0 +1,126 @@
+"""The AtomSets deep-sets network (Chen & Ong 2021, Fig. 1c) in PyTorch.
+
+    rows of a set --phi (MLP per row)--> readout over the set --rho (MLP)--> output
+
+Rows are feature vectors (transfer learning: V0..V3 of the frozen MEGNet) or atomic
+numbers looked up in a trainable embedding (the paper's non-TL "AtomSets"). Readouts are
+the weighted mean (eq. 4) and the weighted set2set (eqs. 5-9: an LSTM whose attention
+softmax is weighted by the row weights); both may be used and are then concatenated.
+
+Sets arrive packed: ``features`` holds the rows of all sets in the batch, ``segment[i]``
+says which set row i belongs to (sorted), ``weights`` holds the row weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["AtomSetsModule", "WeightedMean", "WeightedSet2Set"]
+
+ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "silu": nn.SiLU, "gelu": nn.GELU}
+READOUTS = ("mean", "set2set")
+
+
+def _segment_sum(x, segment, n):
+    return x.new_zeros((n,) + x.shape[1:]).index_add_(0, segment, x)
+
+
+class WeightedMean(nn.Module):
+    """Eq. 4: sum_i w_i x_i / sum_i w_i over the rows of each set."""
+
+    def forward(self, x, weights, segment, n_sets):
+        total = _segment_sum(x * weights[:, None], segment, n_sets)
+        return total / _segment_sum(weights, segment, n_sets)[:, None]
+
+    def out_features(self, in_features):
+        return in_features
+
+
+class WeightedSet2Set(nn.Module):
+    """Eqs. 5-9: set2set readout whose attention is weighted by the row weights.
+
+    q*_t = [h_t, r_t],  h_t = LSTM(q*_{t-1}),  e_i = x_i . h_t[set(i)],
+    a_i = w_i exp(e_i) / sum_j w_j exp(e_j),  r_t = sum_i a_i x_i.
+    """
+
+    def __init__(self, in_features, n_steps=3):
+        super().__init__()
+        self.n_steps = n_steps
+        self.lstm = nn.LSTMCell(2 * in_features, in_features)
+
+    def forward(self, x, weights, segment, n_sets):
+        d = x.shape[1]
+        h = x.new_zeros((n_sets, d))
+        c = x.new_zeros((n_sets, d))
+        q_star = x.new_zeros((n_sets, 2 * d))
+        log_w = torch.log(weights)
+        for _ in range(self.n_steps):
+            h, c = self.lstm(q_star, (h, c))
+            e = (x * h.index_select(0, segment)).sum(-1) + log_w
+            e_max = e.new_full((n_sets,), -torch.inf).scatter_reduce(0, segment, e.detach(), "amax")
+            a = torch.exp(e - e_max.index_select(0, segment))
+            a = a / _segment_sum(a, segment, n_sets).index_select(0, segment)
+            r = _segment_sum(x * a[:, None], segment, n_sets)
+            q_star = torch.cat([h, r], dim=-1)
+        return q_star
+
+    def out_features(self, in_features):
+        return 2 * in_features
+
+
+def _mlp(in_features, widths, activation, dropout):
+    layers = []
+    for width in widths:
+        layers += [nn.Linear(in_features, width), ACTIVATIONS[activation]()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        in_features = width
+    return nn.Sequential(*layers), in_features
+
+
+class AtomSetsModule(nn.Module):
+    """phi -> readout(s) -> rho -> output.
+
+    Parameters
+    ----------
+    n_features : int or None
+        Width of the feature rows; ``None`` means rows are atomic numbers, embedded.
+    n_outputs : int
+        Regression targets, or classes (logits) for classification.
+    n_neurons, n_neurons_final : tuple of int
+        Widths of phi (per row) and rho (after the readout).
+    readout : "mean", "set2set" or a tuple of both
+    n_set2set_steps : int
+    activation : str
+    dropout : float
+    n_elements, embedding_dim : int
+        Vocabulary and width of the element embedding (embedding mode only).
+    """
+
+    def __init__(self, n_features=None, n_outputs=1, n_neurons=(64, 64), n_neurons_final=(64, 64),
+                 readout="mean", n_set2set_steps=3, activation="relu", dropout=0.0, n_elements=95,
+                 embedding_dim=32):
+        super().__init__()
+        if n_features is None:
+            self.embedding = nn.Embedding(n_elements, embedding_dim)
+            width = embedding_dim
+        else:
+            self.embedding = None
+            width = n_features
+        self.phi, width = _mlp(width, n_neurons, activation, dropout)
+        names = (readout,) if isinstance(readout, str) else tuple(readout)
+        self.readouts = nn.ModuleList(
+            WeightedMean() if name == "mean" else WeightedSet2Set(width, n_set2set_steps) for name in names
+        )
+        width = sum(r.out_features(width) for r in self.readouts)
+        self.rho, width = _mlp(width, n_neurons_final, activation, dropout)
+        self.output = nn.Linear(width, n_outputs)
+
+    def forward(self, features, weights, segment):
+        x = self.embedding(features) if self.embedding is not None else features
+        x = self.phi(x)
+        n_sets = int(segment[-1]) + 1
+        pooled = [r(x, weights, segment, n_sets) for r in self.readouts]
+        x = pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=-1)
+        return self.output(self.rho(x))

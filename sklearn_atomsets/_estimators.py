@@ -1,0 +1,532 @@
+"""AtomSets estimators: scikit-learn estimators that train a skorch-wrapped AtomSetsModule.
+
+Each estimator is a plain scikit-learn estimator whose ``__init__`` only stores its
+parameters (so ``clone``, ``get_params``/``set_params``, ``GridSearchCV`` and pickling work
+as for any scikit-learn model). ``fit`` validates the input, packs all sets once, and then
+configures and trains a ``skorch`` net: the module, the optimizer (Adam), the criterion
+(MSE / cross-entropy), the batch iterator and the inner validation split are parameters of
+that net, and early stopping with restoration of the best epoch is skorch's own
+``EarlyStopping`` callback. The fitted net is ``net_``, its PyTorch module ``module_``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.metrics import mean_absolute_error, roc_auc_score
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+from skorch import NeuralNet
+from skorch.callbacks import Callback, EarlyStopping
+from skorch.dataset import ValidSplit
+
+from ._atomsets import ACTIVATIONS, READOUTS, AtomSetsModule
+from ._sets import _from_pandas, _is_table, as_packed_sets
+
+__all__ = ["AtomSetsClassifier", "AtomSetsRegressor", "MLPfClassifier", "MLPfRegressor"]
+
+
+class _PackedDataset(torch.utils.data.Dataset):
+    """All sets packed once; ``batch(sets)`` gathers the rows of a batch without a loop.
+
+    ``X`` (material positions) and ``y`` are exposed the way skorch's validation split and
+    scoring expect of a dataset.
+    """
+
+    def __init__(self, packed, y=None):
+        self.packed = packed
+        self.features = torch.from_numpy(packed.features)
+        self.weights = torch.from_numpy(packed.weights)
+        self.X = np.arange(packed.n_sets)
+        self.y = y
+
+    def __len__(self):
+        return self.packed.n_sets
+
+    def __getitem__(self, i):
+        return self.batch(np.array([i]))
+
+    def batch(self, sets):
+        rows, segment = self.packed.rows_of(sets)
+        rows = torch.from_numpy(rows)
+        X = {
+            "features": self.features.index_select(0, rows),
+            "weights": self.weights.index_select(0, rows),
+            "segment": torch.from_numpy(segment),
+        }
+        y = torch.zeros(len(sets)) if self.y is None else torch.from_numpy(self.y[sets])
+        return X, y
+
+
+class _SetBatches:
+    """skorch iterator over a (subset of a) ``_PackedDataset``, one contiguous gather a batch."""
+
+    def __init__(self, dataset, batch_size=128, shuffle=False, seed=None):
+        if isinstance(dataset, torch.utils.data.Subset):
+            self.base, self.sets = dataset.dataset, np.asarray(dataset.indices)
+        else:
+            self.base, self.sets = dataset, np.arange(len(dataset))
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return -(-len(self.sets) // self.batch_size)
+
+    def __iter__(self):
+        order = self.rng.permutation(self.sets) if self.shuffle else self.sets
+        for start in range(0, len(order), self.batch_size):
+            yield self.base.batch(order[start : start + self.batch_size])
+
+
+class _ValidationScore(Callback):
+    """Score the validation batches that skorch already ran (no extra forward pass)."""
+
+    def __init__(self, name, score):
+        self.name = name
+        self.score = score
+
+    def on_epoch_begin(self, net, **kwargs):
+        self._pred, self._true = [], []
+
+    def on_batch_end(self, net, batch, training, y_pred=None, **kwargs):
+        if not training:
+            self._pred.append(y_pred.detach())
+            self._true.append(batch[1])
+
+    def on_epoch_end(self, net, **kwargs):
+        if self._pred:
+            net.history.record(self.name, self.score(torch.cat(self._true).numpy(), torch.cat(self._pred)))
+
+
+def _silent(*args, **kwargs):
+    """EarlyStopping's message sink when verbose=0."""
+
+
+def _require_y(estimator, y):
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None.")
+
+
+def _scaled_mae(y_true, y_pred):
+    return mean_absolute_error(y_true, y_pred.numpy())
+
+
+def _roc_auc(y_true, logits):
+    proba = torch.softmax(logits, dim=-1).numpy()
+    if proba.shape[1] == 2:
+        return roc_auc_score(y_true, proba[:, 1])
+    return roc_auc_score(y_true, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
+
+
+def _readout_ok(value):
+    names = (value,) if isinstance(value, str) else tuple(value)
+    return len(names) > 0 and set(names) <= set(READOUTS) and len(set(names)) == len(names)
+
+
+def _widths_ok(value):
+    return isinstance(value, (tuple, list)) and all(isinstance(v, numbers.Integral) and v > 0 for v in value)
+
+
+class _AtomSetsBase(BaseEstimator):
+    _parameter_constraints = {
+        "n_neurons": [callable, "array-like"],
+        "n_neurons_final": [callable, "array-like"],
+        "readout": [StrOptions(set(READOUTS)), tuple, list],
+        "n_set2set_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_elements": [Interval(numbers.Integral, 2, None, closed="left")],
+        "optimizer": [callable],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "patience": [Interval(numbers.Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
+        "random_state": ["random_state"],
+        "device": [str],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_neurons=(64, 64),
+        n_neurons_final=(64, 64),
+        readout="mean",
+        n_set2set_steps=3,
+        activation="relu",
+        dropout=0.0,
+        embedding_dim=32,
+        n_elements=95,
+        optimizer=torch.optim.Adam,
+        lr=1e-3,
+        weight_decay=0.0,
+        batch_size=128,
+        max_epochs=1000,
+        patience=200,
+        validation_fraction=0.1,
+        random_state=None,
+        device="cpu",
+        verbose=0,
+    ):
+        self.n_neurons = n_neurons
+        self.n_neurons_final = n_neurons_final
+        self.readout = readout
+        self.n_set2set_steps = n_set2set_steps
+        self.activation = activation
+        self.dropout = dropout
+        self.embedding_dim = embedding_dim
+        self.n_elements = n_elements
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # -- validation -----------------------------------------------------------------------
+    def _check_params(self):
+        self._validate_params()
+        for name in ("n_neurons", "n_neurons_final"):
+            if not _widths_ok(getattr(self, name)):
+                raise ValueError(f"{name} must be a tuple of positive integers, got {getattr(self, name)!r}.")
+        if not _readout_ok(self.readout):
+            raise ValueError(f"readout must be 'mean', 'set2set' or a tuple of both, got {self.readout!r}.")
+
+    def _pack(self, X, fitting):
+        packed = as_packed_sets(X)
+        if fitting:
+            self.input_kind_ = "atomic_numbers" if packed.n_features == 0 else "features"
+            if packed.n_features:
+                self.n_features_in_ = packed.n_features
+        else:
+            kind = "atomic_numbers" if packed.n_features == 0 else "features"
+            if kind != self.input_kind_:
+                raise ValueError(f"The estimator was fitted on sets of {self.input_kind_}, not {kind}.")
+            if packed.n_features and packed.n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {packed.n_features} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input (features per row of each set)."
+                )
+        if self.input_kind_ == "atomic_numbers" and packed.features.max() >= self.n_elements:
+            raise ValueError(f"Atomic number {packed.features.max()} is outside the embedding (n_elements={self.n_elements}).")
+        return packed
+
+    # -- training -------------------------------------------------------------------------
+    def _net(self, n_outputs, criterion, score_name, score, lower_is_better, y_for_split, seed, stratified):
+        callbacks = []
+        train_split = None
+        if self.validation_fraction:
+            train_split = ValidSplit(self.validation_fraction, stratified=stratified, random_state=seed)
+            callbacks = [
+                ("valid_score", _ValidationScore(score_name, score)),
+                ("early_stopping", EarlyStopping(
+                    monitor=score_name, patience=self.patience, lower_is_better=lower_is_better,
+                    threshold=0.0, load_best=True, sink=print if self.verbose else _silent,
+                )),
+            ]
+        return NeuralNet(
+            module=AtomSetsModule,
+            module__n_features=self.n_features_in_ if self.input_kind_ == "features" else None,
+            module__n_outputs=n_outputs,
+            module__n_neurons=tuple(self.n_neurons),
+            module__n_neurons_final=tuple(self.n_neurons_final),
+            module__readout=self.readout if isinstance(self.readout, str) else tuple(self.readout),
+            module__n_set2set_steps=self.n_set2set_steps,
+            module__activation=self.activation,
+            module__dropout=self.dropout,
+            module__n_elements=self.n_elements,
+            module__embedding_dim=self.embedding_dim,
+            criterion=criterion,
+            optimizer=self.optimizer,
+            optimizer__weight_decay=self.weight_decay,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            iterator_train=_SetBatches,
+            iterator_train__shuffle=True,
+            iterator_train__seed=seed,
+            iterator_valid=_SetBatches,
+            train_split=train_split,
+            callbacks=callbacks,
+            device=self.device,
+            verbose=self.verbose,
+        )
+
+    def _train(self, net, dataset, y_for_split, seed):
+        with torch.random.fork_rng(devices=[]):  # reproducible without touching global state
+            torch.manual_seed(seed)
+            net.fit(dataset, y_for_split)
+        return net
+
+    def _forward(self, X):
+        check_is_fitted(self, "net_")
+        dataset = _PackedDataset(self._pack(X, fitting=False))
+        with torch.no_grad():
+            return self.net_.forward(dataset, training=False).cpu()
+
+    @property
+    def module_(self):
+        """The trained :class:`AtomSetsModule`."""
+        check_is_fitted(self, "net_")
+        return self.net_.module_
+
+    @property
+    def best_epoch_(self):
+        """Epoch (1-based) whose weights were kept; the last one without early stopping."""
+        check_is_fitted(self, "net_")
+        history = self.net_.history
+        if not self.validation_fraction:
+            return len(history)
+        scores = history[:, self._score_name]
+        pick = np.argmin if self._lower_is_better else np.argmax
+        return int(pick(scores)) + 1
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+_DOC_PARAMS = """
+    Parameters
+    ----------
+    n_neurons : tuple of int, default=(64, 64)
+        Widths of the MLP applied to every row (phi).
+    n_neurons_final : tuple of int, default=(64, 64)
+        Widths of the MLP after the readout (rho).
+    readout : {"mean", "set2set"} or tuple of both, default="mean"
+        Weighted mean (eq. 4) and/or weighted set2set (eqs. 5-9); several are concatenated.
+    n_set2set_steps : int, default=3
+    activation : {"relu", "softplus", "tanh", "silu", "gelu"}, default="relu"
+    dropout : float, default=0.0
+    embedding_dim : int, default=32
+        Element-embedding width when X holds atomic numbers (the non-TL AtomSets model).
+    n_elements : int, default=95
+        Embedding vocabulary: atomic numbers 1..n_elements-1.
+    optimizer : torch optimizer class, default=torch.optim.Adam
+    lr : float, default=1e-3
+    weight_decay : float, default=0.0
+    batch_size : int, default=128
+    max_epochs : int, default=1000
+    patience : int, default=200
+        Epochs without improvement of the validation score before training stops (the
+        paper uses 200); the best epoch's weights are restored.
+    validation_fraction : float or None, default=0.1
+        Inner validation split for early stopping; None trains ``max_epochs`` epochs.
+    random_state : int, RandomState or None, default=None
+        Seeds weight initialisation, shuffling and the validation split: two fits with the
+        same integer give identical models on the CPU.
+    device : str, default="cpu"
+    verbose : int, default=0
+        1 prints skorch's per-epoch table.
+"""
+
+
+class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
+    __doc__ = (
+        """AtomSets regressor: per-row MLP -> weighted readout -> MLP (Chen & Ong 2021).
+
+    ``X`` is a sequence of :class:`WeightedSet` (feature rows such as V0/V1 of the frozen
+    MEGNet, or atomic numbers for the trainable embedding), or a 2-D array read as one-row
+    sets. Targets are standardised inside and predictions returned in the original units;
+    early stopping watches the validation MAE.
+"""
+        + _DOC_PARAMS
+        + """
+    Attributes
+    ----------
+    net_ : skorch.NeuralNet
+        The trained net (``net_.history`` holds losses and validation MAE per epoch).
+    module_ : AtomSetsModule
+    n_features_in_ : int
+        Row width (feature mode only).
+    input_kind_ : {"features", "atomic_numbers"}
+    target_mean_, target_scale_ : ndarray
+        The target standardisation.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import AtomSetsRegressor, WeightedSet
+    >>> X = [WeightedSet.from_composition(f) for f in ["NaCl", "KCl", "MgO", "CaO"] * 5]
+    >>> y = [1.0, 1.2, 3.0, 3.2] * 5
+    >>> model = AtomSetsRegressor(max_epochs=30, validation_fraction=None, random_state=0).fit(X, y)
+    >>> model.predict(X[:2]).shape
+    (2,)
+
+    See Also
+    --------
+    AtomSetsClassifier, MLPfRegressor
+    """
+    )
+
+    _score_name = "valid_mae"
+    _lower_is_better = True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # y may be (n_samples, n_targets)
+        return tags
+
+    def fit(self, X, y):
+        """Train on sets ``X`` and targets ``y`` (raw units: eV, GPa, log10 GPa, ...)."""
+        self._check_params()
+        _require_y(self, y)
+        packed = self._pack(X, fitting=True)
+        y = self._check_targets(y, packed.n_sets)
+        self._y_ndim = y.ndim
+        y2 = y.reshape(len(y), -1)
+        self.target_mean_ = y2.mean(axis=0)
+        scale = y2.std(axis=0)
+        self.target_scale_ = np.where(scale > 0, scale, 1.0)
+        scaled = ((y2 - self.target_mean_) / self.target_scale_).astype(np.float32)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        net = self._net(scaled.shape[1], torch.nn.MSELoss, self._score_name, _scaled_mae, True, None, seed, False)
+        self.net_ = self._train(net, _PackedDataset(packed, scaled), None, seed)
+        return self
+
+    @staticmethod
+    def _check_targets(y, n_samples):
+        y = np.asarray(y)
+        if y.dtype.kind not in "biuf":
+            raise ValueError(
+                f"Unknown label type for a regressor: it needs numeric targets, y has dtype {y.dtype} "
+                "(class labels? use AtomSetsClassifier)."
+            )
+        y = y.astype(np.float64)
+        if y.ndim not in (1, 2) or len(y) != n_samples:
+            raise ValueError(f"X has {n_samples} samples but y has shape {y.shape}.")
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinite values.")
+        return y
+
+    def predict(self, X):
+        """Predicted targets in the units of ``y``."""
+        out = self._forward(X).numpy().astype(np.float64) * self.target_scale_ + self.target_mean_
+        return out.ravel() if self._y_ndim == 1 else out
+
+
+class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
+    __doc__ = (
+        """AtomSets classifier (binary or multi-class): per-row MLP -> readout -> MLP -> softmax.
+
+    Trained with cross-entropy; early stopping watches the validation ROC-AUC (one-vs-rest
+    for more than two classes); the inner validation split is stratified.
+"""
+        + _DOC_PARAMS
+        + """
+    Attributes
+    ----------
+    classes_ : ndarray
+    net_ : skorch.NeuralNet
+    module_ : AtomSetsModule
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import AtomSetsClassifier, WeightedSet
+    >>> X = [WeightedSet.from_composition(f) for f in ["Cu", "Fe", "NaCl", "MgO"] * 5]
+    >>> y = ["metal", "metal", "insulator", "insulator"] * 5
+    >>> clf = AtomSetsClassifier(max_epochs=30, validation_fraction=None, random_state=0).fit(X, y)
+    >>> clf.classes_.tolist(), clf.predict_proba(X[:1]).shape
+    (['insulator', 'metal'], (1, 2))
+
+    See Also
+    --------
+    AtomSetsRegressor, MLPfClassifier
+    """
+    )
+
+    _score_name = "valid_roc_auc"
+    _lower_is_better = False
+
+    def fit(self, X, y):
+        """Train on sets ``X`` and class labels ``y``."""
+        self._check_params()
+        _require_y(self, y)
+        packed = self._pack(X, fitting=True)
+        y = column_or_1d(y, warn=True)
+        if len(y) != packed.n_sets:
+            raise ValueError(f"X has {packed.n_sets} samples but y has {len(y)}.")
+        if type_of_target(y) == "continuous":
+            raise ValueError("Unknown label type: continuous. AtomSetsClassifier needs class labels.")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinite values.")
+        if y.dtype.kind == "O" and any(v is None for v in y):
+            raise ValueError("y contains None.")
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(f"Classification needs at least 2 classes; y has 1 class: {self.classes_.tolist()}.")
+        codes = encoder.transform(y).astype(np.int64)
+        if self.validation_fraction:
+            n_valid = int(np.ceil(self.validation_fraction * len(codes)))
+            smallest = np.bincount(codes).min()
+            if n_valid < len(self.classes_) or smallest < 2:
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction} of {len(codes)} samples cannot hold every "
+                    f"one of the {len(self.classes_)} classes in a stratified validation split (smallest class: "
+                    f"{smallest} samples). Use more data, a larger validation_fraction, or "
+                    "validation_fraction=None (no early stopping)."
+                )
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        net = self._net(len(self.classes_), torch.nn.CrossEntropyLoss, self._score_name, _roc_auc, False, codes, seed, True)
+        self.net_ = self._train(net, _PackedDataset(packed, codes), codes, seed)
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``."""
+        return torch.softmax(self._forward(X), dim=-1).numpy().astype(np.float64)
+
+    def predict(self, X):
+        """Most probable class of each sample."""
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+
+_MLPF_DOC = """The paper's MLP-f model: an MLP on the fixed-length readout vector f of the parent.
+
+    ``X`` is a 2-D array (n_samples, n_features), e.g. the 96-d ``f`` of the frozen MEGNet.
+    It is an AtomSets model on one-row sets, so the readout is the identity and
+    ``n_neurons`` are the MLP's hidden layers; training (Adam, early stopping, target
+    scaling) is the same as for the AtomSets estimators, whose parameters it shares.
+    Default ``n_neurons_final=()``: no layers after the (identity) readout.
+"""
+
+
+class _MLPfMixin:
+    def __init__(self, n_neurons=(64, 64), n_neurons_final=(), readout="mean", n_set2set_steps=3,
+                 activation="relu", dropout=0.0, embedding_dim=32, n_elements=95, optimizer=torch.optim.Adam,
+                 lr=1e-3, weight_decay=0.0, batch_size=128, max_epochs=1000, patience=200,
+                 validation_fraction=0.1, random_state=None, device="cpu", verbose=0):
+        super().__init__(
+            n_neurons=n_neurons, n_neurons_final=n_neurons_final, readout=readout,
+            n_set2set_steps=n_set2set_steps, activation=activation, dropout=dropout,
+            embedding_dim=embedding_dim, n_elements=n_elements, optimizer=optimizer, lr=lr,
+            weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
+            validation_fraction=validation_fraction, random_state=random_state, device=device, verbose=verbose,
+        )
+
+    def _pack(self, X, fitting):
+        if not _is_table(_from_pandas(X)):
+            raise ValueError("MLP-f takes a 2-D numeric array of fixed-length features (e.g. the readout f), not sets.")
+        return super()._pack(X, fitting)
+
+
+class MLPfRegressor(_MLPfMixin, AtomSetsRegressor):
+    __doc__ = _MLPF_DOC
+
+
+class MLPfClassifier(_MLPfMixin, AtomSetsClassifier):
+    __doc__ = _MLPF_DOC

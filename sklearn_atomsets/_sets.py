@@ -1,0 +1,264 @@
+"""Sets of feature rows with weights: the input of the AtomSets estimators.
+
+One material is one :class:`WeightedSet`: a ``(n_rows, n_features)`` float array (site or
+element features, e.g. V0..V3 from the frozen MEGNet) or a 1-D array of atomic numbers (for
+the trainable element embedding), plus one positive weight per row (atom fractions for a
+composition, ones for the sites of a structure). A ``WeightedSet`` is a plain picklable
+value, so a column of them lives in a pandas DataFrame, is indexed by scikit-learn's
+cross-validation like any object column, and is what the estimators accept as ``X``.
+
+For training, a whole dataset is packed once (:func:`pack_sets`) into flat arrays and
+offsets; batches are then cut with array arithmetic, never a Python loop per material.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PackedSets", "WeightedSet", "as_packed_sets", "as_sets", "pack_sets"]
+
+
+class WeightedSet:
+    """A material as a set of feature rows, each with a positive weight.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_rows, n_features) or (n_rows,)
+        Float feature rows, or (1-D, integer) atomic numbers for the embedding mode.
+    weights : array-like of shape (n_rows,), optional
+        Positive row weights; default all ones.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import WeightedSet
+    >>> s = WeightedSet.from_composition("Fe0.01Ni0.99")
+    >>> s.features, s.weights.round(2)
+    (array([26, 28]), array([0.01, 0.99], dtype=float32))
+    >>> WeightedSet([[0.1, 0.2], [0.3, 0.4]]).n_features
+    2
+    """
+
+    __slots__ = ("features", "weights")
+
+    def __init__(self, features, weights=None):
+        features = np.asarray(features)
+        if features.ndim == 1:
+            if features.dtype.kind not in "iu":
+                raise ValueError(
+                    "1-D features must be integer atomic numbers; give float feature rows as a "
+                    f"2-D (n_rows, n_features) array (got dtype {features.dtype})."
+                )
+            features = features.astype(np.int64)
+            if features.size and features.min() < 1:
+                raise ValueError(f"Atomic numbers must be >= 1, got {features.min()}.")
+        elif features.ndim == 2:
+            if features.dtype.kind not in "biuf":
+                raise ValueError(f"Feature rows must be numeric, got dtype {features.dtype}.")
+            features = features.astype(np.float32)
+            if not np.isfinite(features).all():
+                raise ValueError("Feature rows contain NaN or infinite values.")
+        else:
+            raise ValueError(f"features must be 1-D (atomic numbers) or 2-D (rows), got {features.ndim}-D.")
+        if len(features) == 0:
+            raise ValueError("A set must have at least one row; this one is empty.")
+        if weights is None:
+            weights = np.ones(len(features), dtype=np.float32)
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.shape != (len(features),):
+            raise ValueError(f"weights must have shape ({len(features)},), got {weights.shape}.")
+        if not (np.isfinite(weights).all() and (weights > 0).all()):
+            raise ValueError("Weights must be finite and positive.")
+        self.features = features
+        self.weights = weights
+
+    @classmethod
+    def from_composition(cls, composition):
+        """Atomic numbers of the elements with their atom fractions as weights.
+
+        Accepts a pymatgen ``Composition`` (oxidation-state decorated or not) or a formula.
+        """
+        from pymatgen.core import Composition
+
+        comp = Composition(composition) if isinstance(composition, str) else composition
+        if not isinstance(comp, Composition):
+            raise TypeError(f"Expected a Composition or a formula string, got {type(composition).__name__}.")
+        amounts = comp.element_composition.fractional_composition.get_el_amt_dict()
+        if not amounts:
+            raise ValueError(f"Composition {composition!r} has no elements.")
+        from pymatgen.core import Element
+
+        z = np.array([Element(el).Z for el in amounts], dtype=np.int64)
+        order = np.argsort(z)
+        return cls(z[order], np.array(list(amounts.values()), dtype=np.float32)[order])
+
+    @property
+    def is_atomic_numbers(self):
+        return self.features.ndim == 1
+
+    @property
+    def n_features(self):
+        """Width of a row; 0 for a set of atomic numbers."""
+        return 0 if self.is_atomic_numbers else self.features.shape[1]
+
+    def __len__(self):
+        return len(self.features)
+
+    def __eq__(self, other):
+        if not isinstance(other, WeightedSet):
+            return NotImplemented
+        return np.array_equal(self.features, other.features) and np.array_equal(self.weights, other.weights)
+
+    __hash__ = None
+
+    def __getstate__(self):
+        return (self.features, self.weights)
+
+    def __setstate__(self, state):
+        self.features, self.weights = state
+
+    def __repr__(self):
+        kind = "atomic numbers" if self.is_atomic_numbers else f"{self.n_features} features"
+        return f"WeightedSet({len(self)} rows, {kind})"
+
+
+def _from_pandas(X):
+    import pandas as pd
+
+    if isinstance(X, pd.DataFrame):
+        X = X.iloc[:, 0] if X.shape[1] == 1 and X.dtypes.iloc[0] == object else X.to_numpy()
+    if isinstance(X, pd.Series):
+        X = X.to_numpy()
+    return X
+
+
+def _numeric_rows(X):
+    rows = X.astype(np.float32)
+    if not np.isfinite(rows).all():
+        bad = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
+        raise ValueError(f"X contains NaN or infinite values (first in sample {bad}).")
+    if len(rows) == 0 or rows.shape[1] == 0:
+        raise ValueError(f"X is empty: shape {X.shape}.")
+    return rows
+
+
+def _describe(item):
+    return "None" if item is None else type(item).__name__
+
+
+def as_sets(X):
+    """Validate ``X`` and return it as a list of :class:`WeightedSet`.
+
+    Accepted: a list / tuple / 1-D object array / pandas Series of ``WeightedSet``; a
+    one-column DataFrame of them; a sequence of 2-D arrays (rows, uniform weights) or of
+    1-D integer arrays (atomic numbers); or a 2-D numeric array ``(n_samples, n_features)``,
+    read as one single-row set per sample (so a fixed-length vector such as the readout f
+    works, and so do scikit-learn's estimator checks).
+    """
+    X = _from_pandas(X)
+    if isinstance(X, np.ndarray) and X.dtype != object:
+        if X.ndim != 2:
+            raise ValueError(
+                f"A numeric X must be 2-D (n_samples, n_features), got shape {X.shape}; give sets "
+                "as a sequence of WeightedSet."
+            )
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"X must be numeric or a sequence of sets, got dtype {X.dtype}.")
+        return [WeightedSet(row[None, :]) for row in _numeric_rows(X)]
+    if isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        if X.ndim != 1:
+            raise ValueError(f"An object X must be 1-D (one set per sample), got shape {X.shape}.")
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
+        raise TypeError(f"X must be a sequence of sets or a 2-D array, got {type(X).__name__}.")
+    sets = []
+    for i, item in enumerate(X):
+        if isinstance(item, WeightedSet):
+            sets.append(item)
+            continue
+        if item is None or (isinstance(item, numbers.Real) and np.isnan(item)):
+            raise ValueError(
+                f"Sample {i} has no set ({_describe(item) if item is None else 'NaN'}): a row the "
+                "featurizer could not handle? Drop it or fix it before fitting."
+            )
+        try:
+            sets.append(WeightedSet(np.asarray(item)))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"Sample {i} is not a valid set ({_describe(item)}): {exc}") from None
+    if not sets:
+        raise ValueError("X holds no samples.")
+    kinds = {s.is_atomic_numbers for s in sets}
+    if len(kinds) > 1:
+        raise ValueError("X mixes sets of atomic numbers with sets of feature rows.")
+    widths = {s.n_features for s in sets}
+    if len(widths) > 1:
+        raise ValueError(f"Feature rows have different widths across samples: {sorted(widths)}.")
+    return sets
+
+
+@dataclass
+class PackedSets:
+    """Many sets concatenated once: rows ``offsets[i]:offsets[i+1]`` belong to set i."""
+
+    features: np.ndarray
+    weights: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def lengths(self):
+        return np.diff(self.offsets)
+
+    @property
+    def n_sets(self):
+        return len(self.offsets) - 1
+
+    @property
+    def n_features(self):
+        return 0 if self.features.ndim == 1 else self.features.shape[1]
+
+    def rows_of(self, sets):
+        """Row indices and set-within-batch index for the sets ``sets`` (no Python loop)."""
+        lengths = self.offsets[sets + 1] - self.offsets[sets]
+        ends = np.cumsum(lengths)
+        rows = np.arange(ends[-1] if len(ends) else 0) + np.repeat(self.offsets[sets] - (ends - lengths), lengths)
+        return rows, np.repeat(np.arange(len(sets)), lengths)
+
+
+def pack_sets(sets):
+    """Concatenate a list of :class:`WeightedSet` into one :class:`PackedSets`."""
+    lengths = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
+    return PackedSets(
+        features=np.concatenate([s.features for s in sets]),
+        weights=np.concatenate([s.weights for s in sets]),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]),
+    )
+
+
+def _is_table(X):
+    """Plain arrays and nested lists of numbers are tables (one row per sample); a
+    sequence whose items are WeightedSet or NumPy arrays is a sequence of sets."""
+    import scipy.sparse
+
+    if scipy.sparse.issparse(X):
+        return True
+    if isinstance(X, np.ndarray):
+        return X.dtype != object or (X.ndim == 2 and X.shape[1] != 1)
+    if isinstance(X, (list, tuple)):
+        return len(X) > 0 and isinstance(X[0], (list, tuple, numbers.Number))
+    return hasattr(X, "__array__")
+
+
+def as_packed_sets(X):
+    """Validate ``X`` (see :func:`as_sets`) and pack it. A table (2-D array, nested lists
+    of numbers) is validated by scikit-learn's ``check_array`` and packed directly, one
+    row per set, without making a ``WeightedSet`` per sample."""
+    from sklearn.utils import check_array
+
+    X = _from_pandas(X)
+    if _is_table(X):
+        rows = check_array(X, dtype=np.float32, accept_sparse=False, ensure_2d=True)
+        return PackedSets(rows, np.ones(len(rows), np.float32), np.arange(len(rows) + 1, dtype=np.int64))
+    return pack_sets(as_sets(X))

@@ -1,0 +1,201 @@
+"""AtomSets estimators behave as scikit-learn estimators, on sets and on plain tables."""
+
+from __future__ import annotations
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_atomsets import (
+    AtomSetsClassifier,
+    AtomSetsModule,
+    AtomSetsRegressor,
+    MLPfClassifier,
+    MLPfRegressor,
+    WeightedSet,
+)
+
+FAST = dict(max_epochs=15, random_state=0)
+
+
+# scikit-learn's own contract, on 2-D arrays read as one-row sets. No check is skipped by us;
+# sklearn skips check_array_api_input itself (SCIPY_ARRAY_API unset).
+@parametrize_with_checks(
+    [
+        AtomSetsRegressor(**FAST, validation_fraction=None),
+        AtomSetsRegressor(**FAST, readout=("mean", "set2set")),
+        AtomSetsClassifier(**FAST, validation_fraction=None),
+        AtomSetsClassifier(max_epochs=60, random_state=0, readout="set2set", validation_fraction=0.3),
+        MLPfRegressor(**FAST),
+    ]
+)
+def test_sklearn_estimator_contract(estimator, check):
+    check(estimator)
+
+
+def random_sets(n, width=5, seed=0):
+    """Sets whose target is a weighted mean of a row feature: learnable by design."""
+    rng = np.random.default_rng(seed)
+    sets, y = [], []
+    for _ in range(n):
+        rows = rng.normal(size=(rng.integers(1, 9), width))
+        w = rng.uniform(0.2, 1.0, size=len(rows))
+        sets.append(WeightedSet(rows, w))
+        y.append(np.average(rows[:, 0], weights=w) * 3.0 + 10.0)
+    return sets, np.array(y)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return random_sets(300)
+
+
+def test_learns_a_weighted_set_function_in_raw_units(data):
+    X, y = data
+    model = AtomSetsRegressor(max_epochs=150, patience=30, random_state=0).fit(X[:240], y[:240])
+    mae = np.abs(model.predict(X[240:]) - y[240:]).mean()
+    baseline = np.abs(y[240:] - y[:240].mean()).mean()
+    assert mae < 0.35 * baseline
+    np.testing.assert_allclose(model.target_mean_, y[:240].mean())
+
+
+def test_early_stopping_restores_the_best_epoch(data):
+    X, y = data
+    model = AtomSetsRegressor(max_epochs=400, patience=5, lr=3e-2, random_state=1).fit(X, y)
+    history = model.net_.history
+    assert len(history) < 400  # stopped early
+    scores = history[:, "valid_mae"]
+    assert len(history) - model.best_epoch_ == 5
+    assert min(scores) == scores[model.best_epoch_ - 1]
+
+
+def test_two_fits_with_the_same_random_state_are_identical(data):
+    X, y = data
+    a = AtomSetsRegressor(max_epochs=10, random_state=3, readout="set2set").fit(X, y).predict(X)
+    b = AtomSetsRegressor(max_epochs=10, random_state=3, readout="set2set").fit(X, y).predict(X)
+    c = AtomSetsRegressor(max_epochs=10, random_state=4, readout="set2set").fit(X, y).predict(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_params_reach_module_optimizer_and_readout(data):
+    X, y = data
+    model = AtomSetsRegressor(max_epochs=2).set_params(n_neurons=(16,), n_neurons_final=(8, 4), readout=("mean", "set2set"),
+                                                       lr=5e-3, batch_size=32, weight_decay=1e-4, activation="softplus")
+    model.fit(X, y)
+    module = model.module_
+    assert isinstance(module, AtomSetsModule)
+    assert module.phi[0].out_features == 16 and module.rho[0].in_features == 16 + 32
+    assert module.output.in_features == 4 and len(module.readouts) == 2
+    group = model.net_.optimizer_.param_groups[0]
+    assert group["lr"] == 5e-3 and group["weight_decay"] == 1e-4
+    assert model.net_.batch_size == 32
+    assert clone(model).get_params()["readout"] == ("mean", "set2set")
+
+
+def test_grid_search_pipeline_and_cross_val_score(data):
+    X, y = data
+    X, y = X[:150], y[:150]
+    grid = GridSearchCV(
+        AtomSetsRegressor(max_epochs=20, patience=5, random_state=0),
+        {"n_neurons": [(16,), (32, 32)], "readout": ["mean", "set2set"]},
+        cv=3,
+        scoring="neg_mean_absolute_error",
+    ).fit(X, y)
+    assert len(grid.cv_results_["params"]) == 4
+    assert grid.best_params_ in grid.cv_results_["params"]
+    assert grid.best_estimator_.predict(X[:3]).shape == (3,)
+    pipe = Pipeline([("identity", FunctionTransformer(validate=False)), ("model", AtomSetsRegressor(max_epochs=5, random_state=0))])
+    scores = cross_val_score(pipe, X, y, cv=3, scoring="neg_mean_absolute_error")
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+def test_pickle_and_joblib_round_trips_predict_identically(data, tmp_path):
+    X, y = data
+    model = AtomSetsRegressor(max_epochs=5, readout="set2set", random_state=0).fit(X, y)
+    expected = model.predict(X)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict(X), expected)
+    joblib.dump(model, tmp_path / "model.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "model.joblib").predict(X), expected)
+
+
+def test_embedding_mode_on_compositions():
+    X = [WeightedSet.from_composition(f) for f in ["NaCl", "KCl", "MgO", "CaO", "LiF", "BaO"] * 10]
+    y = np.array([1.0, 1.1, 3.0, 3.1, 1.05, 3.05] * 10)
+    model = AtomSetsRegressor(max_epochs=200, validation_fraction=None, random_state=0, embedding_dim=8).fit(X, y)
+    assert model.input_kind_ == "atomic_numbers" and not hasattr(model, "n_features_in_")
+    assert np.abs(model.predict(X) - y).max() < 0.3
+    with pytest.raises(ValueError, match="fitted on sets of atomic_numbers"):
+        model.predict(np.ones((2, 3)))
+
+
+def test_classifier_binary_and_multiclass_probabilities(data):
+    X, y = data
+    labels = np.digitize(y, np.quantile(y, [0.33, 0.66]))
+    names = np.array(["low", "mid", "high"])[labels]
+    clf = AtomSetsClassifier(max_epochs=60, patience=20, random_state=0).fit(X, names)
+    assert clf.classes_.tolist() == ["high", "low", "mid"]
+    proba = clf.predict_proba(X)
+    assert proba.shape == (300, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert (clf.predict(X) == names).mean() > 0.6
+    assert "valid_roc_auc" in clf.net_.history[-1]
+    binary = AtomSetsClassifier(max_epochs=30, random_state=0).fit(X, y > np.median(y))
+    assert binary.classes_.tolist() == [False, True] and binary.predict_proba(X).shape == (300, 2)
+
+
+def test_mlpf_is_an_mlp_on_fixed_length_vectors():
+    rng = np.random.default_rng(0)
+    F = rng.normal(size=(600, 24))
+    y = F[:, :3].sum(axis=1)
+    model = MLPfRegressor(max_epochs=200, patience=20, random_state=0).fit(F[:500], y[:500])
+    assert np.abs(model.predict(F[500:]) - y[500:]).mean() < 0.3 * np.abs(y[500:] - y[:500].mean()).mean()
+    assert model.get_params()["n_neurons_final"] == ()
+    with pytest.raises(ValueError, match="2-D numeric array"):
+        MLPfClassifier().fit([WeightedSet([3, 8])], [0])
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "error", "match"),
+    [
+        ([WeightedSet(np.ones((2, 3))), WeightedSet(np.ones((1, 4)))], [1.0, 2.0], ValueError, "different widths"),
+        ([WeightedSet(np.ones((2, 3))), np.nan], [1.0, 2.0], ValueError, "Sample 1 has no set"),
+        ([WeightedSet(np.ones((2, 3)))] * 3, [1.0, 2.0], ValueError, "3 samples"),
+        ([WeightedSet(np.ones((2, 3)))] * 2, [1.0, np.nan], ValueError, "NaN"),
+        ([WeightedSet(np.ones((2, 3)))] * 2, ["a", "b"], ValueError, "numeric targets"),
+        ([WeightedSet(np.ones((2, 3)))] * 2, None, ValueError, "requires y"),
+        ([WeightedSet([3, 120])] * 2, [1.0, 2.0], ValueError, "outside the embedding"),
+        (np.array([[1.0, np.inf]] * 2), [1.0, 2.0], ValueError, "infinity"),
+    ],
+)
+def test_bad_input_is_refused_before_training(X, y, error, match):
+    with pytest.raises(error, match=match):
+        AtomSetsRegressor(max_epochs=1).fit(X, y)
+
+
+def test_classifier_says_when_the_validation_split_cannot_hold_every_class():
+    with pytest.raises(ValueError, match="validation_fraction=0.1 of 12 samples"):
+        AtomSetsClassifier().fit(np.ones((12, 2)), [0, 1, 2] * 4)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [({"n_neurons": (64, -1)}, "n_neurons"), ({"readout": "max"}, "readout"), ({"lr": 0}, "lr"),
+     ({"validation_fraction": 1.5}, "validation_fraction"), ({"activation": "step"}, "activation")],
+)
+def test_bad_parameters_name_themselves(params, match):
+    with pytest.raises(ValueError, match=match):
+        AtomSetsRegressor(**params).fit(np.ones((4, 2)), np.arange(4.0))
+
+
+def test_predict_before_fit():
+    with pytest.raises(NotFittedError):
+        AtomSetsClassifier().predict(np.ones((2, 2)))
