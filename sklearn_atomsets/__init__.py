@@ -15,6 +15,13 @@ __all__ = ["__version__"]
 from ._atomsets import AtomSetsModule
 from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
+from ._featurizers import (
+    MEGNetCompositionFeaturizer,
+    MEGNetElementSetFeaturizer,
+    MEGNetSiteSetFeaturizer,
+    MEGNetStructureFeaturizer,
+    clear_feature_cache,
+)
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
 from ._parents import PARENT_MODELS, ParentModel, ParentModelNotFoundError, load_parent
 from ._sets import WeightedSet, as_sets
@@ -26,6 +33,11 @@ __all__ += [
     "AtomSetsRegressor",
     "MLPfClassifier",
     "MLPfRegressor",
+    "MEGNetCompositionFeaturizer",
+    "MEGNetElementSetFeaturizer",
+    "MEGNetSiteSetFeaturizer",
+    "MEGNetStructureFeaturizer",
+    "clear_feature_cache",
     "WeightedSet",
     "as_sets",
     "CrystalGraphBatch",

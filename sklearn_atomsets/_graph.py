@@ -70,11 +70,11 @@ def _one_graph(i, structure, cutoff, max_z):
         )
     label = _describe(i, structure)
     if len(structure) == 0:
-        raise GraphConstructionError(f"{label} is empty: it has no sites.")
+        raise GraphConstructionError(f"{label}: empty, it has no sites.")
     occupancies = [site.species for site in structure]
     if any(len(occ) != 1 or next(iter(occ.values())) != 1 for occ in occupancies):
         raise GraphConstructionError(
-            f"{label} has disordered (partially occupied) sites; MEGNet crystal graphs need one "
+            f"{label}: disordered (partially occupied) sites; MEGNet crystal graphs need one "
             "element per site (megnet cannot featurize disordered structures either). Order it "
             "first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
         )
@@ -83,8 +83,8 @@ def _one_graph(i, structure, cutoff, max_z):
     if bad.any():
         species = sorted({str(structure[k].specie) for k in np.flatnonzero(bad)})
         raise GraphConstructionError(
-            f"{label} contains {', '.join(species)}: the parent model's element embedding "
-            f"covers atomic numbers 1..{max_z}."
+            f"{label}: contains {', '.join(species)}, outside the parent model's element "
+            f"embedding (atomic numbers 1..{max_z})."
         )
     lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
     cart = np.ascontiguousarray(structure.cart_coords, dtype=float)

@@ -125,12 +125,16 @@ class WeightedSet:
 
 
 def _from_pandas(X):
+    """Unwrap pandas containers, and the one-element rows that a matminer featurizer's
+    ``transform`` returns for a set-valued feature."""
     import pandas as pd
 
     if isinstance(X, pd.DataFrame):
         X = X.iloc[:, 0] if X.shape[1] == 1 and X.dtypes.iloc[0] == object else X.to_numpy()
     if isinstance(X, pd.Series):
         X = X.to_numpy()
+    if isinstance(X, list) and X and isinstance(X[0], (list, tuple)) and len(X[0]) == 1 and isinstance(X[0][0], WeightedSet):
+        X = [row[0] if isinstance(row, (list, tuple)) and len(row) == 1 else row for row in X]
     return X
 
 
