@@ -16,6 +16,7 @@ from ._atomsets import AtomSetsModule
 from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
 from ._featurizers import (
+    AtomicNumberSetFeaturizer,
     MEGNetCompositionFeaturizer,
     MEGNetElementSetFeaturizer,
     MEGNetSiteSetFeaturizer,
@@ -33,6 +34,7 @@ __all__ += [
     "AtomSetsRegressor",
     "MLPfClassifier",
     "MLPfRegressor",
+    "AtomicNumberSetFeaturizer",
     "MEGNetCompositionFeaturizer",
     "MEGNetElementSetFeaturizer",
     "MEGNetSiteSetFeaturizer",

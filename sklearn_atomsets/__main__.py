@@ -1,5 +1,7 @@
 """Command line: ``python -m sklearn_atomsets`` (or ``sklearn-atomsets``).
 
+``matbench`` (the default): run models on MatBench tasks with the official folds and print
+per-fold scores next to the leaderboard anchors (default: AtomSets-V0 on matbench_steels).
 ``encode``: run the frozen parent on crystal structures (default: the crystals pymatgen
 ships) and print its predictions and the shapes of the AtomSets feature hierarchy.
 """
@@ -49,6 +51,39 @@ def encode(args):
     return 0
 
 
+def matbench(args):
+    from ._benchmark import MODELS, TrainingSettings, run_matbench_task, summary_lines
+    from ._matbench import MATBENCH_TASKS
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    settings = TrainingSettings(max_epochs=args.max_epochs, patience=args.patience)
+    models = None if args.models == ["all"] else args.models
+    tasks = args.tasks
+    for task in tasks:
+        if task not in MATBENCH_TASKS:
+            print(f"unknown task {task!r}; choose from {sorted(MATBENCH_TASKS)}")
+            return 2
+    for name in models or []:
+        if name not in MODELS:
+            print(f"unknown model {name!r}; choose from {list(MODELS)}")
+            return 2
+    start = time.perf_counter()
+    for task in tasks:
+        try:
+            result = run_matbench_task(task, models=models, folds=args.folds, settings=settings, out_dir=args.out)
+        except (FileNotFoundError, ModuleNotFoundError) as exc:
+            print(f"cannot run {task}: {exc}")
+            return 1
+        print("\n".join(summary_lines(result)))
+        for note in result["notes"]:
+            print(f"  note: {note}")
+    print(f"wall time {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="sklearn-atomsets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,9 +92,18 @@ def main(argv=None):
     p.add_argument("files", nargs="*", help="structure files pymatgen can read (default: pymatgen's own)")
     p.add_argument("--parent", default="Eform_MP_2019", help="parent model name or .hdf5 path")
     p.set_defaults(func=encode)
+    m = sub.add_parser("matbench", help="MatBench v0.1 tasks on their official folds")
+    m.add_argument("--tasks", nargs="+", default=["matbench_steels"])
+    m.add_argument("--models", nargs="+", default=["AtomSets-V0"], help="model names, or 'all'")
+    m.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    m.add_argument("--max-epochs", type=int, default=1000)
+    m.add_argument("--patience", type=int, default=200)
+    m.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    m.add_argument("--out", default=None, help="folder for <task>.json results")
+    m.set_defaults(func=matbench)
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["encode", *(argv or [])])
+        args = parser.parse_args(["matbench", *(argv or [])])
     return args.func(args)
 
 

@@ -5,20 +5,20 @@ that graph and run each layer with a PyTorch equivalent, so any megnet MEGNetMod
 configuration (number of blocks, unit sizes, set2set steps, dropout) is read, not assumed.
 Every intermediate output the AtomSets paper uses is returned by name:
 
-==============  ===========  ==========================================================
-name            level        what it is
-==============  ===========  ==========================================================
-``V0``          site         element embedding of each site's atomic number
-``V1``..``Vn``  site         atom output of MEGNet block i (megnet's
-                             ``MEGNetDescriptor.get_atom_features(level=i)``)
-``E1``..``En``  bond         bond output of MEGNet block i
-``u1``..``un``  structure    state output of MEGNet block i
-``set2set_atom``  structure  set2set readout of the atoms
-``set2set_bond``  structure  set2set readout of the bonds
-``f``           structure    final readout vector: [set2set_atom, set2set_bond, state]
-``output``      structure    the network's raw output
-``prediction``  structure    the parent's prediction, with its target scaler undone
-==============  ===========  ==========================================================
+================  ===========  ========================================================
+name              level        what it is
+================  ===========  ========================================================
+``V0``            site         element embedding of each site's atomic number
+``V1`` .. ``Vn``  site         atom output of MEGNet block i (megnet's
+                               ``MEGNetDescriptor.get_atom_features(level=i)``)
+``E1`` .. ``En``  bond         bond output of MEGNet block i
+``u1`` .. ``un``  structure    state output of MEGNet block i
+``set2set_atom``  structure    set2set readout of the atoms
+``set2set_bond``  structure    set2set readout of the bonds
+``f``             structure    final readout vector: [set2set_atom, set2set_bond, state]
+``output``        structure    the network's raw output
+``prediction``    structure    the parent's prediction, with its target scaler undone
+================  ===========  ========================================================
 
 Nothing here needs TensorFlow; the weights are frozen (no gradients).
 """
@@ -628,7 +628,7 @@ class MEGNetEncoder:
             that names it, or record it in ``errors`` and return NaN / None for it.
         outputs : list of str, optional
             Only these outputs (e.g. ``["V1", "f"]``); default all. Leaving out the bond
-            outputs ``E1``..``E3`` saves most of the memory on large batches.
+            outputs ``E1`` to ``E3`` saves most of the memory on large batches.
 
         Returns
         -------

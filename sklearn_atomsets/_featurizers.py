@@ -13,23 +13,47 @@ MEGNetCompositionFeaturizer     Composition          fixed length: fraction-weig
                                                      statistics of V0 over elements
 MEGNetElementSetFeaturizer      Composition          one set per composition: V0 rows,
                                                      weights = atom fractions
+AtomicNumberSetFeaturizer       Composition or       one set of atomic numbers (for the
+                                Structure            trainable-embedding AtomSets model)
 ==============================  ===================  =======================================
 
-Set-valued features are one DataFrame column of :class:`WeightedSet` objects (NaN for a row
-that failed), which the AtomSets estimators take as ``X``.
+Inputs: pymatgen ``Structure`` objects or ``Structure.as_dict()`` dicts; the composition
+featurizers also take ``Composition`` objects, formula strings and structures (reduced to
+their composition). Oxidation-state decorated species are read as their element.
 
-``featurize_many`` / ``featurize_dataframe`` send structures to the encoder in batches of
-``batch_size`` (one forward pass each), keep errors per row, and look every structure up in
-a process-wide cache first (``cache=True``): clones of a featurizer made by ``GridSearchCV``
-share it, so each structure goes through the encoder once per process and parent. ``n_jobs``
-is accepted for matminer compatibility; batching replaces matminer's per-entry worker pool.
+**Set-valued features** are one DataFrame column of :class:`WeightedSet` objects (NaN for a
+row that failed), and ``feature_labels()`` has one label for it. A ``WeightedSet`` is a plain
+picklable value, so the column survives pandas, scikit-learn's CV indexing and pickling, and
+the AtomSets estimators take it (or the 1-column DataFrame) as ``X``.
+
+**Batching.** ``featurize_many`` / ``featurize_dataframe`` / ``transform`` send structures to
+the encoder ``batch_size`` at a time (one forward pass each) instead of calling ``featurize``
+per entry; errors stay with their row, reported like matminer's (``ignore_errors``: NaN;
+``return_errors``: a ``"<Featurizer> Exceptions"`` column with a readable message). A progress
+bar is shown when more than one batch is needed.
+
+**n_jobs.** With batching there is no per-entry worker pool: ``set_n_jobs(n)`` sets the
+number of PyTorch threads used by the forward passes (restored afterwards). Without it, torch
+keeps its own default. Inside a ``MultipleFeaturizer`` use ``iterate_over_entries=False`` so
+that our featurizers get the whole column and batch it.
+
+**Cache.** Structure featurizers look every structure up in a process-wide cache first
+(``cache=True``), keyed by the parent's checksum, the structure-only flag and a hash of the
+lattice, coordinates and species. The clones that ``GridSearchCV`` makes of a
+``Pipeline(featurizer -> estimator)`` share it, so each distinct structure goes through the
+encoder once per process and parent, whatever the number of candidates and folds (with
+``GridSearchCV(n_jobs>1)`` once per worker process). The cache is bounded in memory (least
+recently used entries go first); :func:`clear_feature_cache` empties it. ``Pipeline(memory=...)``
+works too but caches per fold's training rows, so it saves less.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 from matminer.featurizers.base import BaseFeaturizer
@@ -37,10 +61,11 @@ from pymatgen.core import Composition, Element, Structure
 
 from ._encoder import MEGNetEncoder
 from ._graph import GraphConstructionError
-from ._parents import DEFAULT_PARENT, load_parent
+from ._parents import DEFAULT_PARENT
 from ._sets import WeightedSet
 
 __all__ = [
+    "AtomicNumberSetFeaturizer",
     "MEGNetCompositionFeaturizer",
     "MEGNetElementSetFeaturizer",
     "MEGNetSiteSetFeaturizer",
@@ -66,15 +91,70 @@ _CITATIONS = [
     "Computational Materials}, volume={7}, pages={173}, year={2021}, doi={10.1038/s41524-021-00639-w}}",
 ]
 
-# Process-wide cache of encoder outputs: (parent sha, structure-only flag, structure hash)
-# -> {output name: array}. Bounded; oldest entries are dropped first.
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_MAX_ENTRIES = 200_000
+class _FeatureCache:
+    """Encoder outputs per structure: (parent checksum, structure-only flag, structure hash)
+    -> {output name: array}. Bounded in bytes; least recently used entries go first. Entries
+    for the same structure and parent are merged, so featurizers asking for different
+    layers complete one entry rather than evicting each other's."""
+
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._data = OrderedDict()
+
+    def get(self, key, wanted):
+        entry = self._data.get(key)
+        if entry is None or any(name not in entry for name in wanted):
+            return None
+        self._data.move_to_end(key)
+        return entry
+
+    def put(self, key, value):
+        entry = self._data.pop(key, None) or {}
+        self.nbytes -= sum(a.nbytes for a in entry.values())
+        entry = {**entry, **value}
+        self.nbytes += sum(a.nbytes for a in entry.values())
+        self._data[key] = entry
+        while self.nbytes > self.max_bytes and len(self._data) > 1:
+            _, dropped = self._data.popitem(last=False)
+            self.nbytes -= sum(a.nbytes for a in dropped.values())
+
+    def clear(self):
+        self._data.clear()
+        self.nbytes = 0
+
+    def __len__(self):
+        return len(self._data)
+
+
+_CACHE = _FeatureCache(max_bytes=2 << 30)
 
 
 def clear_feature_cache():
-    """Empty the featurizers' process-wide cache of encoder outputs."""
+    """Empty the featurizers' process-wide cache of encoder outputs.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import clear_feature_cache
+    >>> clear_feature_cache()
+    """
     _CACHE.clear()
+
+
+@contextmanager
+def _torch_threads(n_jobs):
+    """PyTorch intra-op threads for the forward passes; ``None`` leaves torch's default."""
+    if n_jobs is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n_jobs) if int(n_jobs) > 0 else (os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _structure_key(structure):
@@ -145,6 +225,14 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
             self._encoder_cache = MEGNetEncoder(self.parent, batch_size=self.batch_size)
         return self._encoder_cache
 
+    def __sklearn_is_fitted__(self):
+        # Stateless: the frozen encoder is never trained, so a Pipeline may end here.
+        return True
+
+    def get_feature_names_out(self, input_features=None):
+        """The feature labels, for scikit-learn's ``set_output`` and pipelines."""
+        return np.asarray(self.feature_labels(), dtype=object)
+
     def citations(self):
         return list(_CITATIONS)
 
@@ -193,10 +281,14 @@ class _StructureBase(_MEGNetFeaturizerBase):
     def _needed_outputs(self):
         raise NotImplementedError
 
+    def _parent_key(self):
+        parent = self._encoder().parent_
+        return parent.sha256 or str(parent.path)
+
     def _encode(self, items, pbar):
         """Encoder outputs per item (dict) or an error, using and filling the cache."""
-        parent = load_parent(self.parent)
         wanted = self._needed_outputs()
+        parent_key = self._parent_key() if self.cache else None
         results, errors, todo = [None] * len(items), {}, OrderedDict()
         for i, item in enumerate(items):
             try:
@@ -206,36 +298,39 @@ class _StructureBase(_MEGNetFeaturizerBase):
             except Exception as exc:  # noqa: BLE001 - reported per row
                 errors[i] = self._error(i, exc)
                 continue
-            key = (parent.sha256 or str(parent.path), self.structure_only, _structure_key(structure))
-            cached = _CACHE.get(key) if self.cache else None
-            if cached is not None and all(name in cached for name in wanted):
+            if not self.cache:
+                todo[i] = (structure, [i])
+                continue
+            key = (parent_key, bool(self.structure_only), _structure_key(structure))
+            cached = _CACHE.get(key, wanted)
+            if cached is not None:
                 results[i] = cached
-            else:
+            else:  # a structure repeated in the input is encoded once
                 todo.setdefault(key, (structure, []))[1].append(i)
         keys = list(todo)
         chunks = range(0, len(keys), self.batch_size)
         if pbar and len(keys) > self.batch_size:
             from tqdm.auto import tqdm
 
-            chunks = tqdm(chunks, desc=type(self).__name__, unit="batch")
-        for start in chunks:
-            chunk = keys[start : start + self.batch_size]
-            out = self._encoder().encode([todo[k][0] for k in chunk], on_error="nan", outputs=wanted)
-            per_item = {name: out[name] for name in wanted}
-            for j, key in enumerate(chunk):
-                if j in out.errors:
+            chunks = tqdm(chunks, desc=type(self).__name__, unit="batch", **(pbar if isinstance(pbar, dict) else {}))
+        n_jobs = self._n_jobs if "_n_jobs" in self.__dict__ else None
+        with _torch_threads(n_jobs):
+            for start in chunks:
+                chunk = keys[start : start + self.batch_size]
+                out = self._encoder().encode([todo[k][0] for k in chunk], on_error="nan", outputs=wanted)
+                per_item = {name: out[name] for name in wanted}
+                for j, key in enumerate(chunk):
+                    if j in out.errors:
+                        for i in todo[key][1]:
+                            # the encoder names the structure by its place in this batch
+                            message = re.sub(r"^(structure|item) \d+ ?", "structure ", out.errors[j])
+                            errors[i] = self._error(i, GraphConstructionError(message))
+                        continue
+                    value = {name: per_item[name][j] for name in wanted}
+                    if self.cache:
+                        _CACHE.put(key, value)
                     for i in todo[key][1]:
-                        # the encoder names the structure by its place in this batch
-                        message = re.sub(r"^(structure|item) \d+ ?", "structure ", out.errors[j])
-                        errors[i] = self._error(i, GraphConstructionError(message))
-                    continue
-                value = {name: per_item[name][j] for name in wanted}
-                if self.cache:
-                    _CACHE[key] = value
-                    if len(_CACHE) > _CACHE_MAX_ENTRIES:
-                        _CACHE.popitem(last=False)
-                for i in todo[key][1]:
-                    results[i] = value
+                        results[i] = value
         return results, errors
 
 
@@ -246,8 +341,8 @@ class MEGNetStructureFeaturizer(_StructureBase):
     ----------
     layers : tuple of str, default=("f",)
         Structure-level outputs (``"f"`` -- the readout vector, input of the paper's MLP-f --
-        ``"u1"``..``"u3"``, ``"set2set_atom"``, ``"set2set_bond"``) taken as they are, and
-        site-level outputs (``"V0"``..``"V3"``) summarised over the sites by ``stats``.
+        ``"u1"`` to ``"u3"``, ``"set2set_atom"``, ``"set2set_bond"``) taken as they are, and
+        site-level outputs (``"V0"`` to ``"V3"``) summarised over the sites by ``stats``.
     stats : tuple of str, default=("mean", "std", "min", "max")
         Statistics of site-level layers over the sites.
     parent : str or path, default="Eform_MP_2019"
@@ -343,7 +438,8 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
 
     Parameters
     ----------
-    layer : {"V0", "V1", "V2", "V3"}, default="V1"
+    layer : {"V0", "V1", "V2", "V3"} or tuple of them, default="V1"
+        Several layers are concatenated per site (e.g. ``("V0", "V1")``: 48 features).
     parent, structure_only, batch_size, cache
         As for :class:`MEGNetStructureFeaturizer`.
 
@@ -365,20 +461,26 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
-        """``"V0"``..``"V3"``."""
+        """``"V0"`` to ``"V3"``."""
         return cls(layer=preset, **kwargs)
 
+    def _layers(self):
+        layers = (self.layer,) if isinstance(self.layer, str) else tuple(self.layer)
+        if not layers or any(name not in _SITE_LAYERS for name in layers):
+            raise ValueError(f"layer must be one of {_SITE_LAYERS} or a tuple of them, got {self.layer!r}.")
+        return layers
+
     def _needed_outputs(self):
-        if self.layer not in _SITE_LAYERS:
-            raise ValueError(f"layer must be one of {_SITE_LAYERS}, got {self.layer!r}.")
-        return [self.layer]
+        return list(self._layers())
 
     def feature_labels(self):
-        return [f"MEGNet {self.layer} set"]
+        return [f"MEGNet {'+'.join(self._layers())} set"]
 
     def _featurize_items(self, items, pbar):
         results, errors = self._encode(items, pbar)
-        return [None if v is None else [WeightedSet(v[self.layer])] for v in results], errors
+        layers = self._layers()
+        rows = [None if v is None else [WeightedSet(np.hstack([v[name] for name in layers]))] for v in results]
+        return rows, errors
 
 
 class _CompositionBase(_MEGNetFeaturizerBase):
@@ -429,7 +531,7 @@ class MEGNetElementSetFeaturizer(_CompositionBase):
     --------
     >>> from sklearn_atomsets import MEGNetElementSetFeaturizer
     >>> [s] = MEGNetElementSetFeaturizer().featurize("Fe0.01Ni0.99")
-    >>> s.features.shape, s.weights.round(2).tolist()
+    >>> s.features.shape, [round(float(w), 2) for w in s.weights]
     ((2, 16), [0.01, 0.99])
     """
 
@@ -503,3 +605,46 @@ def _statistic(rows, weights, stat):
         return rows.max(axis=0)
     raise ValueError(f"Unknown statistic {stat!r}.")
 
+
+
+class AtomicNumberSetFeaturizer(_MEGNetFeaturizerBase):
+    """One :class:`WeightedSet` of atomic numbers per entry: the input of the paper's
+    non-transfer-learning AtomSets model (a trainable element embedding).
+
+    Compositions give one row per element weighted by atom fraction; structures give one
+    row per site (weights 1), or their composition with ``use_composition=True``.
+
+    Parameters
+    ----------
+    use_composition : bool, default=False
+        Reduce structures to their composition.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import AtomicNumberSetFeaturizer
+    >>> AtomicNumberSetFeaturizer().featurize("Fe2O3")[0].features.tolist()
+    [8, 26]
+    """
+
+    def __init__(self, use_composition=False):
+        self.use_composition = use_composition
+
+    def feature_labels(self):
+        return ["atomic number set"]
+
+    def _featurize_items(self, items, pbar):
+        rows, errors = [], {}
+        for i, item in enumerate(items):
+            try:
+                if isinstance(item, dict) and "lattice" in item:
+                    item = Structure.from_dict(item)
+                if isinstance(item, Structure) and not self.use_composition:
+                    if not item.is_ordered:
+                        raise ValueError("disordered (partially occupied) sites: one element per site is needed.")
+                    rows.append([WeightedSet(np.array([site.specie.Z for site in item], dtype=np.int64))])
+                else:
+                    rows.append([WeightedSet.from_composition(_as_composition(item))])
+            except Exception as exc:  # noqa: BLE001 - reported per row
+                rows.append(None)
+                errors[i] = self._error(i, exc)
+        return rows, errors

@@ -1,0 +1,143 @@
+"""Tables and plots from the MatBench results files (never pasted by hand).
+
+    python benchmarks/report.py [results folder] [output folder]
+
+Reads ``benchmarks/results/matbench/<task>.json`` (written by
+``python -m sklearn_atomsets matbench ... --out benchmarks/results/matbench``) and writes
+``matbench_table.md``, one bar chart per task against the leaderboard anchors, and a parity
+plot (regression) for each task's best model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "matbench"
+ORDER = ["matbench_steels", "matbench_expt_gap", "matbench_expt_is_metal", "matbench_glass",
+         "matbench_jdft2d", "matbench_phonons", "matbench_dielectric"]
+
+
+def load_results(folder=RESULTS):
+    files = {p.stem: json.loads(p.read_text()) for p in Path(folder).glob("matbench_*.json")}
+    return [files[t] for t in ORDER if t in files] + [r for t, r in sorted(files.items()) if t not in ORDER]
+
+
+def best_model(result):
+    pick = min if result["metric"] == "mae" else max
+    return pick(result["models"], key=lambda name: result["models"][name]["mean"])
+
+
+def markdown_table(results):
+    lines = [
+        "| task | metric | model | mean ± std (5 folds) | AMMExpress v2020 | RF-SCM/Magpie | MEGNet (kgcnn) | best entry |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        anchors = r["anchors"]
+        best_entry = next((f"{v} ({k})" for k, v in anchors.items() if k.startswith("best")), "")
+        ours_best = best_model(r)
+        for name, m in r["models"].items():
+            flag = " **(best here)**" if name == ours_best else ""
+            task = r["task"] + (" *(approx. structures)*" if r.get("approximate_structures") else "")
+            lines.append(
+                f"| {task} | {'MAE' if r['metric'] == 'mae' else 'ROC-AUC'} | {name}{flag} | "
+                f"{m['mean']:.4g} ± {m['std']:.2g} | {anchors.get('AMMExpress v2020', '')} | "
+                f"{anchors.get('RF-SCM/Magpie', '')} | {anchors.get('MEGNet (kgcnn)', '-')} | {best_entry} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def target_check(results):
+    """The issue's targets, stated from the numbers: best AtomSets model vs the anchors."""
+    lines = []
+    for r in results:
+        lower = r["metric"] == "mae"
+        atomsets = {k: v for k, v in r["models"].items() if k.startswith(("AtomSets", "MLP-f"))}
+        if not atomsets:
+            continue
+        best = (min if lower else max)(atomsets, key=lambda k: atomsets[k]["mean"])
+        score = atomsets[best]["mean"]
+        for anchor in ("RF-SCM/Magpie", "AMMExpress v2020", "MEGNet (kgcnn)"):
+            if anchor not in r["anchors"]:
+                continue
+            value = r["anchors"][anchor]
+            beats = score < value if lower else score > value
+            lines.append(f"- {r['task']}: best AtomSets model {best} {score:.4g} vs {anchor} {value}: "
+                         f"{'beats' if beats else 'does NOT beat'}")
+        if "MEGNet (kgcnn)" in r["anchors"] and "AtomSets-V1" in r["models"]:
+            v1 = r["models"]["AtomSets-V1"]["mean"]
+            value = r["anchors"]["MEGNet (kgcnn)"]
+            lines.append(f"- {r['task']}: AtomSets-V1 {v1:.4g} vs MEGNet (kgcnn) {value}: "
+                         f"{'beats' if v1 < value else 'does NOT beat'}")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["models"]) + [f"[{k}]" for k in result["anchors"]]
+    means = [m["mean"] for m in result["models"].values()] + list(result["anchors"].values())
+    stds = [m["std"] for m in result["models"].values()] + [0.0] * len(result["anchors"])
+    colors = ["#4472c4"] * len(result["models"]) + ["#a5a5a5"] * len(result["anchors"])
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.2))
+    ax.barh(range(len(names)), means, xerr=stds, color=colors)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(("MAE" if result["metric"] == "mae" else "ROC-AUC") + (f" ({result['unit']})" if result["unit"] else ""))
+    ax.set_title(f"{result['task']}: ours (blue, mean ± std of 5 folds) vs leaderboard (grey)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parity_plot(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name = best_model(result)
+    folds = result["models"][name]["folds"]
+    y_true = [v for f in folds for v in f["y_true"]]
+    y_pred = [v for f in folds for v in f["y_pred"]]
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.scatter(y_true, y_pred, s=4, alpha=0.5)
+    lo, hi = min(y_true + y_pred), max(y_true + y_pred)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("MatBench target (test folds)")
+    ax.set_ylabel(f"{name} prediction")
+    ax.set_title(f"{result['task']}: {name}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    folder = Path(argv[0]) if argv else RESULTS
+    out = Path(argv[1]) if len(argv) > 1 else HERE / "results"
+    results = load_results(folder)
+    if not results:
+        print(f"no results in {folder}")
+        return 1
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    (out / "matbench_table.md").write_text(
+        "# MatBench v0.1, official folds\n\n" + markdown_table(results) + "\n## Targets\n\n" + target_check(results)
+    )
+    for r in results:
+        bar_chart(r, plots / f"{r['task']}_bars.png")
+        if r["metric"] == "mae":
+            parity_plot(r, plots / f"{r['task']}_parity.png")
+    print(f"wrote {out / 'matbench_table.md'} and {len(list(plots.glob('*.png')))} plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

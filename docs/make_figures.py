@@ -1,0 +1,124 @@
+"""Build-time figures and tables for the docs (run by conf.py; also runnable alone).
+
+Everything shown is made here from the code or from ``benchmarks/results/*.json``, so the
+pages cannot drift from what the library does and what the benchmarks measured.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+
+DOCS = Path(__file__).resolve().parent
+RESULTS = DOCS.parent / "benchmarks" / "results"
+
+
+def data_flow(path):
+    """structure -> graph -> frozen encoder (V0..V3, u, f) -> AtomSets."""
+    fig, ax = plt.subplots(figsize=(11, 3.4))
+    ax.set_xlim(0, 11)
+    ax.set_ylim(0, 3.4)
+    ax.axis("off")
+    boxes = [
+        (0.1, "Structure /\nComposition", "#e8eef7"),
+        (2.1, "Crystal graph\nsites, bonds < cutoff\nGaussian bond lengths", "#e8eef7"),
+        (4.4, "Frozen parent MEGNet\nembedding -> block 1..3\n-> set2set -> readout", "#fde9d9"),
+        (6.9, "Features\nV0, V1..V3 (per site)\nu1..u3, f (per crystal)", "#e2f0d9"),
+        (9.1, "AtomSets\nMLP per row -> readout\n-> MLP -> property", "#fff2cc"),
+    ]
+    for x, text, color in boxes:
+        ax.add_patch(FancyBboxPatch((x, 1.1), 1.8, 1.3, boxstyle="round,pad=0.05", fc=color, ec="#444"))
+        ax.text(x + 0.9, 1.75, text, ha="center", va="center", fontsize=8.5)
+    for (x0, *_), (x1, *_) in zip(boxes[:-1], boxes[1:]):
+        ax.add_patch(FancyArrowPatch((x0 + 1.9, 1.75), (x1 - 0.1, 1.75), arrowstyle="->", mutation_scale=14))
+    ax.text(5.3, 0.55, "trained once on 133,420 Materials Project formation energies; never retrained",
+            ha="center", fontsize=8, style="italic")
+    ax.text(10.0, 0.55, "trained on your data", ha="center", fontsize=8, style="italic")
+    ax.text(5.5, 3.0, "V0: compositions   V1: structures   (the paper's advice)", ha="center", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def encoder_throughput_table(path):
+    """Table of benchmarks/results/encoder_throughput.json, or a note that it is missing."""
+    source = RESULTS / "encoder_throughput.json"
+    if not source.is_file():
+        path.write_text("*No encoder benchmark results in benchmarks/results yet.*\n")
+        return
+    data = json.loads(source.read_text())
+    labels = {
+        "a_megnet_per_structure": "(a) megnet ``MEGNetDescriptor``, one structure at a time",
+        "b_megnet_batched": "(b) megnet batched through Keras",
+        "c_ours_all_outputs": "(c) sklearn-atomsets, every output",
+        "c_ours_featurizer_outputs": "(c') sklearn-atomsets, featurizer outputs (no per-bond)",
+        "c_ours_V1_only": "(c'') sklearn-atomsets, V1 only",
+    }
+    lines = [
+        f"Measured by ``{data['command'].strip()}`` on {data['n_structures']} MatBench dielectric structures, "
+        f"{data['cpus']} CPU cores.",
+        "",
+        ".. list-table::",
+        "   :header-rows: 1",
+        "",
+        "   * - path",
+        "     - structures / s",
+    ]
+    for key, label in labels.items():
+        if key in data["structures_per_s"]:
+            lines += [f"   * - {label}", f"     - {data['structures_per_s'][key]:.1f}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def matbench_pages(out_dir):
+    """MatBench table and plots, made by benchmarks/report.py from the results files."""
+    sys.path.insert(0, str(DOCS.parent / "benchmarks"))
+    import report
+
+    results = report.load_results(RESULTS / "matbench")
+    table, plots = out_dir / "matbench_table.rst", out_dir / "matbench_plots.rst"
+    if not results:
+        table.write_text("*No MatBench results in benchmarks/results/matbench yet.*\n")
+        plots.write_text("")
+        return
+    lines = [".. list-table::", "   :header-rows: 1", "",
+             "   * - task", "     - model", "     - mean ± std", "     - AMMExpress v2020",
+             "     - RF-SCM/Magpie", "     - MEGNet (kgcnn)", "     - best entry"]
+    for r in results:
+        anchors = r["anchors"]
+        best = next((f"{v} ({k})" for k, v in anchors.items() if k.startswith("best")), "")
+        metric = "MAE" if r["metric"] == "mae" else "ROC-AUC"
+        for name, m in r["models"].items():
+            task = f"{r['task']} ({metric})" + (", approx. structures" if r.get("approximate_structures") else "")
+            lines += [f"   * - {task}", f"     - {name}", f"     - {m['mean']:.4g} ± {m['std']:.2g}",
+                      f"     - {anchors.get('AMMExpress v2020', '')}", f"     - {anchors.get('RF-SCM/Magpie', '')}",
+                      f"     - {anchors.get('MEGNet (kgcnn)', '-')}", f"     - {best}"]
+    lines += ["", "Targets, stated from the numbers above:", "", report.target_check(results)]
+    table.write_text("\n".join(lines) + "\n")
+    images = []
+    for r in results:
+        report.bar_chart(r, out_dir / f"{r['task']}_bars.png")
+        images += [f".. image:: {r['task']}_bars.png", f"   :alt: {r['task']} scores", ""]
+        if r["metric"] == "mae":
+            report.parity_plot(r, out_dir / f"{r['task']}_parity.png")
+            images += [f".. image:: {r['task']}_parity.png", f"   :alt: {r['task']} parity", ""]
+    plots.write_text("\n".join(images) + "\n")
+
+
+def main(out_dir):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_flow(out_dir / "data_flow.png")
+    encoder_throughput_table(out_dir / "encoder_throughput.rst")
+    matbench_pages(out_dir)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else DOCS / "_generated")
