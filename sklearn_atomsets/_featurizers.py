@@ -1,6 +1,6 @@
 """matminer featurizers exposing the frozen MEGNet layers (V0..V3, u1..u3, set2set, f).
 
-All four are ``matminer.featurizers.base.BaseFeaturizer`` subclasses, hence also
+All five are ``matminer.featurizers.base.BaseFeaturizer`` subclasses, hence also
 scikit-learn transformers:
 
 ==============================  ===================  =======================================
@@ -32,10 +32,14 @@ per entry; errors stay with their row, reported like matminer's (``ignore_errors
 ``return_errors``: a ``"<Featurizer> Exceptions"`` column with a readable message). A progress
 bar is shown when more than one batch is needed.
 
-**n_jobs.** With batching there is no per-entry worker pool: ``set_n_jobs(n)`` sets the
-number of PyTorch threads used by the forward passes (restored afterwards). Without it, torch
-keeps its own default. Inside a ``MultipleFeaturizer`` use ``iterate_over_entries=False`` so
-that our featurizers get the whole column and batch it.
+**n_jobs.** With batching there is no per-entry worker pool: ``n_jobs`` (a constructor
+parameter, so it survives ``clone`` and grid searches; ``set_n_jobs`` sets it too) is the
+number of PyTorch threads used by the forward passes, restored afterwards; ``-1`` means all
+CPUs and ``None`` (default) leaves torch's own setting. On a machine with few cores that
+are shared (other processes, or NumPy/SciPy BLAS threads in a ``Pipeline``), ``n_jobs=1``
+can be many times faster than torch's spinning thread pool.
+Inside a ``MultipleFeaturizer`` use ``iterate_over_entries=False`` so that our featurizers
+get the whole column and batch it.
 
 **Cache.** Structure featurizers look every structure up in a process-wide cache first
 (``cache=True``), keyed by the parent's checksum, the structure-only flag and a hash of the
@@ -216,14 +220,25 @@ def _unwrap(entries):
 class _MEGNetFeaturizerBase(BaseFeaturizer):
     """Shared machinery: the lazily loaded encoder, batching, per-row errors, the cache."""
 
+    # A plain attribute instead of matminer's read-only property (whose default, the CPU
+    # count, would start a worker pool); see the module docstring.
+    n_jobs = None
+
+    def set_n_jobs(self, n_jobs):
+        """PyTorch threads for the forward passes (``None``: torch's default)."""
+        self.n_jobs = n_jobs
+
     def __getstate__(self):
         # Pickles keep the parent's name or path, never the weights.
         return {k: v for k, v in self.__dict__.items() if k != "_encoder_cache"}
 
     def _encoder(self):
-        if getattr(self, "_encoder_cache", None) is None:
-            self._encoder_cache = MEGNetEncoder(self.parent, batch_size=self.batch_size)
-        return self._encoder_cache
+        encoder = getattr(self, "_encoder_cache", None)
+        # rebuilt when set_params changed the parent or the batch size since the last call
+        if encoder is None or encoder.parent is not self.parent or encoder.batch_size != self.batch_size:
+            encoder = self._encoder_cache = MEGNetEncoder(self.parent, batch_size=self.batch_size)
+            self._table_cache = None
+        return encoder
 
     def __sklearn_is_fitted__(self):
         # Stateless: the frozen encoder is never trained, so a Pipeline may end here.
@@ -313,8 +328,7 @@ class _StructureBase(_MEGNetFeaturizerBase):
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc=type(self).__name__, unit="batch", **(pbar if isinstance(pbar, dict) else {}))
-        n_jobs = self._n_jobs if "_n_jobs" in self.__dict__ else None
-        with _torch_threads(n_jobs):
+        with _torch_threads(self.n_jobs):
             for start in chunks:
                 chunk = keys[start : start + self.batch_size]
                 out = self._encoder().encode([todo[k][0] for k in chunk], on_error="nan", outputs=wanted)
@@ -328,6 +342,8 @@ class _StructureBase(_MEGNetFeaturizerBase):
                         continue
                     value = {name: per_item[name][j] for name in wanted}
                     if self.cache:
+                        # own copies: a view would keep its whole batch array alive
+                        value = {name: np.array(array) for name, array in value.items()}
                         _CACHE.put(key, value)
                     for i in todo[key][1]:
                         results[i] = value
@@ -352,7 +368,9 @@ class MEGNetStructureFeaturizer(_StructureBase):
     batch_size : int, default=256
         Structures per encoder forward pass.
     cache : bool, default=True
-        Use the process-wide cache of encoder outputs.
+        Look structures up in the process-wide cache of encoder outputs (and fill it).
+    n_jobs : int or None, default=None
+        PyTorch threads for the forward passes; ``-1``: all CPUs; ``None``: torch's default.
 
     Examples
     --------
@@ -366,13 +384,14 @@ class MEGNetStructureFeaturizer(_StructureBase):
     """
 
     def __init__(self, layers=("f",), stats=_STATS, parent=DEFAULT_PARENT, structure_only=False,
-                 batch_size=256, cache=True):
+                 batch_size=256, cache=True, n_jobs=None):
         self.layers = layers
         self.stats = stats
         self.parent = parent
         self.structure_only = structure_only
         self.batch_size = batch_size
         self.cache = cache
+        self.n_jobs = n_jobs
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
@@ -394,8 +413,8 @@ class MEGNetStructureFeaturizer(_StructureBase):
         if bad or not layers:
             raise ValueError(f"layers must be chosen from {_SITE_LAYERS + _STRUCTURE_LAYERS}, got {self.layers!r}.")
         bad = [s for s in self.stats if s not in _STATS]
-        if bad:
-            raise ValueError(f"stats must be chosen from {_STATS}, got {self.stats!r}.")
+        if bad or isinstance(self.stats, str) or (not self.stats and set(layers) & set(_SITE_LAYERS)):
+            raise ValueError(f"stats must be a tuple chosen from {_STATS}, got {self.stats!r}.")
         return layers
 
     def _needed_outputs(self):
@@ -416,19 +435,19 @@ class MEGNetStructureFeaturizer(_StructureBase):
 
     def _featurize_items(self, items, pbar):
         results, errors = self._encode(items, pbar)
-        rows = []
-        for value in results:
-            if value is None:
-                rows.append(None)
-                continue
-            parts = []
-            for name in self._check():
-                if name in _SITE_LAYERS:
-                    parts += [_statistic(value[name], None, stat) for stat in self.stats]
-                else:
-                    parts.append(np.asarray(value[name], dtype=np.float64))
-            rows.append(np.concatenate(parts).tolist())
-        return rows, errors
+        done = [value for value in results if value is not None]
+        if not done:
+            return [None] * len(results), errors
+        # one table for the whole batch: statistics as segment reductions, not a loop of
+        # small NumPy calls per structure
+        parts = []
+        for name in self._check():
+            if name in _SITE_LAYERS:
+                parts.append(_site_statistics([value[name] for value in done], self.stats))
+            else:
+                parts.append(np.stack([value[name] for value in done]).astype(np.float64))
+        table = iter(np.hstack(parts).tolist())
+        return [None if value is None else next(table) for value in results], errors
 
 
 class MEGNetSiteSetFeaturizer(_StructureBase):
@@ -440,7 +459,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     ----------
     layer : {"V0", "V1", "V2", "V3"} or tuple of them, default="V1"
         Several layers are concatenated per site (e.g. ``("V0", "V1")``: 48 features).
-    parent, structure_only, batch_size, cache
+    parent, structure_only, batch_size, cache, n_jobs
         As for :class:`MEGNetStructureFeaturizer`.
 
     Examples
@@ -452,12 +471,14 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     [WeightedSet(2 rows, 32 features)]
     """
 
-    def __init__(self, layer="V1", parent=DEFAULT_PARENT, structure_only=False, batch_size=256, cache=True):
+    def __init__(self, layer="V1", parent=DEFAULT_PARENT, structure_only=False, batch_size=256, cache=True,
+                 n_jobs=None):
         self.layer = layer
         self.parent = parent
         self.structure_only = structure_only
         self.batch_size = batch_size
         self.cache = cache
+        self.n_jobs = n_jobs
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
@@ -505,8 +526,9 @@ class _CompositionBase(_MEGNetFeaturizerBase):
         return results, errors
 
     def _table(self):
+        encoder = self._encoder()  # first: forgets the table when the parent changed
         if getattr(self, "_table_cache", None) is None:
-            self._table_cache = self._encoder().element_embedding()
+            self._table_cache = encoder.element_embedding()
         return self._table_cache
 
     def __getstate__(self):
@@ -590,6 +612,28 @@ class MEGNetCompositionFeaturizer(_CompositionBase):
                 continue
             rows.append(np.concatenate([_statistic(table[r[0]], r[1], stat) for stat in self.stats]).tolist())
         return rows, errors
+
+
+def _site_statistics(arrays, stats):
+    """``stats`` of each ``(n_sites, d)`` array over its sites: ``(len(arrays), len(stats) * d)``."""
+    counts = np.array([len(a) for a in arrays])
+    rows = np.concatenate(arrays).astype(np.float64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    mean = np.add.reduceat(rows, starts, axis=0) / counts[:, None]
+    out = []
+    for stat in stats:
+        if stat == "mean":
+            out.append(mean)
+        elif stat == "std":
+            deviation = rows - np.repeat(mean, counts, axis=0)
+            out.append(np.sqrt(np.add.reduceat(deviation * deviation, starts, axis=0) / counts[:, None]))
+        elif stat == "min":
+            out.append(np.minimum.reduceat(rows, starts, axis=0))
+        elif stat == "max":
+            out.append(np.maximum.reduceat(rows, starts, axis=0))
+        else:
+            raise ValueError(f"Unknown statistic {stat!r}.")
+    return np.hstack(out)
 
 
 def _statistic(rows, weights, stat):
