@@ -173,10 +173,10 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
                 f"(featurize {t_featurize:.1f} s, fit {t_fit:.1f} s)")
         scores = [f["score"] for f in folds_out]
         result["models"][name] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "folds": folds_out}
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{task_name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        if out_dir is not None:  # after every model, so an interrupted run keeps what it finished
+            out_dir = Path(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"{task_name}.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
