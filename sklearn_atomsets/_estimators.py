@@ -15,6 +15,7 @@ import numbers
 
 import numpy as np
 import torch
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 from sklearn.preprocessing import LabelEncoder
@@ -28,6 +29,7 @@ from skorch.dataset import ValidSplit
 
 from ._atomsets import ACTIVATIONS, READOUTS, AtomSetsModule
 from ._sets import _from_pandas, _is_table, as_packed_sets
+from ._threads import torch_threads
 
 __all__ = ["AtomSetsClassifier", "AtomSetsRegressor", "MLPfClassifier", "MLPfRegressor"]
 
@@ -41,8 +43,9 @@ class _PackedDataset(torch.utils.data.Dataset):
 
     def __init__(self, packed, y=None):
         self.packed = packed
-        self.features = torch.from_numpy(packed.features)
-        self.weights = torch.from_numpy(packed.weights)
+        # torch refuses to share read-only memory (a memory-mapped X, say) without a warning
+        self.features = torch.from_numpy(np.require(packed.features, requirements="W"))
+        self.weights = torch.from_numpy(np.require(packed.weights, requirements="W"))
         self.X = np.arange(packed.n_sets)
         self.y = y
 
@@ -105,6 +108,7 @@ class _ValidationScore(Callback):
             net.history.record(self.name, self.score(torch.cat(self._true).numpy(), torch.cat(self._pred)))
 
 
+
 def _silent(*args, **kwargs):
     """EarlyStopping's message sink when verbose=0."""
 
@@ -153,6 +157,7 @@ class _AtomSetsBase(BaseEstimator):
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
         "random_state": ["random_state"],
         "device": [str],
+        "n_jobs": [numbers.Integral, None],
         "verbose": ["verbose"],
     }
 
@@ -175,6 +180,7 @@ class _AtomSetsBase(BaseEstimator):
         validation_fraction=0.1,
         random_state=None,
         device="cpu",
+        n_jobs=None,
         verbose=0,
     ):
         self.n_neurons = n_neurons
@@ -194,6 +200,7 @@ class _AtomSetsBase(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.device = device
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     # -- validation -----------------------------------------------------------------------
@@ -266,7 +273,7 @@ class _AtomSetsBase(BaseEstimator):
         )
 
     def _train(self, net, dataset, y_for_split, seed):
-        with torch.random.fork_rng(devices=[]):  # reproducible without touching global state
+        with torch.random.fork_rng(devices=[]), torch_threads(effective_n_jobs(self.n_jobs)):  # global RNG, threads restored
             torch.manual_seed(seed)
             net.fit(dataset, y_for_split)
         return net
@@ -274,7 +281,7 @@ class _AtomSetsBase(BaseEstimator):
     def _forward(self, X):
         check_is_fitted(self, "net_")
         dataset = _PackedDataset(self._pack(X, fitting=False))
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(effective_n_jobs(self.n_jobs)):
             return self.net_.forward(dataset, training=False).cpu()
 
     @property
@@ -330,6 +337,11 @@ _DOC_PARAMS = """
         Seeds weight initialisation, shuffling and the validation split: two fits with the
         same integer give identical models on the CPU.
     device : str, default="cpu"
+    n_jobs : int or None, default=None
+        torch CPU threads during ``fit`` and ``predict`` (restored afterwards). None means
+        1 unless in a :func:`joblib.parallel_backend` context, -1 all cores. The networks
+        are small, so one thread loses little on a quiet machine and is much faster on a
+        busy one, where OpenMP threads stall each other.
     verbose : int, default=0
         1 prints skorch's per-epoch table.
 """
@@ -495,13 +507,15 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
         return self.classes_[proba.argmax(axis=1)]
 
 
-_MLPF_DOC = """The paper's MLP-f model: an MLP on the fixed-length readout vector f of the parent.
+_MLPF_HEAD = """The paper's MLP-f model: an MLP on the fixed-length readout vector f of the parent.
 
-    ``X`` is a 2-D array (n_samples, n_features), e.g. the 96-d ``f`` of the frozen MEGNet.
-    It is an AtomSets model on one-row sets, so the readout is the identity and
-    ``n_neurons`` are the MLP's hidden layers; training (Adam, early stopping, target
-    scaling) is the same as for the AtomSets estimators, whose parameters it shares.
-    Default ``n_neurons_final=()``: no layers after the (identity) readout.
+    ``X`` is a 2-D array (n_samples, n_features), e.g. the 96-d ``f`` of the frozen MEGNet;
+    sets are refused. It is an AtomSets model on one-row sets, so the readout is the
+    identity and ``n_neurons`` are the MLP's hidden layers; training (Adam, early stopping
+    on the inner validation split, target scaling) is that of the AtomSets estimators,
+    whose parameters it shares, except ``n_neurons_final=()`` by default: no further layers
+    after the (identity) readout. ``readout``, ``embedding_dim`` and ``n_elements`` have no
+    effect on one-row sets of features.
 """
 
 
@@ -509,13 +523,14 @@ class _MLPfMixin:
     def __init__(self, n_neurons=(64, 64), n_neurons_final=(), readout="mean", n_set2set_steps=3,
                  activation="relu", dropout=0.0, embedding_dim=32, n_elements=95, optimizer=torch.optim.Adam,
                  lr=1e-3, weight_decay=0.0, batch_size=128, max_epochs=1000, patience=200,
-                 validation_fraction=0.1, random_state=None, device="cpu", verbose=0):
+                 validation_fraction=0.1, random_state=None, device="cpu", n_jobs=None, verbose=0):
         super().__init__(
             n_neurons=n_neurons, n_neurons_final=n_neurons_final, readout=readout,
             n_set2set_steps=n_set2set_steps, activation=activation, dropout=dropout,
             embedding_dim=embedding_dim, n_elements=n_elements, optimizer=optimizer, lr=lr,
             weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
-            validation_fraction=validation_fraction, random_state=random_state, device=device, verbose=verbose,
+            validation_fraction=validation_fraction, random_state=random_state, device=device, n_jobs=n_jobs,
+            verbose=verbose,
         )
 
     def _pack(self, X, fitting):
@@ -525,8 +540,56 @@ class _MLPfMixin:
 
 
 class MLPfRegressor(_MLPfMixin, AtomSetsRegressor):
-    __doc__ = _MLPF_DOC
+    __doc__ = (
+        _MLPF_HEAD
+        + _DOC_PARAMS.replace("n_neurons_final : tuple of int, default=(64, 64)", "n_neurons_final : tuple of int, default=()")
+        + """
+    Attributes
+    ----------
+    net_ : skorch.NeuralNet
+    module_ : AtomSetsModule
+    n_features_in_ : int
+    target_mean_, target_scale_ : ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_atomsets import MLPfRegressor
+    >>> f = np.random.default_rng(0).normal(size=(40, 8))
+    >>> model = MLPfRegressor(max_epochs=5, validation_fraction=None, random_state=0).fit(f, f[:, 0])
+    >>> model.predict(f[:3]).shape
+    (3,)
+
+    See Also
+    --------
+    MLPfClassifier, AtomSetsRegressor
+    """
+    )
 
 
 class MLPfClassifier(_MLPfMixin, AtomSetsClassifier):
-    __doc__ = _MLPF_DOC
+    __doc__ = (
+        _MLPF_HEAD
+        + _DOC_PARAMS.replace("n_neurons_final : tuple of int, default=(64, 64)", "n_neurons_final : tuple of int, default=()")
+        + """
+    Attributes
+    ----------
+    classes_ : ndarray
+    net_ : skorch.NeuralNet
+    module_ : AtomSetsModule
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_atomsets import MLPfClassifier
+    >>> f = np.random.default_rng(0).normal(size=(40, 8))
+    >>> clf = MLPfClassifier(max_epochs=5, validation_fraction=None, random_state=0).fit(f, f[:, 0] > 0)
+    >>> clf.predict_proba(f[:3]).shape
+    (3, 2)
+
+    See Also
+    --------
+    MLPfRegressor, AtomSetsClassifier
+    """
+    )

@@ -54,10 +54,8 @@ works too but caches per fold's training rows, so it saves less.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections import OrderedDict
-from contextlib import contextmanager
 
 import numpy as np
 from matminer.featurizers.base import BaseFeaturizer
@@ -67,6 +65,7 @@ from ._encoder import MEGNetEncoder
 from ._graph import GraphConstructionError
 from ._parents import DEFAULT_PARENT
 from ._sets import WeightedSet
+from ._threads import torch_threads
 
 __all__ = [
     "AtomicNumberSetFeaturizer",
@@ -143,22 +142,6 @@ def clear_feature_cache():
     >>> clear_feature_cache()
     """
     _CACHE.clear()
-
-
-@contextmanager
-def _torch_threads(n_jobs):
-    """PyTorch intra-op threads for the forward passes; ``None`` leaves torch's default."""
-    if n_jobs is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n_jobs) if int(n_jobs) > 0 else (os.cpu_count() or 1))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _structure_key(structure):
@@ -328,7 +311,7 @@ class _StructureBase(_MEGNetFeaturizerBase):
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc=type(self).__name__, unit="batch", **(pbar if isinstance(pbar, dict) else {}))
-        with _torch_threads(self.n_jobs):
+        with torch_threads(self.n_jobs):
             for start in chunks:
                 chunk = keys[start : start + self.batch_size]
                 out = self._encoder().encode([todo[k][0] for k in chunk], on_error="nan", outputs=wanted)

@@ -128,7 +128,7 @@ class MegnetReference:
         return results
 
 
-def graph_model_to_files(model, directory) -> "ParentModel":  # noqa: F821
+def graph_model_to_files(model, directory):
     """Save a live megnet GraphModel as ``.hdf5`` + ``.json``, named by its weights' hash."""
     from ._parents import ParentModel
 

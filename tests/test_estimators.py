@@ -7,6 +7,7 @@ import pickle
 import joblib
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -24,6 +25,7 @@ from sklearn_atomsets import (
 )
 
 FAST = dict(max_epochs=15, random_state=0)
+
 
 
 # scikit-learn's own contract, on 2-D arrays read as one-row sets. No check is skipped by us;
@@ -174,6 +176,9 @@ def test_mlpf_is_an_mlp_on_fixed_length_vectors():
         ([WeightedSet(np.ones((2, 3)))] * 2, None, ValueError, "requires y"),
         ([WeightedSet([3, 120])] * 2, [1.0, 2.0], ValueError, "outside the embedding"),
         (np.array([[1.0, np.inf]] * 2), [1.0, 2.0], ValueError, "infinity"),
+        ([], [], ValueError, "no samples"),
+        ([np.ones((2, 3)), np.zeros((0, 3))], [1.0, 2.0], ValueError, "Sample 1 .*empty"),
+        ([np.ones((2, 3)), np.array([[1.0, np.nan, 0.0]])], [1.0, 2.0], ValueError, "Sample 1 .*NaN"),
     ],
 )
 def test_bad_input_is_refused_before_training(X, y, error, match):
@@ -194,6 +199,27 @@ def test_classifier_says_when_the_validation_split_cannot_hold_every_class():
 def test_bad_parameters_name_themselves(params, match):
     with pytest.raises(ValueError, match=match):
         AtomSetsRegressor(**params).fit(np.ones((4, 2)), np.arange(4.0))
+
+
+class _ThreadRecordingAdam(torch.optim.Adam):
+    seen = []
+
+    def step(self, closure=None):
+        self.seen.append(torch.get_num_threads())
+        return super().step(closure)
+
+
+@pytest.mark.parametrize(("n_jobs", "expected"), [(None, 1), (2, 2)])
+def test_n_jobs_sets_torch_threads_for_fit_only(n_jobs, expected):
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        _ThreadRecordingAdam.seen = []
+        AtomSetsRegressor(max_epochs=2, optimizer=_ThreadRecordingAdam, n_jobs=n_jobs).fit(np.ones((8, 2)), np.arange(8.0))
+        assert set(_ThreadRecordingAdam.seen) == {expected}
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_predict_before_fit():

@@ -22,6 +22,7 @@ def test_composition_becomes_atomic_numbers_weighted_by_atom_fraction():
     oxidised = WeightedSet.from_composition(Composition({"Fe3+": 2, "O2-": 3}))
     assert oxidised == WeightedSet.from_composition("Fe2O3")
     np.testing.assert_allclose(oxidised.weights, [0.6, 0.4], rtol=1e-6)  # O (Z=8) first
+    assert repr(s) == "WeightedSet(2 rows, atomic numbers)" and len(s) == 2
 
 
 @pytest.mark.parametrize(
