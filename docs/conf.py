@@ -34,10 +34,9 @@ numpydoc_show_class_members = False
 numpydoc_show_inherited_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_validation_checks = set()
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_generated"]
 templates_path = ["_templates"]
 html_theme = "pydata_sphinx_theme"
-html_static_path = ["_static"]
 html_title = "sklearn-atomsets"
 nitpicky = False
 # The docs are built offline: no intersphinx inventories are fetched.

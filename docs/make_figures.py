@@ -105,10 +105,11 @@ def matbench_pages(out_dir):
     images = []
     for r in results:
         report.bar_chart(r, out_dir / f"{r['task']}_bars.png")
-        images += [f".. image:: {r['task']}_bars.png", f"   :alt: {r['task']} scores", ""]
+        # paths are relative to benchmarks.rst, which includes this file
+        images += [f".. image:: /_generated/{r['task']}_bars.png", f"   :alt: {r['task']} scores", ""]
         if r["metric"] == "mae":
             report.parity_plot(r, out_dir / f"{r['task']}_parity.png")
-            images += [f".. image:: {r['task']}_parity.png", f"   :alt: {r['task']} parity", ""]
+            images += [f".. image:: /_generated/{r['task']}_parity.png", f"   :alt: {r['task']} parity", ""]
     plots.write_text("\n".join(images) + "\n")
 
 
