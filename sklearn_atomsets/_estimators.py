@@ -539,10 +539,13 @@ class _MLPfMixin:
         return super()._pack(X, fitting)
 
 
+_MLPF_PARAMS = _DOC_PARAMS.replace("n_neurons_final : tuple of int, default=(64, 64)", "n_neurons_final : tuple of int, default=()")
+
+
 class MLPfRegressor(_MLPfMixin, AtomSetsRegressor):
     __doc__ = (
         _MLPF_HEAD
-        + _DOC_PARAMS.replace("n_neurons_final : tuple of int, default=(64, 64)", "n_neurons_final : tuple of int, default=()")
+        + _MLPF_PARAMS
         + """
     Attributes
     ----------
@@ -570,7 +573,7 @@ class MLPfRegressor(_MLPfMixin, AtomSetsRegressor):
 class MLPfClassifier(_MLPfMixin, AtomSetsClassifier):
     __doc__ = (
         _MLPF_HEAD
-        + _DOC_PARAMS.replace("n_neurons_final : tuple of int, default=(64, 64)", "n_neurons_final : tuple of int, default=()")
+        + _MLPF_PARAMS
         + """
     Attributes
     ----------
