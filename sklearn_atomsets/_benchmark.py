@@ -29,7 +29,7 @@ from ._featurizers import (
     MEGNetSiteSetFeaturizer,
     MEGNetStructureFeaturizer,
 )
-from ._matbench import ANCHORS, MATBENCH_TASKS, load_matbench_task
+from ._matbench import ANCHORS, load_matbench_task
 
 __all__ = ["MODELS", "TrainingSettings", "make_model", "models_for", "run_matbench_task"]
 
@@ -191,5 +191,3 @@ def summary_lines(result):
         lines.append(f"  {'[leaderboard] ' + name:<36} {value:10.4f}")
     return lines
 
-
-TASKS_HERE = [t for t in MATBENCH_TASKS if t in ANCHORS]

@@ -388,7 +388,6 @@ class MEGNetModule(nn.Module):
             elif cls == "Concatenate":
                 names["f"] = (layer, 0)
         names["output"] = self.output_ref
-        self.n_blocks = len(blocks)
         order = {"V": 0, "E": 1, "u": 2}
         self.output_names = dict(
             sorted(names.items(), key=lambda kv: (order.get(kv[0][0], 3), kv[0]) if kv[0][1:].isdigit() else (3, ""))

@@ -232,7 +232,7 @@ class _AtomSetsBase(BaseEstimator):
         return packed
 
     # -- training -------------------------------------------------------------------------
-    def _net(self, n_outputs, criterion, score_name, score, lower_is_better, y_for_split, seed, stratified):
+    def _net(self, n_outputs, criterion, score_name, score, lower_is_better, seed, stratified):
         callbacks = []
         train_split = None
         if self.validation_fraction:
@@ -405,7 +405,7 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         self.target_scale_ = np.where(scale > 0, scale, 1.0)
         scaled = ((y2 - self.target_mean_) / self.target_scale_).astype(np.float32)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        net = self._net(scaled.shape[1], torch.nn.MSELoss, self._score_name, _scaled_mae, True, None, seed, False)
+        net = self._net(scaled.shape[1], torch.nn.MSELoss, self._score_name, _scaled_mae, True, seed, False)
         self.net_ = self._train(net, _PackedDataset(packed, scaled), None, seed)
         return self
 
@@ -493,7 +493,7 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
                     "validation_fraction=None (no early stopping)."
                 )
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        net = self._net(len(self.classes_), torch.nn.CrossEntropyLoss, self._score_name, _roc_auc, False, codes, seed, True)
+        net = self._net(len(self.classes_), torch.nn.CrossEntropyLoss, self._score_name, _roc_auc, False, seed, True)
         self.net_ = self._train(net, _PackedDataset(packed, codes), codes, seed)
         return self
 

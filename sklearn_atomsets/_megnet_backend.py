@@ -118,15 +118,6 @@ class MegnetReference:
         wanted = self.names if outputs is None else outputs
         return {name: np.concatenate(collected[name]) for name in wanted}
 
-    def run_one_by_one(self, structures):
-        """megnet's per-structure path: ``MEGNetDescriptor``-style single-graph calls."""
-        converter = self.graph_model.graph_converter
-        results = []
-        for structure in structures:
-            inputs = converter.graph_to_input(converter.convert(structure))
-            results.append(self.model.predict_on_batch(inputs))
-        return results
-
 
 def graph_model_to_files(model, directory):
     """Save a live megnet GraphModel as ``.hdf5`` + ``.json``, named by its weights' hash."""
