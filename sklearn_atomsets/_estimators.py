@@ -31,6 +31,9 @@ from ._atomsets import ACTIVATIONS, READOUTS, AtomSetsModule
 from ._sets import _from_pandas, _is_table, as_packed_sets
 from ._threads import torch_threads
 
+#: Regression losses (on standardised targets); classifiers train on cross-entropy.
+LOSSES = {"mse": torch.nn.MSELoss, "mae": torch.nn.L1Loss, "huber": torch.nn.HuberLoss}
+
 __all__ = ["AtomSetsClassifier", "AtomSetsRegressor", "MLPfClassifier", "MLPfRegressor"]
 
 
@@ -151,6 +154,7 @@ class _AtomSetsBase(BaseEstimator):
         "optimizer": [callable],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "loss": [StrOptions(set(LOSSES) | {"auto", "cross_entropy"})],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "patience": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -174,6 +178,7 @@ class _AtomSetsBase(BaseEstimator):
         optimizer=torch.optim.Adam,
         lr=1e-3,
         weight_decay=0.0,
+        loss="auto",
         batch_size=128,
         max_epochs=1000,
         patience=200,
@@ -194,6 +199,7 @@ class _AtomSetsBase(BaseEstimator):
         self.optimizer = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
+        self.loss = loss
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
@@ -211,6 +217,9 @@ class _AtomSetsBase(BaseEstimator):
                 raise ValueError(f"{name} must be a tuple of positive integers, got {getattr(self, name)!r}.")
         if not _readout_ok(self.readout):
             raise ValueError(f"readout must be 'mean', 'set2set' or a tuple of both, got {self.readout!r}.")
+        allowed = ("auto", *LOSSES) if isinstance(self, RegressorMixin) else ("auto", "cross_entropy")
+        if self.loss not in allowed:
+            raise ValueError(f"{type(self).__name__} cannot train with loss={self.loss!r}; choose from {list(allowed)}.")
 
     def _pack(self, X, fitting):
         packed = as_packed_sets(X)
@@ -326,6 +335,11 @@ _DOC_PARAMS = """
     optimizer : torch optimizer class, default=torch.optim.Adam
     lr : float, default=1e-3
     weight_decay : float, default=0.0
+    loss : {"auto", "mse", "mae", "huber", "cross_entropy"}, default="auto"
+        Training loss. "auto": mean squared error for regressors (on standardised
+        targets), cross-entropy for classifiers. Regressors also take "mae" (L1: trains on
+        the metric MatBench reports, robust to heavy-tailed targets) and "huber" (delta 1
+        standard deviation); classifiers only take cross-entropy.
     batch_size : int, default=128
     max_epochs : int, default=1000
     patience : int, default=200
@@ -405,7 +419,7 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         self.target_scale_ = np.where(scale > 0, scale, 1.0)
         scaled = ((y2 - self.target_mean_) / self.target_scale_).astype(np.float32)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        net = self._net(scaled.shape[1], torch.nn.MSELoss, self._score_name, _scaled_mae, True, seed, False)
+        net = self._net(scaled.shape[1], LOSSES[self.loss if self.loss != "auto" else "mse"], self._score_name, _scaled_mae, True, seed, False)
         self.net_ = self._train(net, _PackedDataset(packed, scaled), None, seed)
         return self
 
@@ -522,13 +536,13 @@ _MLPF_HEAD = """The paper's MLP-f model: an MLP on the fixed-length readout vect
 class _MLPfMixin:
     def __init__(self, n_neurons=(64, 64), n_neurons_final=(), readout="mean", n_set2set_steps=3,
                  activation="relu", dropout=0.0, embedding_dim=32, n_elements=95, optimizer=torch.optim.Adam,
-                 lr=1e-3, weight_decay=0.0, batch_size=128, max_epochs=1000, patience=200,
+                 lr=1e-3, weight_decay=0.0, loss="auto", batch_size=128, max_epochs=1000, patience=200,
                  validation_fraction=0.1, random_state=None, device="cpu", n_jobs=None, verbose=0):
         super().__init__(
             n_neurons=n_neurons, n_neurons_final=n_neurons_final, readout=readout,
             n_set2set_steps=n_set2set_steps, activation=activation, dropout=dropout,
             embedding_dim=embedding_dim, n_elements=n_elements, optimizer=optimizer, lr=lr,
-            weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
+            weight_decay=weight_decay, loss=loss, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
             validation_fraction=validation_fraction, random_state=random_state, device=device, n_jobs=n_jobs,
             verbose=verbose,
         )

@@ -103,6 +103,36 @@ def test_params_reach_module_optimizer_and_readout(data):
     assert clone(model).get_params()["readout"] == ("mean", "set2set")
 
 
+@pytest.mark.parametrize(("loss", "criterion"), [("auto", torch.nn.MSELoss), ("mse", torch.nn.MSELoss),
+                                                ("mae", torch.nn.L1Loss), ("huber", torch.nn.HuberLoss)])
+def test_regression_loss_picks_the_criterion(data, loss, criterion):
+    X, y = data
+    model = AtomSetsRegressor(max_epochs=1, loss=loss).fit(X[:50], y[:50])
+    assert type(model.net_.criterion_) is criterion
+
+
+def test_l1_loss_shrugs_off_outlying_targets(data):
+    """A few wild training targets drag an MSE fit; the L1 fit (the MAE metric) resists them."""
+    X, y = data
+    noisy = y[:240].copy()
+    noisy[::12] += 40.0 * np.random.default_rng(0).standard_cauchy(20)
+    errors = {}
+    for loss in ("mse", "mae"):
+        model = AtomSetsRegressor(max_epochs=150, patience=30, loss=loss, random_state=0).fit(X[:240], noisy)
+        errors[loss] = np.abs(model.predict(X[240:]) - y[240:]).mean()
+    assert errors["mae"] < 0.5 * errors["mse"]
+
+
+def test_classifiers_train_on_cross_entropy_only():
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2
+    model = AtomSetsClassifier(max_epochs=1, loss="cross_entropy", validation_fraction=None).fit(X, y)
+    assert type(model.net_.criterion_) is torch.nn.CrossEntropyLoss
+    with pytest.raises(ValueError, match="AtomSetsClassifier cannot train with loss='mae'"):
+        AtomSetsClassifier(loss="mae").fit(X, y)
+    with pytest.raises(ValueError, match="MLPfRegressor cannot train with loss='cross_entropy'"):
+        MLPfRegressor(loss="cross_entropy").fit(X, y * 1.0)
+
+
 def test_grid_search_pipeline_and_cross_val_score(data):
     X, y = data
     X, y = X[:150], y[:150]
@@ -194,7 +224,8 @@ def test_classifier_says_when_the_validation_split_cannot_hold_every_class():
 @pytest.mark.parametrize(
     ("params", "match"),
     [({"n_neurons": (64, -1)}, "n_neurons"), ({"readout": "max"}, "readout"), ({"lr": 0}, "lr"),
-     ({"validation_fraction": 1.5}, "validation_fraction"), ({"activation": "step"}, "activation")],
+     ({"validation_fraction": 1.5}, "validation_fraction"), ({"activation": "step"}, "activation"),
+     ({"loss": "rmse"}, "loss")],
 )
 def test_bad_parameters_name_themselves(params, match):
     with pytest.raises(ValueError, match=match):
