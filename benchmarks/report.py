@@ -30,10 +30,21 @@ def best_model(result):
     return pick(result["models"], key=lambda name: result["models"][name]["mean"])
 
 
+def training(result, name):
+    """How a model was trained, from its recorded settings (older files: the run's settings, MSE)."""
+    if name.startswith("AMM-style"):
+        trees = result["models"][name].get("settings", result["settings"]).get("n_estimators")
+        return f"random forest, {trees} trees"
+    s = result["models"][name].get("settings") or dict(result["settings"], loss=None)
+    loss = s.get("loss") or ("mse" if result["metric"] == "mae" else "cross_entropy")
+    loss = {"mse": "MSE", "mae": "L1", "huber": "Huber", "cross_entropy": "cross-entropy"}[loss]
+    return f"{loss} loss, ≤{s['max_epochs']} epochs, patience {s['patience']}"
+
+
 def markdown_table(results):
     lines = [
-        "| task | metric | model | mean ± std (5 folds) | AMMExpress v2020 | RF-SCM/Magpie | MEGNet (kgcnn) | best entry |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | metric | model | training | mean ± std (5 folds) | AMMExpress v2020 | RF-SCM/Magpie | MEGNet (kgcnn) | best entry |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         anchors = r["anchors"]
@@ -43,7 +54,7 @@ def markdown_table(results):
             flag = " **(best here)**" if name == ours_best else ""
             task = r["task"] + (" *(approx. structures)*" if r.get("approximate_structures") else "")
             lines.append(
-                f"| {task} | {'MAE' if r['metric'] == 'mae' else 'ROC-AUC'} | {name}{flag} | "
+                f"| {task} | {'MAE' if r['metric'] == 'mae' else 'ROC-AUC'} | {name}{flag} | {training(r, name)} | "
                 f"{m['mean']:.4g} ± {m['std']:.2g} | {anchors.get('AMMExpress v2020', '')} | "
                 f"{anchors.get('RF-SCM/Magpie', '')} | {anchors.get('MEGNet (kgcnn)', '-')} | {best_entry} |"
             )

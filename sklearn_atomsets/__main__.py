@@ -59,7 +59,8 @@ def matbench(args):
         import torch
 
         torch.set_num_threads(args.threads)
-    settings = TrainingSettings(max_epochs=args.max_epochs, patience=args.patience)
+    settings = TrainingSettings(max_epochs=args.max_epochs, patience=args.patience, loss=args.loss,
+                                readout=args.readout)
     models = None if args.models == ["all"] else args.models
     tasks = args.tasks
     for task in tasks:
@@ -98,6 +99,9 @@ def main(argv=None):
     m.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     m.add_argument("--max-epochs", type=int, default=1000)
     m.add_argument("--patience", type=int, default=200)
+    m.add_argument("--loss", default="auto", choices=["auto", "mse", "mae", "huber"],
+                   help="regression training loss (classifiers always use cross-entropy)")
+    m.add_argument("--readout", default="mean", choices=["mean", "set2set"], help="AtomSets readout")
     m.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     m.add_argument("--out", default=None, help="folder for <task>.json results")
     m.set_defaults(func=matbench)

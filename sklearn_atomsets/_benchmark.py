@@ -49,19 +49,24 @@ class TrainingSettings:
     batch_size: int = 128
     lr: float = 1e-3
     readout: str = "mean"
+    loss: str = "auto"  # regressors: "mse" (auto), "mae" or "huber"
     n_estimators: int = 500  # random forest of the baseline
+
+
+def _loss(kind, settings):
+    return settings.loss if kind == "regression" else "auto"  # classifiers: cross-entropy
 
 
 def _set_estimator(kind, settings, seed, **params):
     cls = AtomSetsRegressor if kind == "regression" else AtomSetsClassifier
     return cls(max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size,
-               lr=settings.lr, readout=settings.readout, random_state=seed, **params)
+               lr=settings.lr, readout=settings.readout, loss=_loss(kind, settings), random_state=seed, **params)
 
 
 def _mlpf(kind, settings, seed):
     cls = MLPfRegressor if kind == "regression" else MLPfClassifier
     return cls(max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size,
-               lr=settings.lr, random_state=seed)
+               lr=settings.lr, loss=_loss(kind, settings), random_state=seed)
 
 
 def _site_sets(layer):
@@ -116,6 +121,20 @@ def make_model(name, info, settings=None, seed=0):
                                        n_estimators=settings.n_estimators, random_state=seed)
 
 
+def _model_settings(name, info, settings):
+    """The training settings that matter for one model (the baselines ignore the net's)."""
+    if MODELS[name][1].startswith("baseline"):
+        return {"n_estimators": settings.n_estimators}
+    out = asdict(settings)
+    out.pop("n_estimators")
+    out["loss"] = _loss(info.kind, settings)
+    if info.kind == "classification":
+        out["loss"] = "cross_entropy"
+    elif out["loss"] == "auto":
+        out["loss"] = "mse"
+    return out
+
+
 def _score(info, y_true, model, X_test_features):
     if info.kind == "regression":
         y_pred = model.predict(X_test_features)
@@ -144,6 +163,11 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "models": {},
     }
+    if out_dir is not None and (Path(out_dir) / f"{task_name}.json").is_file():
+        # keep the models an earlier run recorded (each with its own settings); rerun ones are replaced
+        earlier = json.loads((Path(out_dir) / f"{task_name}.json").read_text())
+        if earlier.get("task") == task_name:
+            result["models"] = {name: m for name, m in earlier.get("models", {}).items() if name not in names}
     if task.approximate:
         result["notes"].append(
             "Structures rebuilt from 6-decimal text (../shared/data/matbench/approx); targets are exact."
@@ -172,7 +196,8 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
             log(f"{task_name} {name} fold {fold}: {info.metric} {score:.4f} "
                 f"(featurize {t_featurize:.1f} s, fit {t_fit:.1f} s)")
         scores = [f["score"] for f in folds_out]
-        result["models"][name] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "folds": folds_out}
+        result["models"][name] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)),
+                                  "settings": _model_settings(name, info, settings), "folds": folds_out}
         if out_dir is not None:  # after every model, so an interrupted run keeps what it finished
             out_dir = Path(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,15 @@ def test_runner_writes_scores_times_and_predictions(tmp_path):
     dummy = np.mean(np.abs(np.array(fold["y_true"]) - np.mean(fold["y_true"])))
     assert 0 < fold["score"] < 2 * dummy
     assert result["anchors"]["RF-SCM/Magpie"] == 103.51
+    assert saved["models"]["AtomSets-V0"]["settings"]["loss"] == "mse"
+    # a second run of one model with another loss replaces that model and keeps the other
+    l1 = TrainingSettings(max_epochs=20, patience=5, loss="mae")
+    run_matbench_task("matbench_steels", models=["AtomSets-V0"], folds=[0], settings=l1, out_dir=tmp_path,
+                      log=lambda *a: None)
+    again = json.loads((tmp_path / "matbench_steels.json").read_text())
+    assert again["models"]["AMM-style"] == saved["models"]["AMM-style"]
+    assert again["models"]["AtomSets-V0"]["settings"]["loss"] == "mae"
+    assert again["models"]["AtomSets-V0"]["folds"][0]["y_pred"] != fold["y_pred"]
 
 
 def test_baseline_filters():
