@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["ANCHORS", "MATBENCH_TASKS", "MatbenchTask", "find_matbench_data", "load_matbench_task"]
+__all__ = [
+    "ANCHORS",
+    "MATBENCH_TASKS",
+    "MatbenchTask",
+    "find_matbench_data",
+    "load_matbench_composition_task",
+    "load_matbench_task",
+]
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,22 @@ def _official_folds():
         return json.load(fh)
 
 
+def _ids_and_folds(name, n_rows):
+    """MatBench ids of rows in official order, and the official folds as row positions."""
+    prefix = name.replace("matbench", "mb").replace("_", "-")
+    width = math.floor(math.log(n_rows, 10)) + 1
+    ids = [f"{prefix}-{i + 1:0{width}d}" for i in range(n_rows)]
+    position = pd.Series(np.arange(n_rows), index=ids)
+    splits = _official_folds()["splits"][name]
+    if len(splits["fold_0"]["train"]) + len(splits["fold_0"]["test"]) != n_rows:
+        raise ValueError(f"{name} has {n_rows} rows here but its official folds cover a different number.")
+    folds = [
+        (position.loc[splits[f"fold_{k}"]["train"]].to_numpy(), position.loc[splits[f"fold_{k}"]["test"]].to_numpy())
+        for k in range(5)
+    ]
+    return ids, folds
+
+
 @dataclass
 class MatbenchTask:
     """One MatBench task: its data (indexed by MatBench id) and the official folds."""
@@ -155,17 +178,41 @@ def load_matbench_task(name, data_home=None, download=True):
         df = load_dataset(name, data_home=None if data_home is None else str(data_home))
     except Exception as exc:  # matminer raises several types for a failed download
         raise FileNotFoundError(f"Could not load {name} ({type(exc).__name__}: {exc}). {_HINT}") from exc
-    prefix = name.replace("matbench", "mb").replace("_", "-")
-    width = math.floor(math.log(len(df), 10)) + 1
-    ids = [f"{prefix}-{i + 1:0{width}d}" for i in range(len(df))]
-    position = pd.Series(np.arange(len(df)), index=ids)
-    splits = _official_folds()["splits"][name]
-    folds = [
-        (position.loc[splits[f"fold_{k}"]["train"]].to_numpy(), position.loc[splits[f"fold_{k}"]["test"]].to_numpy())
-        for k in range(5)
-    ]
+    ids, folds = _ids_and_folds(name, len(df))
     inputs = pd.Series(df[info.input].to_numpy(), index=ids, name=info.input)
     targets = pd.Series(df[info.target].to_numpy(), index=ids, name=info.target)
     if info.kind == "classification":
         targets = targets.astype(bool)
     return MatbenchTask(name, info, inputs, targets, folds, approximate, str(data_home or "matminer download"))
+
+
+def load_matbench_composition_task(name, data_home=None):
+    """A MatBench task reduced to formula -> target, with the official folds.
+
+    Reads ``composition_only/<name>.crabnet.csv.gz`` (formula and target in the official
+    row order, as the CrabNet package ships them) from ``data_home`` or the folders of
+    :func:`find_matbench_data`. Structural tasks become composition tasks: polymorphs
+    share a formula, so the same input can carry different targets.
+    """
+    if name not in MATBENCH_TASKS:
+        raise ValueError(f"Unknown MatBench task {name!r}; choose from {sorted(MATBENCH_TASKS)}.")
+    file = f"{name}.crabnet.csv.gz"
+    folders = [Path(data_home)] if data_home is not None else [
+        *([Path(os.environ["MATMINER_DATA"])] if os.environ.get("MATMINER_DATA") else []), _checkout_shared()]
+    path = next((f / "composition_only" / file for f in folders if (f / "composition_only" / file).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(
+            f"No composition-only copy of {name}: looked for composition_only/{file} in "
+            f"{', '.join(str(f) for f in folders)}."
+        )
+    df = pd.read_csv(path, float_precision="round_trip")
+    if list(df.columns) != ["formula", "target"]:
+        raise ValueError(f"{path} should have the columns formula,target; it has {list(df.columns)}.")
+    base = MATBENCH_TASKS[name]
+    info = TaskInfo(base.target, "composition", base.kind, base.unit)
+    ids, folds = _ids_and_folds(name, len(df))
+    inputs = pd.Series(df["formula"].to_numpy(), index=ids, name="composition")
+    targets = pd.Series(df["target"].to_numpy(), index=ids, name=info.target)
+    if info.kind == "classification":
+        targets = targets.astype(bool)
+    return MatbenchTask(name, info, inputs, targets, folds, False, str(path))
