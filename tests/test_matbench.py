@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from sklearn_atomsets import _matbench
 from sklearn_atomsets._baseline import CorrelationFilter, MissingColumnFilter, automatminer_style_pipeline
 from sklearn_atomsets._benchmark import MODELS, TrainingSettings, make_model, models_for, run_matbench_task
-from sklearn_atomsets._matbench import MATBENCH_TASKS, load_matbench_task
+from sklearn_atomsets._matbench import MATBENCH_TASKS, load_matbench_composition_task, load_matbench_task
 
 from .conftest import needs_matbench
 
@@ -47,6 +48,22 @@ def test_missing_data_says_what_to_do(tmp_path, monkeypatch):
         load_matbench_task("matbench_glass", download=False)
     with pytest.raises(ValueError, match="Unknown MatBench task"):
         load_matbench_task("matbench_unicorns")
+
+
+def test_composition_only_copy_keeps_official_order_and_folds(tmp_path):
+    task = load_matbench_composition_task("matbench_log_kvrh")
+    assert len(task.inputs) == 10987 and task.info.input == "composition" and task.info.kind == "regression"
+    official = _matbench._official_folds()["splits"]["matbench_log_kvrh"]["fold_1"]["test"]
+    assert list(task.inputs.index[task.folds[1][1]]) == official
+    assert task.inputs.iloc[0] == "Ag2Ca1Ge2" and np.isfinite(task.targets).all()
+    assert load_matbench_composition_task("matbench_mp_is_metal").targets.dtype == bool
+    with pytest.raises(FileNotFoundError, match="composition_only/matbench_steels.crabnet.csv.gz"):
+        load_matbench_composition_task("matbench_steels", data_home=tmp_path)
+    (tmp_path / "composition_only").mkdir()
+    with gzip.open(tmp_path / "composition_only" / "matbench_steels.crabnet.csv.gz", "wt") as fh:
+        fh.write("name,value\nFe,1.0\n")
+    with pytest.raises(ValueError, match="should have the columns formula,target"):
+        load_matbench_composition_task("matbench_steels", data_home=tmp_path)
 
 
 def test_models_apply_to_the_right_inputs():
