@@ -31,7 +31,7 @@ from ._featurizers import (
 )
 from ._matbench import ANCHORS, load_matbench_task
 
-__all__ = ["MODELS", "TrainingSettings", "make_model", "models_for", "run_matbench_task"]
+__all__ = ["MODELS", "TrainingSettings", "make_model", "model_label", "models_for", "run_matbench_task"]
 
 LEAKAGE_NOTE = (
     "The parent model (Eform_MP_2019) was trained on 133,420 Materials Project formation "
@@ -121,12 +121,21 @@ def make_model(name, info, settings=None, seed=0):
                                        n_estimators=settings.n_estimators, random_state=seed)
 
 
+def model_label(name, settings):
+    """A model's name in the results: set models with the set2set readout are told apart."""
+    if MODELS[name][1] == "sets" and settings.readout != "mean":
+        return f"{name} ({settings.readout})"
+    return name
+
+
 def _model_settings(name, info, settings):
     """The training settings that matter for one model (the baselines ignore the net's)."""
     if MODELS[name][1].startswith("baseline"):
         return {"n_estimators": settings.n_estimators}
     out = asdict(settings)
     out.pop("n_estimators")
+    if MODELS[name][1] == "mlpf":
+        out.pop("readout")  # MLP-f reads one fixed-length vector: no readout
     out["loss"] = _loss(info.kind, settings)
     if info.kind == "classification":
         out["loss"] = "cross_entropy"
@@ -167,12 +176,14 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         # keep the models an earlier run recorded (each with its own settings); rerun ones are replaced
         earlier = json.loads((Path(out_dir) / f"{task_name}.json").read_text())
         if earlier.get("task") == task_name:
-            result["models"] = {name: m for name, m in earlier.get("models", {}).items() if name not in names}
+            labels = {model_label(name, settings) for name in names}
+            result["models"] = {name: m for name, m in earlier.get("models", {}).items() if name not in labels}
     if task.approximate:
         result["notes"].append(
             "Structures rebuilt from 6-decimal text (../shared/data/matbench/approx); targets are exact."
         )
     for name in names:
+        label = model_label(name, settings)
         folds_out = []
         for fold in folds:
             X_train, y_train, X_test, y_test = task.split(fold)
@@ -191,12 +202,13 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
                      "y_true": y_test.astype(float).tolist(), "y_pred": pred.tolist()}
             if hasattr(model, "best_epoch_"):
                 entry["best_epoch"] = model.best_epoch_
+                entry["validation_score"] = model.best_validation_score_  # inner 10% split: training data only
                 entry["epochs_run"] = len(model.net_.history)
             folds_out.append(entry)
-            log(f"{task_name} {name} fold {fold}: {info.metric} {score:.4f} "
+            log(f"{task_name} {label} fold {fold}: {info.metric} {score:.4f} "
                 f"(featurize {t_featurize:.1f} s, fit {t_fit:.1f} s)")
         scores = [f["score"] for f in folds_out]
-        result["models"][name] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)),
+        result["models"][label] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)),
                                   "settings": _model_settings(name, info, settings), "folds": folds_out}
         if out_dir is not None:  # after every model, so an interrupted run keeps what it finished
             out_dir = Path(out_dir)

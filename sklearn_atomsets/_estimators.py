@@ -310,6 +310,14 @@ class _AtomSetsBase(BaseEstimator):
         pick = np.argmin if self._lower_is_better else np.argmax
         return int(pick(scores)) + 1
 
+    @property
+    def best_validation_score_(self):
+        """Validation score (MAE, or ROC-AUC for classifiers) of the kept epoch; None without a validation split."""
+        check_is_fitted(self, "net_")
+        if not self.validation_fraction:
+            return None
+        return float(self.net_.history[self.best_epoch_ - 1, self._score_name])
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None

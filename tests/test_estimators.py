@@ -76,7 +76,8 @@ def test_early_stopping_restores_the_best_epoch(data):
     assert len(history) < 400  # stopped early
     scores = history[:, "valid_mae"]
     assert len(history) - model.best_epoch_ == 5
-    assert min(scores) == scores[model.best_epoch_ - 1]
+    assert min(scores) == scores[model.best_epoch_ - 1] == model.best_validation_score_
+    assert AtomSetsRegressor(max_epochs=3, validation_fraction=None).fit(X, y).best_validation_score_ is None
 
 
 def test_two_fits_with_the_same_random_state_are_identical(data):

@@ -97,6 +97,14 @@ def test_runner_writes_scores_times_and_predictions(tmp_path):
     assert again["models"]["AMM-style"] == saved["models"]["AMM-style"]
     assert again["models"]["AtomSets-V0"]["settings"]["loss"] == "mae"
     assert again["models"]["AtomSets-V0"]["folds"][0]["y_pred"] != fold["y_pred"]
+    assert 0 < again["models"]["AtomSets-V0"]["folds"][0]["validation_score"] < 2 * dummy
+    # the set2set readout is a variant of its own, next to the weighted mean
+    s2s = TrainingSettings(max_epochs=5, patience=5, readout="set2set")
+    run_matbench_task("matbench_steels", models=["AtomSets-V0"], folds=[0], settings=s2s, out_dir=tmp_path,
+                      log=lambda *a: None)
+    both = json.loads((tmp_path / "matbench_steels.json").read_text())
+    assert both["models"].keys() == {"AtomSets-V0", "AtomSets-V0 (set2set)", "AMM-style"}
+    assert both["models"]["AtomSets-V0 (set2set)"]["settings"]["readout"] == "set2set"
 
 
 def test_baseline_filters():
