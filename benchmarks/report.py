@@ -20,9 +20,43 @@ ORDER = ["matbench_steels", "matbench_expt_gap", "matbench_expt_is_metal", "matb
          "matbench_jdft2d", "matbench_phonons", "matbench_dielectric"]
 
 
+SELECTED = "AtomSets (validation-selected)"
+
+
 def load_results(folder=RESULTS):
     files = {p.stem: json.loads(p.read_text()) for p in Path(folder).glob("matbench_*.json")}
-    return [files[t] for t in ORDER if t in files] + [r for t, r in sorted(files.items()) if t not in ORDER]
+    results = [files[t] for t in ORDER if t in files] + [r for t, r in sorted(files.items()) if t not in ORDER]
+    for r in results:
+        selected = validation_selected(r)
+        if selected:
+            r["models"][SELECTED] = selected
+    return results
+
+
+def _is_atomsets(name):
+    return name.startswith(("AtomSets", "MLP-f")) and name != SELECTED
+
+
+def validation_selected(result):
+    """Per fold, the AtomSets-family model with the best inner-validation score, scored on the test fold.
+
+    The choice uses only each fold's training data (the 90/10 split that drives early
+    stopping), so unlike picking the best mean test score it is an honest model selection.
+    """
+    lower = result["metric"] == "mae"
+    candidates = {name: {f["fold"]: f for f in m["folds"]} for name, m in result["models"].items()
+                  if _is_atomsets(name) and all(f.get("validation_score") is not None for f in m["folds"])}
+    if len(candidates) < 2:
+        return None
+    folds = sorted(set.intersection(*(set(c) for c in candidates.values())))
+    chosen = []
+    for k in folds:
+        name = (min if lower else max)(candidates, key=lambda n: candidates[n][k]["validation_score"])
+        chosen.append(dict(candidates[name][k], model=name))
+    scores = [f["score"] for f in chosen]
+    return {"mean": float(sum(scores) / len(scores)),
+            "std": float((sum((x - sum(scores) / len(scores)) ** 2 for x in scores) / len(scores)) ** 0.5),
+            "candidates": sorted(candidates), "folds": chosen}
 
 
 def best_model(result):
@@ -32,13 +66,17 @@ def best_model(result):
 
 def training(result, name):
     """How a model was trained, from its recorded settings (older files: the run's settings, MSE)."""
+    if name == SELECTED:
+        picks = [f["model"] for f in result["models"][name]["folds"]]
+        return f"per fold, the best inner-validation score of {len(result['models'][name]['candidates'])} models: " + ", ".join(picks)
     if name.startswith("AMM-style"):
         trees = result["models"][name].get("settings", result["settings"]).get("n_estimators")
         return f"random forest, {trees} trees"
     s = result["models"][name].get("settings") or dict(result["settings"], loss=None)
     loss = s.get("loss") or ("mse" if result["metric"] == "mae" else "cross_entropy")
     loss = {"mse": "MSE", "mae": "L1", "huber": "Huber", "cross_entropy": "cross-entropy"}[loss]
-    return f"{loss} loss, ≤{s['max_epochs']} epochs, patience {s['patience']}"
+    readout = f"{s['readout']} readout, " if "readout" in s and not name.startswith("MLP-f") else ""
+    return f"{readout}{loss} loss, ≤{s['max_epochs']} epochs, patience {s['patience']}"
 
 
 def markdown_table(results):
@@ -66,23 +104,27 @@ def target_check(results):
     lines = []
     for r in results:
         lower = r["metric"] == "mae"
-        atomsets = {k: v for k, v in r["models"].items() if k.startswith(("AtomSets", "MLP-f"))}
+        atomsets = {k: v for k, v in r["models"].items() if _is_atomsets(k)}
         if not atomsets:
             continue
         best = (min if lower else max)(atomsets, key=lambda k: atomsets[k]["mean"])
-        score = atomsets[best]["mean"]
-        for anchor in ("RF-SCM/Magpie", "AMMExpress v2020", "MEGNet (kgcnn)"):
-            if anchor not in r["anchors"]:
-                continue
-            value = r["anchors"][anchor]
-            beats = score < value if lower else score > value
-            lines.append(f"- {r['task']}: best AtomSets model {best} {score:.4g} vs {anchor} {value}: "
-                         f"{'beats' if beats else 'does NOT beat'}")
-        if "MEGNet (kgcnn)" in r["anchors"] and "AtomSets-V1" in r["models"]:
-            v1 = r["models"]["AtomSets-V1"]["mean"]
+        contenders = [(f"best AtomSets model (picked on test scores) {best}", atomsets[best]["mean"])]
+        if SELECTED in r["models"]:
+            contenders.append((SELECTED, r["models"][SELECTED]["mean"]))
+        for label, score in contenders:
+            for anchor in ("RF-SCM/Magpie", "AMMExpress v2020", "MEGNet (kgcnn)"):
+                if anchor not in r["anchors"]:
+                    continue
+                value = r["anchors"][anchor]
+                beats = score < value if lower else score > value
+                lines.append(f"- {r['task']}: {label} {score:.4g} vs {anchor} {value}: "
+                             f"{'beats' if beats else 'does NOT beat'}")
+        v1 = {k: v["mean"] for k, v in r["models"].items() if k.startswith("AtomSets-V1")}
+        if "MEGNet (kgcnn)" in r["anchors"] and v1:
+            name = min(v1, key=v1.get)
             value = r["anchors"]["MEGNet (kgcnn)"]
-            lines.append(f"- {r['task']}: AtomSets-V1 {v1:.4g} vs MEGNet (kgcnn) {value}: "
-                         f"{'beats' if v1 < value else 'does NOT beat'}")
+            lines.append(f"- {r['task']}: {name} {v1[name]:.4g} vs MEGNet (kgcnn) {value}: "
+                         f"{'beats' if v1[name] < value else 'does NOT beat'}")
     return "\n".join(lines) + "\n"
 
 

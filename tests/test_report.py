@@ -1,0 +1,52 @@
+"""The MatBench report (benchmarks/report.py): honest model selection and target statements."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from .conftest import REPO
+
+spec = importlib.util.spec_from_file_location("report", REPO / "benchmarks" / "report.py")
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+
+
+def _model(scores, validation):
+    folds = [{"fold": k, "score": s, "validation_score": v, "y_true": [0.0], "y_pred": [s]}
+             for k, (s, v) in enumerate(zip(scores, validation))]
+    return {"mean": sum(scores) / len(scores), "std": 0.0, "folds": folds,
+            "settings": {"readout": "mean", "loss": "mae", "max_epochs": 10, "patience": 2}}
+
+
+def _result():
+    return {"task": "matbench_x", "metric": "mae", "unit": "", "settings": {}, "anchors": {"AMMExpress v2020": 1.5},
+            "models": {
+                # A wins on test scores; its validation scores are worse on folds 0 and 2
+                "AtomSets": _model([1.0, 1.0, 1.0], [0.9, 0.1, 0.9]),
+                "AtomSets-V0": _model([2.0, 2.0, 2.0], [0.1, 0.5, 0.1]),
+                "AMM-style": {"mean": 0.5, "std": 0.0, "folds": [], "settings": {"n_estimators": 5}},
+            }}
+
+
+def test_validation_selection_uses_validation_scores_only():
+    selected = report.validation_selected(_result())
+    assert [f["model"] for f in selected["folds"]] == ["AtomSets-V0", "AtomSets", "AtomSets-V0"]
+    assert selected["mean"] == (2.0 + 1.0 + 2.0) / 3
+    assert selected["candidates"] == ["AtomSets", "AtomSets-V0"]
+
+
+def test_models_without_validation_scores_are_not_candidates():
+    result = _result()
+    for f in result["models"]["AtomSets-V0"]["folds"]:
+        f["validation_score"] = None
+    assert report.validation_selected(result) is None  # one candidate left: nothing to select
+
+
+def test_targets_state_both_selections():
+    result = _result()
+    result["models"][report.SELECTED] = report.validation_selected(result)
+    text = report.target_check([result])
+    assert "best AtomSets model (picked on test scores) AtomSets 1 vs AMMExpress v2020 1.5: beats" in text
+    assert f"{report.SELECTED} 1.667 vs AMMExpress v2020 1.5: does NOT beat" in text
+    assert report.training(result, "AMM-style") == "random forest, 5 trees"
+    assert report.training(result, "AtomSets") == "mean readout, L1 loss, ≤10 epochs, patience 2"
