@@ -1,6 +1,7 @@
 """The AtomSets paper's studies beyond its main table, on the data this machine has.
 
     python benchmarks/paper_studies.py                       # all four studies
+    python benchmarks/paper_studies.py --processes 2         # the same, one process per core
     python benchmarks/paper_studies.py --studies parents     # one of them
     python benchmarks/paper_studies.py --plots-only          # redraw from the JSON files
 
@@ -417,6 +418,19 @@ def load_study(name, folder=RESULTS):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _two_processes(args):
+    """Run the convergence study and the others side by side, each as this script."""
+    import subprocess
+
+    groups = [[s for s in args.studies if s == "convergence"], [s for s in args.studies if s != "convergence"]]
+    start = time.perf_counter()
+    common = ["--loss", args.loss, "--threads", str(args.threads), "--out", args.out, "--plots", args.plots]
+    procs = [subprocess.Popen([sys.executable, __file__, "--studies", *g, *common]) for g in groups if g]
+    codes = [p.wait() for p in procs]
+    print(f"total wall time {time.perf_counter() - start:.0f} s (two processes)")
+    return max(codes)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", nargs="+", choices=STUDIES, default=list(STUDIES))
@@ -426,7 +440,11 @@ def main(argv=None):
     parser.add_argument("--out", default=str(RESULTS), help="folder for <study>.json")
     parser.add_argument("--plots", default=str(PLOTS), help="folder for study_<study>.png")
     parser.add_argument("--plots-only", action="store_true", help="redraw the plots from existing JSON files")
+    parser.add_argument("--processes", type=int, default=1, choices=[1, 2],
+                        help="2: convergence in one process, the other studies in a second (one per core)")
     args = parser.parse_args(argv)
+    if args.processes == 2 and not args.plots_only:
+        return _two_processes(args)
     out, plots = Path(args.out), Path(args.plots)
     out.mkdir(parents=True, exist_ok=True)
     plots.mkdir(parents=True, exist_ok=True)
