@@ -32,7 +32,7 @@ def _values(out, name):
     return out.packed(name) if name[0] in "VE" and name[1:].isdigit() else out[name][out.ok]
 
 
-def assert_outputs_match(ours, ref):
+def assert_outputs_match(ours, ref, rel_tol=REL_TOL):
     assert sorted(ours.names) == sorted(ref.names)
     np.testing.assert_array_equal(ours.ok, ref.ok)
     np.testing.assert_array_equal(ours.n_sites, ref.n_sites)
@@ -43,7 +43,7 @@ def assert_outputs_match(ours, ref):
         scale = np.abs(b).max()
         assert scale > 0, f"{name} is all zeros: nothing would be compared"
         err = np.abs(a.astype(np.float64) - b).max() / scale
-        assert err <= REL_TOL, f"{name}: max |torch - megnet| / scale = {err:.2e}"
+        assert err <= rel_tol, f"{name}: max |torch - megnet| / scale = {err:.2e}"
 
 
 @pytest.mark.parametrize("parent", ALL_PARENTS)
@@ -120,7 +120,10 @@ def test_any_megnet_architecture_is_read_from_the_file(custom_megnet, pymatgen_s
     ref = MEGNetEncoder(model, backend="megnet").encode(pymatgen_structures)
     assert "V2" in ours.names and "V3" not in ours.names
     assert ours["V1"][0].shape[1] == 12 and ours["set2set_atom"].shape[1] == 16
-    assert_outputs_match(ours, ref)
+    # This model is untrained: its outputs shrink block by block (u2's scale is ~1e-3, the
+    # trained parents' ~1), so float32 rounding of the larger inputs is already ~1e-4 of it
+    # (u2: 8.5e-5 on the dev machine, 1.01e-4 on CI). A misread layer errs by order 1.
+    assert_outputs_match(ours, ref, rel_tol=1e-3)
 
 
 def test_live_graph_model_is_a_parent(custom_megnet, pymatgen_structures, tmp_path, monkeypatch):
