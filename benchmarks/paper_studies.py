@@ -306,32 +306,68 @@ def plot_extrapolation(result, path):
 
 
 # -- 3. parent models and 4. structure only ---------------------------------------------------
-def _v1_on_folds(task, loss, log, tag, repeats=N_REPEATS, **featurizer_params):
-    y = task.targets.to_numpy()
+def _failed(row):
+    """A row the featurizer could not make: None, NaN, or (as matminer leaves it) all NaN."""
+    if row is None:
+        return True
+    if isinstance(row, (list, tuple)):
+        return all(_failed(value) for value in row)
+    return bool(np.isscalar(row) and np.isnan(row))
+
+
+def _encoded(F):
+    """Which rows of features ``F`` the featurizer could make."""
+    return np.array([not _failed(row) for row in F])
+
+
+def _v1_features(task, log, tag, **featurizer_params):
     start = time.perf_counter()
     F = _featurize("AtomSets-V1", task, **featurizer_params)
-    featurize_s = time.perf_counter() - start
+    ok = _encoded(F)
+    if not ok.all():
+        log(f"{tag} {task.name}: {(~ok).sum()} of {len(F)} structures cannot be encoded")
+    return F, ok, time.perf_counter() - start
+
+
+def _v1_on_folds(task, F, keep, loss, log, tag, repeats=N_REPEATS):
+    """AtomSets-V1 on the official folds, restricted to the rows in ``keep`` (train and test)."""
+    y = task.targets.to_numpy()
     scores = []
     for k in range(repeats):
-        train, test = task.folds[k]
+        train, test = (np.asarray(part) for part in task.folds[k])
+        train, test = train[keep[train]], test[keep[test]]
         score, _, fit_s = _fit_score("AtomSets-V1", task, F, y, train, test, seed=k, loss=loss)
         scores.append(score)
         log(f"{tag} {task.name} fold {k}: MAE {score:.4g} ({fit_s:.1f} s)")
-    mad = float(np.mean(np.abs(y - y.mean())))
+    mad = float(np.mean(np.abs(y[keep] - y[keep].mean())))
     return {"folds": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores)), "mad": mad,
-            "mad_over_mae": mad / float(np.mean(scores)), "featurize_s": featurize_s}
+            "mad_over_mae": mad / float(np.mean(scores))}
+
+
+def _dropped(task, keep):
+    """The rows left out of a comparison, by MatBench id, so the JSON says what was not scored."""
+    return {"n_dropped": int((~keep).sum()), "dropped_ids": [str(i) for i in task.inputs.index[~keep]]}
 
 
 def parents(log, loss, repeats=N_REPEATS, cache=None):
+    """AtomSets-V1 with each parent's features, all on the rows every parent can encode.
+
+    Parents with a 4 A cutoff (Eform_MP_2018, logK_MP_2019) cannot encode crystals with a
+    site whose nearest neighbour is farther (megnet fails on them too): those rows leave
+    every parent's training and test sets, so the parents are compared on the same data.
+    """
     out = {"study": "parents", "model": "AtomSets-V1", "repeats": repeats, "tasks": {}}
     for name in STRUCTURE_TASKS:
         task = _task(name, False)
+        features = {p: _v1_features(task, log, f"parent {p}", parent=p) for p in PARENTS}
+        keep = np.logical_and.reduce([ok for _, ok, _ in features.values()])
         out["tasks"][name] = {}
-        for parent in PARENTS:
-            res = _v1_on_folds(task, loss, log, f"parent {parent}", repeats, parent=parent)
+        for parent, (F, _, featurize_s) in features.items():
+            res = _v1_on_folds(task, F, keep, loss, log, f"parent {parent}", repeats)
+            res.update(featurize_s=featurize_s, **_dropped(task, keep))
             out["tasks"][name][parent] = res
             if cache is not None and parent == PARENTS[0]:
-                cache[name] = res
+                cache[name] = (F, res)
     return out
 
 
@@ -372,8 +408,18 @@ def structure_only(log, loss, repeats=N_REPEATS, cache=None):
     out = {"study": "structure_only", "model": "AtomSets-V1", "parent": PARENTS[0], "repeats": repeats, "tasks": {}}
     for name in STRUCTURE_TASKS:
         task = _task(name, False)
-        full = (cache or {}).get(name) or _v1_on_folds(task, loss, log, "elements", repeats)
-        h_only = _v1_on_folds(task, loss, log, "H only", repeats, structure_only=True)
+        F_h, ok_h, featurize_h = _v1_features(task, log, "H only", structure_only=True)
+        F, ok, featurize_s = _v1_features(task, log, "elements") if name not in (cache or {}) else (
+            cache[name][0], _encoded(cache[name][0]), None)
+        keep = ok & ok_h
+        earlier = (cache or {}).get(name, (None, {}))[1]
+        if earlier.get("dropped_ids") == _dropped(task, keep)["dropped_ids"]:  # the parents run, same rows
+            full = earlier
+        else:
+            full = _v1_on_folds(task, F, keep, loss, log, "elements", repeats)
+            full.update(featurize_s=featurize_s, **_dropped(task, keep))
+        h_only = _v1_on_folds(task, F_h, keep, loss, log, "H only", repeats)
+        h_only.update(featurize_s=featurize_h, **_dropped(task, keep))
         out["tasks"][name] = {"elements": full, "H only": h_only, "mae_ratio": h_only["mean"] / full["mean"]}
     return out
 

@@ -77,3 +77,39 @@ def test_all_studies_run_and_write_json_and_plots(tmp_path, monkeypatch):
     assert h_only["elements"] == parents["Eform_MP_2019"]  # the same run, not repeated
     assert h_only["H only"]["folds"] != h_only["elements"]["folds"]
     assert h_only["mae_ratio"] == pytest.approx(h_only["H only"]["mean"] / h_only["elements"]["mean"])
+
+
+@needs_shared_models
+def test_parents_are_compared_on_the_rows_every_parent_can_encode(monkeypatch, pymatgen_structures):
+    import pandas as pd
+    from pymatgen.core import Lattice, Structure
+    from sklearn.model_selection import KFold
+
+    from sklearn_atomsets._matbench import MATBENCH_TASKS, MatbenchTask
+
+    monkeypatch.setenv("SKLEARN_ATOMSETS_MODEL_DIR", str(SHARED_MODELS))
+    monkeypatch.setattr(studies, "MAX_EPOCHS", 2)
+    monkeypatch.setattr(studies, "PATIENCE", 1)
+    # one Cs atom per 4.5 A cube: its nearest neighbour is inside the 5 A cutoff of
+    # Eform_MP_2019, outside the 4 A cutoff of Eform_MP_2018 and logK_MP_2019
+    lonely = Structure(Lattice.cubic(4.5), ["Cs"], [[0, 0, 0]])
+    structures = [*pymatgen_structures[:19], lonely]
+    ids = [f"row-{i}" for i in range(len(structures))]
+    folds = [(train, test) for train, test in KFold(5, shuffle=True, random_state=0).split(structures)]
+    task = MatbenchTask("fake", MATBENCH_TASKS["matbench_jdft2d"], pd.Series(structures, index=ids),
+                        pd.Series(np.linspace(0, 1, len(ids)), index=ids), folds)
+    monkeypatch.setattr(studies, "_task", lambda name, composition_only: task)
+    monkeypatch.setattr(studies, "STRUCTURE_TASKS", ("fake",))
+    cache, log = {}, []
+
+    parents = studies.parents(log.append, "mae", repeats=2, cache=cache)["tasks"]["fake"]
+    for parent in studies.PARENTS:
+        assert parents[parent]["n_dropped"] == 1 and parents[parent]["dropped_ids"] == ["row-19"]
+        assert np.isfinite(parents[parent]["folds"]).all()
+    assert any("1 of 20 structures cannot be encoded" in line for line in log)
+
+    # structure only: every row encodes with Eform_MP_2019, so none is dropped and the
+    # parents study's run (on 19 rows) is not reused
+    h_only = studies.structure_only(log.append, "mae", repeats=2, cache=cache)["tasks"]["fake"]
+    assert h_only["elements"]["n_dropped"] == h_only["H only"]["n_dropped"] == 0
+    assert h_only["elements"] != parents["Eform_MP_2019"]
