@@ -374,7 +374,9 @@ def parents(log, loss, repeats=N_REPEATS, cache=None):
 def parents_summary(result):
     lines = []
     for name, per_parent in result["tasks"].items():
-        lines.append(f"{name} (AtomSets-V1, MAE over {result['repeats']} official folds)")
+        dropped = next(iter(per_parent.values())).get("n_dropped", 0)
+        lines.append(f"{name} (AtomSets-V1, MAE over {result['repeats']} official folds"
+                     + (f"; {dropped} structures some parent cannot encode left out for all" if dropped else "") + ")")
         for parent, r in per_parent.items():
             lines.append(f"  {parent:<14} MAE {r['mean']:.4g} ± {r['std']:.2g}   MAD/MAE {r['mad_over_mae']:.3g}")
         best = max(per_parent, key=lambda p: per_parent[p]["mad_over_mae"])

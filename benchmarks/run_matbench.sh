@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The committed MatBench table in one unattended run on a 2-core machine (see README.md):
 # two processes side by side, one torch thread each, then the set2set variants, then the report.
+#   bash benchmarks/run_matbench.sh [results folder]   (default benchmarks/results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-OUT=benchmarks/results/matbench
+RESULTS=${1:-benchmarks/results}
+OUT=$RESULTS/matbench
 COMMON=(--max-epochs 500 --patience 100 --loss mae --threads 1 --out "$OUT")
 start=$(date +%s)
 "$PY" -m sklearn_atomsets matbench --tasks matbench_dielectric matbench_steels matbench_jdft2d \
@@ -18,5 +20,5 @@ wait
 "$PY" -m sklearn_atomsets matbench --tasks matbench_dielectric \
     --models AtomSets-V1 AtomSets-V0+V1 --readout set2set "${COMMON[@]}" &
 wait
-"$PY" benchmarks/report.py
+"$PY" benchmarks/report.py "$OUT" "$RESULTS"
 echo "MatBench wall time: $(( $(date +%s) - start )) s"

@@ -50,3 +50,14 @@ def test_targets_state_both_selections():
     assert f"{report.SELECTED} 1.667 vs AMMExpress v2020 1.5: does NOT beat" in text
     assert report.training(result, "AMM-style") == "random forest, 5 trees"
     assert report.training(result, "AtomSets") == "mean readout, L1 loss, ≤10 epochs, patience 2"
+
+
+def test_table_names_the_pick_of_each_fold_and_the_best_entry():
+    result = _result()
+    result["models"][report.SELECTED] = report.validation_selected(result)
+    assert report.training(result, report.SELECTED) == (
+        "per fold, whichever of the 2 AtomSets-family models above has the best inner-validation score "
+        "(fold 0: AtomSets-V0; fold 1: AtomSets; fold 2: AtomSets-V0)")
+    assert report.best_entry({"Dummy": 3.0, "best (TPOT-Mat)": 79.95}) == "79.95 (TPOT-Mat)"
+    assert report.best_entry({"best": 0.9598}) == "0.9598"
+    assert report.best_entry({"Dummy": 3.0}) == ""
