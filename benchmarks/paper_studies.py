@@ -384,26 +384,31 @@ def parents_summary(result):
     return lines
 
 
-def plot_parents(result, path):
+def _mad_over_mae_bars(result, variants, title, path):
+    """Grouped bars of MAD/MAE per task, one bar per variant (a parent, or elements vs H only)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = list(result["tasks"])
-    parents_ = list(next(iter(result["tasks"].values())))
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    width = 0.8 / len(parents_)
-    for j, parent in enumerate(parents_):
-        values = [result["tasks"][t][parent]["mad_over_mae"] for t in tasks]
-        ax.bar(np.arange(len(tasks)) + j * width, values, width, label=parent)
-    ax.set_xticks(np.arange(len(tasks)) + width * (len(parents_) - 1) / 2, [t.replace("matbench_", "") for t in tasks])
+    width = 0.8 / len(variants)
+    for j, variant in enumerate(variants):
+        values = [result["tasks"][t][variant]["mad_over_mae"] for t in tasks]
+        ax.bar(np.arange(len(tasks)) + j * width, values, width, label=variant)
+    ax.set_xticks(np.arange(len(tasks)) + width * (len(variants) - 1) / 2, [t.replace("matbench_", "") for t in tasks])
     ax.set_ylabel("MAD / MAE (higher is better)")
-    ax.set_title("AtomSets-V1 with features from different parents", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_parents(result, path):
+    parents_ = list(next(iter(result["tasks"].values())))
+    _mad_over_mae_bars(result, parents_, "AtomSets-V1 with features from different parents", path)
 
 
 def structure_only(log, loss, repeats=N_REPEATS, cache=None):
@@ -436,23 +441,7 @@ def structure_only_summary(result):
 
 
 def plot_structure_only(result, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(result["tasks"])
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    for j, variant in enumerate(("elements", "H only")):
-        ratios = [result["tasks"][t][variant]["mad_over_mae"] for t in tasks]
-        ax.bar(np.arange(len(tasks)) + 0.4 * j, ratios, 0.4, label=variant)
-    ax.set_xticks(np.arange(len(tasks)) + 0.2, [t.replace("matbench_", "") for t in tasks])
-    ax.set_ylabel("MAD / MAE (higher is better)")
-    ax.set_title("AtomSets-V1: real elements vs every element replaced by H", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _mad_over_mae_bars(result, ("elements", "H only"), "AtomSets-V1: real elements vs every element replaced by H", path)
 
 
 SUMMARIES = {"convergence": convergence_summary, "extrapolation": extrapolation_summary,
