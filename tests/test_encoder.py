@@ -108,8 +108,10 @@ def test_nan_policy_keeps_good_rows_and_reports_bad_ones(encoder):
     assert np.isnan(out["f"][[1, 2, 4, 5]]).all()
     assert out["V1"][1] is None and out["V1"][3].shape == (8, 32)
     alone = encoder.encode([nacl()])
-    np.testing.assert_array_equal(out["f"][0], alone["f"][0])
-    np.testing.assert_array_equal(out["f"][3], alone["f"][0])
+    # the bad rows leave the good ones as they are alone; float32 sums may differ in their last
+    # bits between batch shapes (the kernels chosen depend on the CPU), a leak would be O(0.1)
+    np.testing.assert_allclose(out["f"][0], alone["f"][0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out["f"][3], alone["f"][0], rtol=0, atol=1e-5)
 
 
 def test_all_bad_batch_with_nan_policy(encoder):
