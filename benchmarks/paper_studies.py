@@ -153,7 +153,7 @@ def convergence_summary(result):
         lower = t["metric"] == "mae"
         table = _mean_table(t["runs"])
         sizes = sorted({n for (_, n) in table})
-        lines.append(f"{label} ({'MAE' if lower else 'ROC-AUC'}, mean over repeats)")
+        lines.append(f"{label} ({'MAE' if lower else 'ROC-AUC from probabilities'}, mean over repeats)")
         lines.append("  " + f"{'n':>14}" + "".join(f"{n:>9}" for n in sizes))
         for m in t["models"]:
             row = "".join(f"{table[(m, n)][0]:>9.4g}" if (m, n) in table else f"{'':>9}" for n in sizes)
@@ -214,7 +214,7 @@ def plot_convergence(result, path):
         ax.set_xscale("log")
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("training points")
-        ax.set_ylabel(("MAE" + (f" ({t['unit']})" if t["unit"] else "")) if t["metric"] == "mae" else "ROC-AUC")
+        ax.set_ylabel(("MAE" + (f" ({t['unit']})" if t["unit"] else "")) if t["metric"] == "mae" else "ROC-AUC from probabilities")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")

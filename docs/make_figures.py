@@ -88,17 +88,17 @@ def matbench_pages(out_dir):
         table.write_text("*No MatBench results in benchmarks/results/matbench yet.*\n")
         plots.write_text("")
         return
-    lines = [".. list-table::", "   :header-rows: 1", "",
+    lines = [report.CLASSIFICATION_NOTE, "", ".. list-table::", "   :header-rows: 1", "",
              "   * - task", "     - model", "     - training", "     - mean ± std", "     - AMMExpress v2020",
              "     - RF-SCM/Magpie", "     - MEGNet (kgcnn)", "     - best entry"]
     for r in results:
         anchors = r["anchors"]
         best = report.best_entry(anchors)
-        metric = "MAE" if r["metric"] == "mae" else "ROC-AUC"
+        metric = report.metric_name(r)
         for name, m in r["models"].items():
             task = f"{r['task']} ({metric})" + (", approx. structures" if r.get("approximate_structures") else "")
             lines += [f"   * - {task}", f"     - {name}", f"     - {report.training(r, name)}",
-                      f"     - {m['mean']:.4g} ± {m['std']:.2g}",
+                      f"     - {report.score_cell(m)}",
                       f"     - {anchors.get('AMMExpress v2020', '')}", f"     - {anchors.get('RF-SCM/Magpie', '')}",
                       f"     - {anchors.get('MEGNet (kgcnn)', '-')}", f"     - {best}"]
     lines += ["", "Targets, stated from the numbers above:", "", report.target_check(results)]

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import mean_absolute_error, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from ._baseline import automatminer_style_pipeline
@@ -31,7 +31,19 @@ from ._featurizers import (
 )
 from ._matbench import ANCHORS, load_matbench_task
 
-__all__ = ["MODELS", "TrainingSettings", "make_model", "model_label", "models_for", "run_matbench_task"]
+__all__ = [
+    "MODELS",
+    "TrainingSettings",
+    "classification_scores",
+    "make_model",
+    "model_label",
+    "models_for",
+    "run_matbench_task",
+]
+
+#: matbench's probability -> label threshold (``matbench.constants.CLF_THRESH``): a sample is
+#: predicted positive when its probability is strictly above it.
+MATBENCH_THRESHOLD = 0.5
 
 LEAKAGE_NOTE = (
     "The parent model (Eform_MP_2019) was trained on 133,420 Materials Project formation "
@@ -144,12 +156,46 @@ def _model_settings(name, info, settings):
     return out
 
 
+def classification_scores(y_true, proba):
+    """A binary test fold's ROC-AUC two ways, from the positive class's probabilities.
+
+    ``"rocauc"`` is ROC-AUC *as scored by matbench* (0.6, the package that scores leaderboard
+    submissions): ``matbench.data_ops.score_array`` turns probabilities into labels at 0.5
+    (positive when strictly above) before its first label metric and then computes every
+    later metric, ROC-AUC included, on those labels (upstream issues materialsproject/matbench
+    #137 and #181). On labels, ROC-AUC equals balanced accuracy, and that is the number every
+    leaderboard entry reports, so it is the one to compare with the anchors.
+    ``"rocauc_proba"`` is ROC-AUC from the probabilities themselves (the usual definition).
+    ``"balanced_accuracy"`` is given for reference.
+
+    The labels are the estimators' own ``predict`` (the most probable class, i.e. the same
+    0.5 threshold); no threshold is tuned, on test or elsewhere.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets._benchmark import classification_scores
+    >>> s = classification_scores([False, False, True, True], [0.1, 0.6, 0.4, 0.9])
+    >>> s["rocauc"], s["rocauc_proba"]
+    (0.5, 0.75)
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    proba = np.asarray(proba, dtype=float)
+    labels = proba > MATBENCH_THRESHOLD
+    return {
+        "rocauc": float(roc_auc_score(y_true, labels)),
+        "rocauc_proba": float(roc_auc_score(y_true, proba)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, labels)),
+    }
+
+
 def _score(info, y_true, model, X_test_features):
+    """(the leaderboard's score, other scores, test predictions) of one fold."""
     if info.kind == "regression":
         y_pred = model.predict(X_test_features)
-        return float(mean_absolute_error(y_true, y_pred)), np.asarray(y_pred, dtype=float)
+        return float(mean_absolute_error(y_true, y_pred)), {}, np.asarray(y_pred, dtype=float)
     proba = model.predict_proba(X_test_features)[:, list(model.classes_).index(True)]
-    return float(roc_auc_score(y_true, proba)), proba
+    scores = classification_scores(y_true, proba)
+    return scores.pop("rocauc"), scores, proba
 
 
 def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out_dir=None, seed=0, log=print):
@@ -196,8 +242,8 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
             start = time.perf_counter()
             model.fit(F_train, y_train.to_numpy())
             t_fit = time.perf_counter() - start
-            score, pred = _score(info, y_test.to_numpy(), model, F_test)
-            entry = {"fold": fold, "score": score, "featurize_s": t_featurize, "fit_s": t_fit,
+            score, other_scores, pred = _score(info, y_test.to_numpy(), model, F_test)
+            entry = {"fold": fold, "score": score, **other_scores, "featurize_s": t_featurize, "fit_s": t_fit,
                      "n_train": len(y_train), "n_test": len(y_test),
                      "y_true": y_test.astype(float).tolist(), "y_pred": pred.tolist()}
             if hasattr(model, "best_epoch_"):
@@ -219,11 +265,14 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
 
 def summary_lines(result):
     """Plain-text lines: each model's mean +- std next to the leaderboard anchors."""
-    metric = result["metric"].upper() if result["metric"] == "mae" else "ROC-AUC"
+    metric = result["metric"].upper() if result["metric"] == "mae" else "ROC-AUC as scored by matbench (labels)"
     lines = [f"{result['task']} ({metric}, mean +- std over {len(next(iter(result['models'].values()))['folds'])} folds)"]
     for name, m in result["models"].items():
         per_fold = " ".join(f"{f['score']:.4g}" for f in m["folds"])
-        lines.append(f"  {name:<22} {m['mean']:10.4f} +- {m['std']:.4f}   folds: {per_fold}")
+        extra = ""
+        if all("rocauc_proba" in f for f in m["folds"]):
+            extra = f"   ROC-AUC from probabilities {np.mean([f['rocauc_proba'] for f in m['folds']]):.4f}"
+        lines.append(f"  {name:<22} {m['mean']:10.4f} +- {m['std']:.4f}   folds: {per_fold}{extra}")
     for name, value in result["anchors"].items():
         lines.append(f"  {'[leaderboard] ' + name:<36} {value:10.4f}")
     return lines

@@ -61,3 +61,56 @@ def test_table_names_the_pick_of_each_fold_and_the_best_entry():
     assert report.best_entry({"Dummy": 3.0, "best (TPOT-Mat)": 79.95}) == "79.95 (TPOT-Mat)"
     assert report.best_entry({"best": 0.9598}) == "0.9598"
     assert report.best_entry({"Dummy": 3.0}) == ""
+
+
+def _stored_classification_results():
+    import json
+
+    folder = REPO / "benchmarks" / "results" / "matbench"
+    results = [json.loads((folder / f"{task}.json").read_text())
+               for task in ("matbench_expt_is_metal", "matbench_glass") if (folder / f"{task}.json").is_file()]
+    if not results:
+        import pytest
+
+        pytest.skip("no stored classification results in benchmarks/results/matbench")
+    return results
+
+
+def test_classification_is_scored_exactly_as_matbench_scores_the_leaderboard():
+    """On every stored fold: our 'ROC-AUC as scored by matbench' is matbench 0.6's own
+    score_array rocauc (labels at 0.5), equal to its balanced accuracy, while ROC-AUC from
+    probabilities is a different number."""
+    import numpy as np
+    from matbench.data_ops import score_array
+
+    from sklearn_atomsets._benchmark import classification_scores
+
+    n_checked, n_differ = 0, 0
+    for result in _stored_classification_results():
+        for m in result["models"].values():
+            for f in m["folds"]:
+                y_true = [bool(v) for v in f["y_true"]]
+                ours = classification_scores(y_true, f["y_pred"])
+                theirs = score_array(y_true, [float(p) for p in f["y_pred"]], "classification")
+                assert ours["rocauc"] == theirs["rocauc"]
+                assert np.isclose(ours["rocauc"], theirs["balanced_accuracy"])
+                n_checked += 1
+                n_differ += abs(ours["rocauc_proba"] - ours["rocauc"]) > 1e-3
+    assert n_checked >= 10
+    assert n_differ > n_checked // 2  # the two ROC-AUCs really are different numbers
+
+
+def test_report_rescores_stored_classification_folds_from_predictions():
+    result = _stored_classification_results()[0]
+    name = next(iter(result["models"]))
+    fold = result["models"][name]["folds"][0]
+    fold["score"] = 123.0  # a wrong stored score is replaced by the one computed from the predictions
+    report.rescore_classification(result)
+    from sklearn_atomsets._benchmark import classification_scores
+
+    expected = classification_scores(fold["y_true"], fold["y_pred"])
+    assert fold["score"] == expected["rocauc"]
+    assert fold["rocauc_proba"] == expected["rocauc_proba"]
+    scores = [f["score"] for f in result["models"][name]["folds"]]
+    assert abs(result["models"][name]["mean"] - sum(scores) / len(scores)) < 1e-12
+    assert "labels" in report.metric_name(result)
