@@ -24,7 +24,7 @@ from ._featurizers import (
     clear_feature_cache,
 )
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
-from ._parents import PARENT_MODELS, ParentModel, ParentModelNotFoundError, load_parent
+from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError, load_parent
 from ._sets import WeightedSet, as_sets
 
 __all__ += [
@@ -48,6 +48,7 @@ __all__ += [
     "MEGNetEncoder",
     "MEGNetModule",
     "ParentModel",
+    "ParentModelCorruptError",
     "ParentModelNotFoundError",
     "build_graphs",
     "load_parent",
