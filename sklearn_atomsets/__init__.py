@@ -22,6 +22,7 @@ from ._featurizers import (
     MEGNetSiteSetFeaturizer,
     MEGNetStructureFeaturizer,
     clear_feature_cache,
+    set_feature_cache_limit,
 )
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
 from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError, load_parent
@@ -40,6 +41,7 @@ __all__ += [
     "MEGNetSiteSetFeaturizer",
     "MEGNetStructureFeaturizer",
     "clear_feature_cache",
+    "set_feature_cache_limit",
     "WeightedSet",
     "as_sets",
     "CrystalGraphBatch",
