@@ -118,9 +118,10 @@ class _FiniteLoss(Callback):
     returning a model whose every prediction is NaN (a diverging fit, e.g. ``lr=1e10``)."""
 
     def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
-        if training and loss is not None and not math.isfinite(float(loss)):
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else loss
+        if training and value is not None and not math.isfinite(value):
             raise FloatingPointError(
-                f"The training loss became {float(loss)} in epoch {len(net.history)}: the fit diverged "
+                f"The training loss became {value} in epoch {len(net.history)}: the fit diverged "
                 f"(is lr={net.lr} too large?) or the training data hold non-finite values. No model is returned."
             )
 

@@ -41,13 +41,26 @@ can be many times faster than torch's spinning thread pool.
 Inside a ``MultipleFeaturizer`` use ``iterate_over_entries=False`` so that our featurizers
 get the whole column and batch it.
 
+**Bad input.** Each entry gives correct features or is that entry's error; nothing else in
+the batch changes. Refused, with the value: objects that are not a ``Structure``,
+``IStructure`` or its ``as_dict()`` (``TypeError`` naming the type); non-finite coordinates
+or lattices; cells under 1 A^3 per atom or thinner than 0.5 A after lattice reduction;
+more than 4,000,000 bonds per structure (so no entry takes unbounded time or memory); dummy
+species and elements outside the parent's embedding; negative, zero, NaN or infinite
+amounts. **Atoms closer than 0.5 A** (to another atom or to their own image) are an error by
+policy: no chemical bond is that short (H2, the shortest, is 0.74 A). Constructor parameters
+are validated at first use (``_parameter_constraints``), naming the parameter.
+
 **Cache.** Structure featurizers look every structure up in a process-wide cache first
-(``cache=True``), keyed by the parent's checksum, the structure-only flag and a hash of the
+(``cache=True``), keyed by the sha256 of the parent's weights (computed once per file and
+recomputed when its size or modification time changes, so another model under the same
+path never gets the old features), the structure-only flag and a hash of the
 lattice, coordinates and species. The clones that ``GridSearchCV`` makes of a
 ``Pipeline(featurizer -> estimator)`` share it, so each distinct structure goes through the
 encoder once per process and parent, whatever the number of candidates and folds (with
 ``GridSearchCV(n_jobs>1)`` once per worker process). The cache is bounded in memory (least
-recently used entries go first); :func:`clear_feature_cache` empties it. ``Pipeline(memory=...)``
+recently used entries go first; 2 GiB by default, changed with
+:func:`set_feature_cache_limit`); :func:`clear_feature_cache` empties it. ``Pipeline(memory=...)``
 works too but caches per fold's training rows, so it saves less.
 """
 

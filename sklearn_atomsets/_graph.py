@@ -86,6 +86,10 @@ MIN_DISTANCE = 0.5
 #: Bound on the directed bonds of one structure (estimated from its density before the search,
 #: counted after it): about 50,000 atoms at ordinary density, some GB in the encoder.
 MAX_BONDS = 4_000_000
+#: Bound on the cells of pymatgen's cell-list search, which allocates a grid of cutoff-sized
+#: cubes over the Cartesian bounding box of the cell: a 600 A cube. A long needle-shaped cell
+#: in a skewed orientation is turned to lie along x first (distances do not change).
+MAX_SEARCH_CUBES = 2_000_000
 #: Fractional coordinates further than this from the cell have lost their position within the
 #: cell to float64 rounding (and would make the neighbour search scan that many cells).
 MAX_FRACTIONAL = 1e6
@@ -119,11 +123,14 @@ def _check_geometry(structure, cutoff):
             f"fractional coordinates up to {far:.3g} cells from the origin; beyond {MAX_FRACTIONAL:.0e} "
             "their place within the cell is lost to rounding."
         )
+    cart = np.asarray(structure.cart_coords, dtype=float)
     widths = _widths(lattice, volume)
     if not widths.min() >= MIN_CELL_WIDTH:
         from pymatgen.core import Lattice
 
         lattice = Lattice(lattice).get_lll_reduced_lattice().matrix
+        # the same sites, placed in the reduced cell (else they lie many reduced cells apart)
+        frac = np.linalg.solve(lattice.T, cart.T).T
         widths = _widths(lattice, volume)
         if not widths.min() >= MIN_CELL_WIDTH:
             return (
@@ -138,8 +145,24 @@ def _check_geometry(structure, cutoff):
         )
     if frac.min() < -1 or frac.max() > 2:
         # the search scans every cell between the lowest and highest site: wrap them in
-        frac = frac - np.floor(frac)
-    return lattice, frac @ np.asarray(structure.lattice.matrix, dtype=float)
+        cart = (frac - np.floor(frac)) @ lattice
+    if _search_cubes(lattice, cutoff) > MAX_SEARCH_CUBES:
+        # same crystal, rotated so the first vector lies along x (a needle along an axis)
+        rotation, _ = np.linalg.qr(lattice.T)
+        lattice, cart = lattice @ rotation, cart @ rotation
+        cubes = _search_cubes(lattice, cutoff)
+        if cubes > MAX_SEARCH_CUBES:
+            return (
+                f"the cell spans {np.abs(lattice).sum(axis=0).round(1).tolist()} A; the neighbour search "
+                f"would allocate {cubes:.3g} cubes of the cutoff, more than the bound of {MAX_SEARCH_CUBES:,}."
+            )
+    return lattice, cart
+
+
+def _search_cubes(lattice, cutoff):
+    """Cubes of pymatgen's cell-list grid over the cell's bounding box plus the cutoff margins."""
+    extent = np.abs(lattice).sum(axis=0) + 4.0 * float(cutoff)
+    return float(np.prod(np.ceil(extent / max(float(cutoff), 1.0))))
 
 
 def _widths(lattice, volume):
