@@ -350,7 +350,7 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
 
     def __getstate__(self):
         # Pickles keep the parent's name or path, never the weights.
-        return {k: v for k, v in self.__dict__.items() if k != "_encoder_cache"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_encoder_cache", "_encoder_file")}
 
     def _encoder(self):
         encoder = getattr(self, "_encoder_cache", None)

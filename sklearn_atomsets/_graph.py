@@ -5,6 +5,13 @@ cutoff (periodic images included, both directions), and bond lengths are expande
 Gaussians by the encoder. Neighbour search is pymatgen's compiled
 ``find_points_in_spheres``, the same routine and tolerance megnet uses; the batch is then
 assembled with array operations, with no Python loop over bonds.
+
+Before the search every structure is checked (see the module constants): finite lattice and
+coordinates, at least ``MIN_VOLUME_PER_ATOM`` A^3 per atom, a (reduced) cell at least
+``MIN_CELL_WIDTH`` thick, at most ``MAX_BONDS`` estimated bonds and a bounded search grid, so
+that no single input takes unbounded time or memory; after it, atoms closer than
+``MIN_DISTANCE`` (0.5 A) are refused by policy. With ``on_error="nan"`` any failure of one
+structure, whatever its type, becomes that structure's error.
 """
 
 from __future__ import annotations
