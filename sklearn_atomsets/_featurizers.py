@@ -687,13 +687,14 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
 
 
 class _CompositionBase(_MEGNetFeaturizerBase):
-    def _elements(self, items):
-        """(atomic numbers, atom fractions) per item, or an error."""
+    def _elements(self, items, make_row):
+        """``make_row((atomic numbers, atom fractions))`` per item, or an error: the set and
+        its statistics are built inside the per-row guard too."""
         table = self._table()
         results, errors = [], {}
         for i, item in enumerate(items):
             try:
-                results.append(_element_fractions(item, max_z=len(table) - 1))
+                results.append(make_row(_element_fractions(item, max_z=len(table) - 1)))
             except Exception as exc:  # noqa: BLE001 - reported per row
                 results.append(None)
                 errors[i] = self._error(i, exc)
@@ -746,8 +747,7 @@ class MEGNetElementSetFeaturizer(_CompositionBase):
 
     def _featurize_items(self, items, pbar):
         table = self._table()
-        results, errors = self._elements(items)
-        return [None if r is None else [WeightedSet(table[r[0]], r[1])] for r in results], errors
+        return self._elements(items, lambda r: [WeightedSet(table[r[0]], r[1])])
 
 
 class MEGNetCompositionFeaturizer(_CompositionBase):
@@ -791,14 +791,14 @@ class MEGNetCompositionFeaturizer(_CompositionBase):
     def _featurize_items(self, items, pbar):
         self.feature_labels()  # validates stats
         table = self._table()
-        results, errors = self._elements(items)
-        rows = []
-        for r in results:
-            if r is None:
-                rows.append(None)
-                continue
-            rows.append(np.concatenate([_statistic(table[r[0]], r[1], stat) for stat in self.stats]).tolist())
-        return rows, errors
+
+        def statistics(r):
+            row = np.concatenate([_statistic(table[r[0]], r[1], stat) for stat in self.stats])
+            if not np.isfinite(row).all():  # never a NaN statistic reported as a success
+                raise FloatingPointError("non-finite statistics of the element features.")
+            return row.tolist()
+
+        return self._elements(items, statistics)
 
 
 def _site_statistics(arrays, stats):
