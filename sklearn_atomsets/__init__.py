@@ -22,9 +22,10 @@ from ._featurizers import (
     MEGNetSiteSetFeaturizer,
     MEGNetStructureFeaturizer,
     clear_feature_cache,
+    set_feature_cache_limit,
 )
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
-from ._parents import PARENT_MODELS, ParentModel, ParentModelNotFoundError, load_parent
+from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError, load_parent
 from ._sets import WeightedSet, as_sets
 
 __all__ += [
@@ -40,6 +41,7 @@ __all__ += [
     "MEGNetSiteSetFeaturizer",
     "MEGNetStructureFeaturizer",
     "clear_feature_cache",
+    "set_feature_cache_limit",
     "WeightedSet",
     "as_sets",
     "CrystalGraphBatch",
@@ -48,6 +50,7 @@ __all__ += [
     "MEGNetEncoder",
     "MEGNetModule",
     "ParentModel",
+    "ParentModelCorruptError",
     "ParentModelNotFoundError",
     "build_graphs",
     "load_parent",

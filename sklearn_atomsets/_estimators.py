@@ -11,6 +11,7 @@ that net, and early stopping with restoration of the best epoch is skorch's own
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -110,6 +111,19 @@ class _ValidationScore(Callback):
         if self._pred:
             net.history.record(self.name, self.score(torch.cat(self._true).numpy(), torch.cat(self._pred)))
 
+
+
+class _FiniteLoss(Callback):
+    """Stop a fit whose training loss is no longer finite, with an error, instead of
+    returning a model whose every prediction is NaN (a diverging fit, e.g. ``lr=1e10``)."""
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else loss
+        if training and value is not None and not math.isfinite(value):
+            raise FloatingPointError(
+                f"The training loss became {value} in epoch {len(net.history)}: the fit diverged "
+                f"(is lr={net.lr} too large?) or the training data hold non-finite values. No model is returned."
+            )
 
 
 def _silent(*args, **kwargs):
@@ -276,7 +290,7 @@ class _AtomSetsBase(BaseEstimator):
             iterator_train__seed=seed,
             iterator_valid=_SetBatches,
             train_split=train_split,
-            callbacks=callbacks,
+            callbacks=[*callbacks, ("finite_loss", _FiniteLoss())],
             device=self.device,
             verbose=self.verbose,
         )

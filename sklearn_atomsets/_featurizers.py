@@ -41,29 +41,48 @@ can be many times faster than torch's spinning thread pool.
 Inside a ``MultipleFeaturizer`` use ``iterate_over_entries=False`` so that our featurizers
 get the whole column and batch it.
 
+**Bad input.** Each entry gives correct features or is that entry's error; nothing else in
+the batch changes. Refused, with the value: objects that are not a ``Structure``,
+``IStructure`` or its ``as_dict()`` (``TypeError`` naming the type); non-finite coordinates
+or lattices; cells under 1 A^3 per atom or thinner than 0.5 A after lattice reduction;
+more than 4,000,000 bonds per structure (so no entry takes unbounded time or memory); dummy
+species and elements outside the parent's embedding; negative, zero, NaN or infinite
+amounts. **Atoms closer than 0.5 A** (to another atom or to their own image) are an error by
+policy: no chemical bond is that short (H2, the shortest, is 0.74 A). Constructor parameters
+are validated at first use (``_parameter_constraints``), naming the parameter.
+
 **Cache.** Structure featurizers look every structure up in a process-wide cache first
-(``cache=True``), keyed by the parent's checksum, the structure-only flag and a hash of the
+(``cache=True``), keyed by the sha256 of the parent's weights (computed once per file and
+recomputed when its size or modification time changes, so another model under the same
+path never gets the old features), the structure-only flag and a hash of the
 lattice, coordinates and species. The clones that ``GridSearchCV`` makes of a
 ``Pipeline(featurizer -> estimator)`` share it, so each distinct structure goes through the
 encoder once per process and parent, whatever the number of candidates and folds (with
 ``GridSearchCV(n_jobs>1)`` once per worker process). The cache is bounded in memory (least
-recently used entries go first); :func:`clear_feature_cache` empties it. ``Pipeline(memory=...)``
+recently used entries go first; 2 GiB by default, changed with
+:func:`set_feature_cache_limit`); :func:`clear_feature_cache` empties it. ``Pipeline(memory=...)``
 works too but caches per fold's training rows, so it saves less.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
+import os
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 from matminer.featurizers.base import BaseFeaturizer
-from pymatgen.core import Composition, Element, Structure
+from pymatgen.core import Composition, Element, IStructure, Structure
+from pymatgen.core.periodic_table import DummySpecies
+from sklearn.utils._param_validation import HasMethods, Interval, validate_parameter_constraints
 
 from ._encoder import MEGNetEncoder
 from ._graph import GraphConstructionError
-from ._parents import DEFAULT_PARENT
+from ._parents import DEFAULT_PARENT, PARENT_MODELS, ParentModel, content_sha256
 from ._sets import WeightedSet
 from ._threads import torch_threads
 
@@ -74,6 +93,7 @@ __all__ = [
     "MEGNetSiteSetFeaturizer",
     "MEGNetStructureFeaturizer",
     "clear_feature_cache",
+    "set_feature_cache_limit",
 ]
 
 _SITE_LAYERS = ("V0", "V1", "V2", "V3")
@@ -94,6 +114,38 @@ _CITATIONS = [
     "Computational Materials}, volume={7}, pages={173}, year={2021}, doi={10.1038/s41524-021-00639-w}}",
 ]
 
+# a registered name or a path; a ParentModel; a live megnet GraphModel (has predict_structure)
+_PARENT_TYPES = [str, os.PathLike, ParentModel, HasMethods(["predict_structure"])]
+
+
+def _parent_file(parent):
+    """Which file a parent given as a path means now (absolute path, size, mtime), else None."""
+    if isinstance(parent, ParentModel):
+        parent = parent.path
+    if not isinstance(parent, (str, os.PathLike)) or (isinstance(parent, str) and parent in PARENT_MODELS):
+        return None  # a registered name (resolved and checksummed by load_parent) or a live model
+    path = os.path.abspath(os.path.expanduser(os.fspath(parent)))
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (path,)
+    return (path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def _authors():
+    """The package's authors, from its metadata (setup.cfg ``author``)."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        author = metadata("sklearn-atomsets").get("Author")
+    except PackageNotFoundError:
+        author = None
+    return [name.strip() for name in (author or _AUTHORS).split(",") if name.strip()]
+
+
+_AUTHORS = "Seed e7011a1c maintainers"  # as setup.cfg, for a source tree that is not installed
+
+
 class _FeatureCache:
     """Encoder outputs per structure: (parent checksum, structure-only flag, structure hash)
     -> {output name: array}. Bounded in bytes; least recently used entries go first. Entries
@@ -113,12 +165,19 @@ class _FeatureCache:
         return entry
 
     def put(self, key, value):
+        if key is None or self.max_bytes == 0:
+            self._evict(keep=0 if self.max_bytes == 0 else 1)
+            return
         entry = self._data.pop(key, None) or {}
         self.nbytes -= sum(a.nbytes for a in entry.values())
         entry = {**entry, **value}
         self.nbytes += sum(a.nbytes for a in entry.values())
         self._data[key] = entry
-        while self.nbytes > self.max_bytes and len(self._data) > 1:
+        self._evict(keep=1)
+
+    def _evict(self, keep):
+        # the entry just added is kept even when it alone is over the bound (bound > 0)
+        while self._data and (self.nbytes > self.max_bytes or self.max_bytes == 0) and len(self._data) > keep:
             _, dropped = self._data.popitem(last=False)
             self.nbytes -= sum(a.nbytes for a in dropped.values())
 
@@ -130,7 +189,38 @@ class _FeatureCache:
         return len(self._data)
 
 
-_CACHE = _FeatureCache(max_bytes=2 << 30)
+DEFAULT_FEATURE_CACHE_BYTES = 2 << 30  # 2 GiB
+_CACHE = _FeatureCache(max_bytes=DEFAULT_FEATURE_CACHE_BYTES)
+
+
+def set_feature_cache_limit(nbytes=DEFAULT_FEATURE_CACHE_BYTES):
+    """Bound the featurizers' process-wide cache of encoder outputs to ``nbytes`` bytes.
+
+    Least recently used entries are dropped first; ``0`` turns caching off for every
+    featurizer (as ``cache=False`` does for one). The default is 2 GiB.
+
+    Parameters
+    ----------
+    nbytes : int, default=2**31
+        The new bound, in bytes (>= 0).
+
+    Returns
+    -------
+    int
+        The previous bound.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import set_feature_cache_limit
+    >>> previous = set_feature_cache_limit(512 * 2**20)  # 512 MiB
+    >>> set_feature_cache_limit(previous) == 512 * 2**20
+    True
+    """
+    if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Integral) or nbytes < 0:
+        raise ValueError(f"nbytes must be an integer >= 0 (bytes), got {nbytes!r}.")
+    previous, _CACHE.max_bytes = _CACHE.max_bytes, int(nbytes)
+    _CACHE.put(None, None)  # apply the new bound now
+    return previous
 
 
 def clear_feature_cache():
@@ -153,23 +243,70 @@ def _structure_key(structure):
 
 
 def _as_structure(item):
-    if isinstance(item, Structure):
+    if isinstance(item, IStructure):  # Structure is a subclass
         return item
     if isinstance(item, dict) and "lattice" in item and "sites" in item:
         return Structure.from_dict(item)
-    raise TypeError(f"Expected a pymatgen Structure (or Structure.as_dict()), got {type(item).__name__}: {item!r:.60}")
+    raise TypeError(
+        f"Expected a pymatgen Structure, IStructure or Structure.as_dict(), got {type(item).__name__}: {item!r:.60}"
+    )
 
 
 def _as_composition(item):
     if isinstance(item, Composition):
         return item
-    if isinstance(item, Structure):
+    if isinstance(item, IStructure):
         return item.composition
     if isinstance(item, str):
         return Composition(item)
-    if isinstance(item, dict):
-        return Structure.from_dict(item).composition if "lattice" in item else Composition(item)
-    raise TypeError(f"Expected a Composition, a formula, a Structure or its as_dict(), got {type(item).__name__}.")
+    if isinstance(item, Mapping):
+        if "lattice" in item:
+            return Structure.from_dict(item).composition
+        # pymatgen's Composition silently drops a NaN amount: check the raw amounts first
+        _check_amounts({str(k): v for k, v in item.items()})
+        return Composition(item)
+    raise TypeError(
+        f"Expected a Composition, a formula, a Structure, IStructure or its as_dict(), got {type(item).__name__}."
+    )
+
+
+def _check_amounts(amounts):
+    """Amounts must be finite and positive: a negative, NaN or infinite amount is not a
+    composition, and a silently dropped element would be a wrong answer given as a right one."""
+    bad = {}
+    for element, amount in amounts.items():
+        try:
+            value = float(amount)
+        except (TypeError, ValueError):
+            bad[element] = amount
+            continue
+        if not (math.isfinite(value) and value > 0):
+            bad[element] = amount
+    if bad:
+        listed = ", ".join(f"{el}={amount!r}" for el, amount in sorted(bad.items()))
+        raise ValueError(f"amounts must be finite and positive, got {listed}.")
+
+
+def _element_fractions(item, max_z=None):
+    """(sorted atomic numbers, atom fractions) of a composition-like item, or a ValueError /
+    TypeError naming what is wrong (dummy species, amounts, elements outside the embedding)."""
+    composition = _as_composition(item)
+    dummies = sorted({str(sp) for sp in composition if isinstance(sp, DummySpecies)})
+    if dummies:
+        raise ValueError(f"contains dummy species {', '.join(dummies)}, which are not elements.")
+    amounts = composition.element_composition.get_el_amt_dict()
+    if not amounts:
+        raise ValueError(f"{item!r:.60} has no elements.")
+    _check_amounts(amounts)
+    z = np.array([Element(el).Z for el in amounts], dtype=np.int64)
+    if max_z is not None and z.max() > max_z:
+        beyond = sorted((el for el in amounts if Element(el).Z > max_z), key=lambda el: Element(el).Z)
+        raise ValueError(f"{beyond} lie beyond the parent's element embedding (Z <= {max_z}).")
+    # amounts are positive now, so pymatgen's fractions are defined (as before: same numbers)
+    fractions = composition.element_composition.fractional_composition.get_el_amt_dict()
+    fractions = np.array([fractions[el] for el in amounts], dtype=np.float64)
+    order = np.argsort(z)
+    return z[order], fractions[order]
 
 
 def _hydrogen_only(structure):
@@ -213,15 +350,26 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
 
     def __getstate__(self):
         # Pickles keep the parent's name or path, never the weights.
-        return {k: v for k, v in self.__dict__.items() if k != "_encoder_cache"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_encoder_cache", "_encoder_file")}
 
     def _encoder(self):
         encoder = getattr(self, "_encoder_cache", None)
-        # rebuilt when set_params changed the parent or the batch size since the last call
-        if encoder is None or encoder.parent is not self.parent or encoder.batch_size != self.batch_size:
+        # Rebuilt when set_params changed the parent or the batch size since the last call, and
+        # when a parent given as a path now means another file (a relative path from another
+        # working directory, or the file overwritten): never the old weights for the new file.
+        where = _parent_file(self.parent)
+        if (encoder is None or encoder.parent is not self.parent or encoder.batch_size != self.batch_size
+                or getattr(self, "_encoder_file", None) != where):
             encoder = self._encoder_cache = MEGNetEncoder(self.parent, batch_size=self.batch_size)
+            self._encoder_file = where
             self._table_cache = None
         return encoder
+
+    def _validate_params(self):
+        """sklearn-style check of the constructor parameters, at first use."""
+        validate_parameter_constraints(
+            self._parameter_constraints, self.get_params(deep=False), caller_name=type(self).__name__
+        )
 
     def __sklearn_is_fitted__(self):
         # Stateless: the frozen encoder is never trained, so a Pipeline may end here.
@@ -235,11 +383,11 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         return list(_CITATIONS)
 
     def implementors(self):
-        return ["sklearn-atomsets developers"]
+        return _authors()
 
     def featurize(self, x):
         """Features of one entry (a list, in the order of ``feature_labels``)."""
-        return self.featurize_many([x], ignore_errors=False, pbar=False)[0]
+        return self._featurize_many([x], ignore_errors=False, return_errors=False, pbar=False, single=True)[0]
 
     def transform(self, X):
         return self.featurize_many(X, ignore_errors=True, pbar=False)
@@ -250,8 +398,12 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         Same contract as matminer's: with ``ignore_errors`` a failing row becomes NaN, and
         ``return_errors`` appends an error column (NaN where the row succeeded).
         """
+        return self._featurize_many(entries, ignore_errors, return_errors, pbar)
+
+    def _featurize_many(self, entries, ignore_errors, return_errors, pbar, single=False):
         if return_errors and not ignore_errors:
             raise ValueError("Please set ignore_errors to True to use return_errors.")
+        self._validate_params()
         items = _unwrap(entries)
         if not items:
             return []
@@ -260,19 +412,23 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         out = []
         for i, row in enumerate(rows):
             if i in errors:
+                message, exc = errors[i]
+                # only a batch names the row: featurize(x) has one
+                message = message if single else f"row {i}: {message}"
                 if not ignore_errors:
-                    message, exc = errors[i]
                     kind = type(exc) if type(exc) in (TypeError, ValueError, GraphConstructionError) else ValueError
                     raise kind(f"{message}{_SKIP_HINT}") from exc
                 row = [float("nan")] * n_labels
+            elif row is None or len(row) != n_labels:  # an internal inconsistency, never a silent NaN row
+                raise RuntimeError(f"row {i}: {type(self).__name__} produced {row!r:.60} for {n_labels} labels.")
             if return_errors:
-                row = list(row) + [errors[i][0] if i in errors else float("nan")]
+                row = list(row) + [f"row {i}: {errors[i][0]}" if i in errors else float("nan")]
             out.append(row)
         return out
 
     @staticmethod
     def _error(i, exc):
-        return (f"row {i}: {type(exc).__name__}: {exc}", exc)
+        return (f"{type(exc).__name__}: {exc}", exc)
 
 
 class _StructureBase(_MEGNetFeaturizerBase):
@@ -280,8 +436,8 @@ class _StructureBase(_MEGNetFeaturizerBase):
         raise NotImplementedError
 
     def _parent_key(self):
-        parent = self._encoder().parent_
-        return parent.sha256 or str(parent.path)
+        # the weights' content, not the path string: the same path may hold another model
+        return content_sha256(self._encoder().parent_)
 
     def _encode(self, items, pbar):
         """Encoder outputs per item (dict) or an error, using and filling the cache."""
@@ -293,13 +449,13 @@ class _StructureBase(_MEGNetFeaturizerBase):
                 structure = _as_structure(item)
                 if self.structure_only:
                     structure = _hydrogen_only(structure)
+                key = (parent_key, bool(self.structure_only), _structure_key(structure)) if self.cache else None
             except Exception as exc:  # noqa: BLE001 - reported per row
                 errors[i] = self._error(i, exc)
                 continue
             if not self.cache:
                 todo[i] = (structure, [i])
                 continue
-            key = (parent_key, bool(self.structure_only), _structure_key(structure))
             cached = _CACHE.get(key, wanted)
             if cached is not None:
                 results[i] = cached
@@ -311,26 +467,48 @@ class _StructureBase(_MEGNetFeaturizerBase):
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc=type(self).__name__, unit="batch", **(pbar if isinstance(pbar, dict) else {}))
+        if keys:
+            self._encoder().module_  # a missing or broken parent is the caller's error, not each row's
         with torch_threads(self.n_jobs):
             for start in chunks:
                 chunk = keys[start : start + self.batch_size]
-                out = self._encoder().encode([todo[k][0] for k in chunk], on_error="nan", outputs=wanted)
-                per_item = {name: out[name] for name in wanted}
-                for j, key in enumerate(chunk):
-                    if j in out.errors:
-                        for i in todo[key][1]:
-                            # the encoder names the structure by its place in this batch
-                            message = re.sub(r"^(structure|item) \d+ ?", "structure ", out.errors[j])
-                            errors[i] = self._error(i, GraphConstructionError(message))
-                        continue
-                    value = {name: per_item[name][j] for name in wanted}
-                    if self.cache:
-                        # own copies: a view would keep its whole batch array alive
-                        value = {name: np.array(array) for name, array in value.items()}
-                        _CACHE.put(key, value)
-                    for i in todo[key][1]:
-                        results[i] = value
+                try:
+                    outs = [(chunk, self._encoder().encode([todo[k][0] for k in chunk], on_error="nan",
+                                                           outputs=wanted))]
+                except Exception:  # noqa: BLE001 - find the structure(s) that break the batch
+                    outs = []
+                    for key in chunk:
+                        try:
+                            outs.append(([key], self._encoder().encode([todo[key][0]], on_error="nan",
+                                                                       outputs=wanted)))
+                        except Exception as exc:  # noqa: BLE001 - reported per row
+                            for i in todo[key][1]:
+                                errors[i] = self._error(i, exc)
+                for part, out in outs:
+                    self._collect(part, out, wanted, todo, results, errors)
         return results, errors
+
+    def _collect(self, chunk, out, wanted, todo, results, errors):
+        per_item = {name: out[name] for name in wanted}
+        for j, key in enumerate(chunk):
+            if j in out.errors:
+                for i in todo[key][1]:
+                    # the encoder names the structure by its place in this batch
+                    message = re.sub(r"^(structure|item) \d+ ?", "structure ", out.errors[j])
+                    errors[i] = self._error(i, GraphConstructionError(message))
+                continue
+            value = {name: per_item[name][j] for name in wanted}
+            if not all(np.isfinite(array).all() for array in value.values()):
+                bad = sorted(name for name, array in value.items() if not np.isfinite(array).all())
+                for i in todo[key][1]:  # never a NaN feature reported as a success
+                    errors[i] = self._error(i, FloatingPointError(f"the encoder gave non-finite {bad}."))
+                continue
+            if self.cache:
+                # own copies: a view would keep its whole batch array alive
+                value = {name: np.array(array) for name, array in value.items()}
+                _CACHE.put(key, value)
+            for i in todo[key][1]:
+                results[i] = value
 
 
 class MEGNetStructureFeaturizer(_StructureBase):
@@ -365,6 +543,16 @@ class MEGNetStructureFeaturizer(_StructureBase):
     >>> len(featurizer.featurize(nacl)), featurizer.feature_labels()[96]
     (128, 'MEGNet V1 mean 0')
     """
+
+    _parameter_constraints = {
+        "layers": [str, tuple, list],
+        "stats": [tuple, list],
+        "parent": _PARENT_TYPES,
+        "structure_only": ["boolean"],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "cache": ["boolean"],
+        "n_jobs": [numbers.Integral, None],
+    }
 
     def __init__(self, layers=("f",), stats=_STATS, parent=DEFAULT_PARENT, structure_only=False,
                  batch_size=256, cache=True, n_jobs=None):
@@ -408,6 +596,7 @@ class MEGNetStructureFeaturizer(_StructureBase):
         return {name: widths[name] for name in self._check()}
 
     def feature_labels(self):
+        self._validate_params()
         labels = []
         for name, width in self._widths().items():
             if name in _SITE_LAYERS:
@@ -454,6 +643,15 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     [WeightedSet(2 rows, 32 features)]
     """
 
+    _parameter_constraints = {
+        "layer": [str, tuple, list],
+        "parent": _PARENT_TYPES,
+        "structure_only": ["boolean"],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "cache": ["boolean"],
+        "n_jobs": [numbers.Integral, None],
+    }
+
     def __init__(self, layer="V1", parent=DEFAULT_PARENT, structure_only=False, batch_size=256, cache=True,
                  n_jobs=None):
         self.layer = layer
@@ -478,6 +676,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
         return list(self._layers())
 
     def feature_labels(self):
+        self._validate_params()
         return [f"MEGNet {'+'.join(self._layers())} set"]
 
     def _featurize_items(self, items, pbar):
@@ -488,21 +687,14 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
 
 
 class _CompositionBase(_MEGNetFeaturizerBase):
-    def _elements(self, items):
-        """(atomic numbers, atom fractions) per item, or an error."""
+    def _elements(self, items, make_row):
+        """``make_row((atomic numbers, atom fractions))`` per item, or an error: the set and
+        its statistics are built inside the per-row guard too."""
         table = self._table()
         results, errors = [], {}
         for i, item in enumerate(items):
             try:
-                amounts = _as_composition(item).element_composition.fractional_composition.get_el_amt_dict()
-                if not amounts:
-                    raise ValueError(f"{item!r} has no elements.")
-                z = np.array([Element(el).Z for el in amounts])
-                if z.max() >= len(table):
-                    beyond = [el for el in amounts if Element(el).Z >= len(table)]
-                    raise ValueError(f"{beyond} lie beyond the parent's element embedding (Z <= {len(table) - 1}).")
-                order = np.argsort(z)
-                results.append((z[order], np.array(list(amounts.values()))[order]))
+                results.append(make_row(_element_fractions(item, max_z=len(table) - 1)))
             except Exception as exc:  # noqa: BLE001 - reported per row
                 results.append(None)
                 errors[i] = self._error(i, exc)
@@ -540,17 +732,22 @@ class MEGNetElementSetFeaturizer(_CompositionBase):
     ((2, 16), [0.01, 0.99])
     """
 
+    _parameter_constraints = {
+        "parent": _PARENT_TYPES,
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
     def __init__(self, parent=DEFAULT_PARENT, batch_size=256):
         self.parent = parent
         self.batch_size = batch_size
 
     def feature_labels(self):
+        self._validate_params()
         return ["MEGNet V0 set"]
 
     def _featurize_items(self, items, pbar):
         table = self._table()
-        results, errors = self._elements(items)
-        return [None if r is None else [WeightedSet(table[r[0]], r[1])] for r in results], errors
+        return self._elements(items, lambda r: [WeightedSet(table[r[0]], r[1])])
 
 
 class MEGNetCompositionFeaturizer(_CompositionBase):
@@ -572,12 +769,19 @@ class MEGNetCompositionFeaturizer(_CompositionBase):
     (16, 'MEGNet V0 mean 0')
     """
 
+    _parameter_constraints = {
+        "stats": [tuple, list],
+        "parent": _PARENT_TYPES,
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
     def __init__(self, stats=_STATS, parent=DEFAULT_PARENT, batch_size=256):
         self.stats = stats
         self.parent = parent
         self.batch_size = batch_size
 
     def feature_labels(self):
+        self._validate_params()
         bad = [s for s in self.stats if s not in _STATS]
         if bad:
             raise ValueError(f"stats must be chosen from {_STATS}, got {self.stats!r}.")
@@ -587,14 +791,14 @@ class MEGNetCompositionFeaturizer(_CompositionBase):
     def _featurize_items(self, items, pbar):
         self.feature_labels()  # validates stats
         table = self._table()
-        results, errors = self._elements(items)
-        rows = []
-        for r in results:
-            if r is None:
-                rows.append(None)
-                continue
-            rows.append(np.concatenate([_statistic(table[r[0]], r[1], stat) for stat in self.stats]).tolist())
-        return rows, errors
+
+        def statistics(r):
+            row = np.concatenate([_statistic(table[r[0]], r[1], stat) for stat in self.stats])
+            if not np.isfinite(row).all():  # never a NaN statistic reported as a success
+                raise FloatingPointError("non-finite statistics of the element features.")
+            return row.tolist()
+
+        return self._elements(items, statistics)
 
 
 def _site_statistics(arrays, stats):
@@ -653,10 +857,13 @@ class AtomicNumberSetFeaturizer(_MEGNetFeaturizerBase):
     [8, 26]
     """
 
+    _parameter_constraints = {"use_composition": ["boolean"]}
+
     def __init__(self, use_composition=False):
         self.use_composition = use_composition
 
     def feature_labels(self):
+        self._validate_params()
         return ["atomic number set"]
 
     def _featurize_items(self, items, pbar):
@@ -665,12 +872,17 @@ class AtomicNumberSetFeaturizer(_MEGNetFeaturizerBase):
             try:
                 if isinstance(item, dict) and "lattice" in item:
                     item = Structure.from_dict(item)
-                if isinstance(item, Structure) and not self.use_composition:
+                if isinstance(item, IStructure) and not self.use_composition:
                     if not item.is_ordered:
                         raise ValueError("disordered (partially occupied) sites: one element per site is needed.")
-                    rows.append([WeightedSet(np.array([site.specie.Z for site in item], dtype=np.int64))])
+                    species = [site.specie for site in item]
+                    dummies = sorted({str(sp) for sp in species if isinstance(sp, DummySpecies)})
+                    if dummies:  # their .Z is a hash, different in every process
+                        raise ValueError(f"contains dummy species {', '.join(dummies)}, which are not elements.")
+                    rows.append([WeightedSet(np.array([sp.Z for sp in species], dtype=np.int64))])
                 else:
-                    rows.append([WeightedSet.from_composition(_as_composition(item))])
+                    z, fractions = _element_fractions(item)
+                    rows.append([WeightedSet(z, fractions.astype(np.float32))])
             except Exception as exc:  # noqa: BLE001 - reported per row
                 rows.append(None)
                 errors[i] = self._error(i, exc)

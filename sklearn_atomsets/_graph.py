@@ -5,14 +5,23 @@ cutoff (periodic images included, both directions), and bond lengths are expande
 Gaussians by the encoder. Neighbour search is pymatgen's compiled
 ``find_points_in_spheres``, the same routine and tolerance megnet uses; the batch is then
 assembled with array operations, with no Python loop over bonds.
+
+Before the search every structure is checked (see the module constants): finite lattice and
+coordinates, at least ``MIN_VOLUME_PER_ATOM`` A^3 per atom, a (reduced) cell at least
+``MIN_CELL_WIDTH`` thick, at most ``MAX_BONDS`` estimated bonds and a bounded search grid, so
+that no single input takes unbounded time or memory; after it, atoms closer than
+``MIN_DISTANCE`` (0.5 A) are refused by policy. With ``on_error="nan"`` any failure of one
+structure, whatever its type, becomes that structure's error.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import IStructure
+from pymatgen.core.periodic_table import DummySpecies
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
 __all__ = ["CrystalGraphBatch", "GraphConstructionError", "build_graphs"]
@@ -55,49 +64,175 @@ class CrystalGraphBatch:
 
 
 def _describe(i, structure) -> str:
+    """``structure i (formula)``: built only when an error is raised (a formula label for every
+    structure costs time and makes pymatgen warn about noble gases' electronegativity)."""
     try:
-        formula = structure.composition.reduced_formula
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            formula = structure.composition.reduced_formula
     except Exception:  # noqa: BLE001 - only used to label an error message
         formula = type(structure).__name__
     return f"structure {i} ({formula})"
 
 
+# Physical limits checked before the neighbour search, whose time and memory grow without
+# bound on degenerate cells (a nearly flat lattice: ~1/eps^2; coordinates far from the
+# origin: with their spread). Inputs beyond them are errors, not slow successes.
+#: No known solid is denser than ~1.5-2 A^3/atom (metallic hydrogen at several hundred GPa);
+#: 1 A^3 per atom leaves a margin and still refuses zero-volume and nearly flat lattices.
+MIN_VOLUME_PER_ATOM = 1.0
+#: Smallest distance between opposite faces of the (LLL-reduced) cell. Below it an atom sits
+#: within ~this distance of one of its own periodic images; the search would enumerate
+#: (2 cutoff / width)^k images. A skewed but legal cell is reduced first, so only a lattice
+#: that is really that thin is refused. Thin 2D slabs are fine: their vacuum makes them thick.
+MIN_CELL_WIDTH = 0.5
+#: Documented error policy: two atoms (or an atom and its image) closer than this are refused.
+#: No chemical bond is that short (H2, the shortest, is 0.74 A); such inputs are duplicated
+#: sites or wrong units, and MEGNet's bond expansion was never trained there.
+MIN_DISTANCE = 0.5
+#: Bound on the directed bonds of one structure (estimated from its density before the search,
+#: counted after it): about 50,000 atoms at ordinary density, some GB in the encoder.
+MAX_BONDS = 4_000_000
+#: Bound on the cells of pymatgen's cell-list search, which allocates a grid of cutoff-sized
+#: cubes over the Cartesian bounding box of the cell: a 600 A cube. A long needle-shaped cell
+#: in a skewed orientation is turned to lie along x first (distances do not change).
+MAX_SEARCH_CUBES = 2_000_000
+#: Fractional coordinates further than this from the cell have lost their position within the
+#: cell to float64 rounding (and would make the neighbour search scan that many cells).
+MAX_FRACTIONAL = 1e6
+
+
+def _check_geometry(structure, cutoff):
+    """Refuse impossible cells and coordinates before the neighbour search.
+
+    Returns the lattice matrix and Cartesian coordinates to search with (the LLL-reduced
+    lattice when the given cell is too skewed; sites wrapped into the cell when far outside).
+    """
+    n = len(structure)
+    lattice = np.asarray(structure.lattice.matrix, dtype=float)
+    if not np.isfinite(lattice).all():
+        return f"the lattice has non-finite entries {lattice.tolist()}."
+    frac = np.asarray(structure.frac_coords, dtype=float)
+    bad = np.flatnonzero(~np.isfinite(frac).all(axis=1))
+    if bad.size:
+        return f"site(s) {bad.tolist()[:10]} have non-finite (NaN or infinite) coordinates."
+    volume = abs(float(np.linalg.det(lattice)))
+    if not np.isfinite(volume):
+        return f"the cell volume overflows ({volume}); lattice {lattice.tolist()}."
+    if not volume / n >= MIN_VOLUME_PER_ATOM:
+        return (
+            f"the cell volume is {volume:.3g} A^3 for {n} site(s), {volume / n:.3g} A^3 per atom; "
+            f"below {MIN_VOLUME_PER_ATOM} A^3 per atom no solid exists (a zero-volume or flat lattice?)."
+        )
+    far = np.abs(frac).max()
+    if far > MAX_FRACTIONAL:
+        return (
+            f"fractional coordinates up to {far:.3g} cells from the origin; beyond {MAX_FRACTIONAL:.0e} "
+            "their place within the cell is lost to rounding."
+        )
+    cart = np.asarray(structure.cart_coords, dtype=float)
+    widths = _widths(lattice, volume)
+    if not widths.min() >= MIN_CELL_WIDTH:
+        from pymatgen.core import Lattice
+
+        lattice = Lattice(lattice).get_lll_reduced_lattice().matrix
+        # the same sites, placed in the reduced cell (else they lie many reduced cells apart)
+        frac = np.linalg.solve(lattice.T, cart.T).T
+        widths = _widths(lattice, volume)
+        if not widths.min() >= MIN_CELL_WIDTH:
+            return (
+                f"the cell is {widths.min():.3g} A thin (smallest distance between opposite faces of "
+                f"the reduced cell); below {MIN_CELL_WIDTH} A every atom is that close to its own image."
+            )
+    estimated = n * n * (4.0 / 3.0) * np.pi * float(cutoff) ** 3 / volume
+    if estimated > MAX_BONDS:
+        return (
+            f"about {estimated:.3g} bonds within the {cutoff} A cutoff ({n} sites at "
+            f"{volume / n:.3g} A^3 per atom), more than the bound of {MAX_BONDS:,} per structure."
+        )
+    if frac.min() < -1 or frac.max() > 2:
+        # the search scans every cell between the lowest and highest site: wrap them in
+        cart = (frac - np.floor(frac)) @ lattice
+    if _search_cubes(lattice, cutoff) > MAX_SEARCH_CUBES:
+        # same crystal, rotated so the first vector lies along x (a needle along an axis)
+        rotation, _ = np.linalg.qr(lattice.T)
+        lattice, cart = lattice @ rotation, cart @ rotation
+        cubes = _search_cubes(lattice, cutoff)
+        if cubes > MAX_SEARCH_CUBES:
+            return (
+                f"the cell spans {np.abs(lattice).sum(axis=0).round(1).tolist()} A; the neighbour search "
+                f"would allocate {cubes:.3g} cubes of the cutoff, more than the bound of {MAX_SEARCH_CUBES:,}."
+            )
+    return lattice, cart
+
+
+def _search_cubes(lattice, cutoff):
+    """Cubes of pymatgen's cell-list grid over the cell's bounding box plus the cutoff margins."""
+    extent = np.abs(lattice).sum(axis=0) + 4.0 * float(cutoff)
+    return float(np.prod(np.ceil(extent / max(float(cutoff), 1.0))))
+
+
+def _widths(lattice, volume):
+    """Distance between opposite faces of the cell, per lattice vector."""
+    a, b, c = lattice
+    return volume / np.linalg.norm([np.cross(b, c), np.cross(c, a), np.cross(a, b)], axis=1)
+
+
 def _one_graph(i, structure, cutoff, max_z):
     """Neighbour list of one structure, or a GraphConstructionError that names it."""
-    if not isinstance(structure, Structure):
+    if not isinstance(structure, IStructure):  # Structure and IStructure
         raise GraphConstructionError(
             f"item {i}: expected a pymatgen Structure, got {type(structure).__name__}."
         )
-    label = _describe(i, structure)
+
+    def fail(problem):
+        raise GraphConstructionError(f"{_describe(i, structure)}: {problem}")
+
     if len(structure) == 0:
-        raise GraphConstructionError(f"{label}: empty, it has no sites.")
+        fail("empty, it has no sites.")
     occupancies = [site.species for site in structure]
     if any(len(occ) != 1 or next(iter(occ.values())) != 1 for occ in occupancies):
-        raise GraphConstructionError(
-            f"{label}: disordered (partially occupied) sites; MEGNet crystal graphs need one "
+        fail(
+            "disordered (partially occupied) sites; MEGNet crystal graphs need one "
             "element per site (megnet cannot featurize disordered structures either). Order it "
             "first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
         )
-    z = np.fromiter((next(iter(occ)).Z for occ in occupancies), dtype=np.int64, count=len(structure))
+    species = [next(iter(occ)) for occ in occupancies]
+    dummies = sorted({str(sp) for sp in species if isinstance(sp, DummySpecies)})
+    if dummies:
+        fail(f"contains dummy species {', '.join(dummies)}, which have no element embedding.")
+    z = np.fromiter((sp.Z for sp in species), dtype=np.int64, count=len(structure))
     bad = (z < 1) | (z > max_z)
     if bad.any():
-        species = sorted({str(structure[k].specie) for k in np.flatnonzero(bad)})
-        raise GraphConstructionError(
-            f"{label}: contains {', '.join(species)}, outside the parent model's element "
+        outside = sorted({str(species[k]) for k in np.flatnonzero(bad)})
+        fail(
+            f"contains {', '.join(outside)}, outside the parent model's element "
             f"embedding (atomic numbers 1..{max_z})."
         )
-    lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
-    cart = np.ascontiguousarray(structure.cart_coords, dtype=float)
+    checked = _check_geometry(structure, cutoff)
+    if isinstance(checked, str):
+        fail(checked)
+    lattice, cart = (np.ascontiguousarray(a, dtype=float) for a in checked)
     center, neighbor, _, dist = find_points_in_spheres(
         cart, cart, r=float(cutoff), pbc=np.array([1, 1, 1], dtype=np.int64), lattice=lattice,
         tol=_NUMERICAL_TOL,
     )
     keep = (center != neighbor) | (dist > _NUMERICAL_TOL)
     center, neighbor, dist = center[keep], neighbor[keep], dist[keep]
+    if len(dist) > MAX_BONDS:
+        fail(f"{len(dist):,} bonds within the {cutoff} A cutoff, more than the bound of {MAX_BONDS:,}.")
+    if len(dist) and dist.min() < MIN_DISTANCE:
+        k = int(np.argmin(dist))
+        a, b = sorted((int(center[k]), int(neighbor[k])))
+        what = f"site {a} and a periodic image of itself" if a == b else f"sites {a} and {b}"
+        fail(
+            f"{what} are {dist[k]:.3g} A apart, closer than {MIN_DISTANCE} A, which no chemical bond "
+            "is (duplicated sites or wrong units?)."
+        )
     isolated = np.setdiff1d(np.arange(len(z)), center)
     if isolated.size:
-        raise GraphConstructionError(
-            f"{label}: site(s) {isolated.tolist()[:10]} have no neighbour within the cutoff of "
+        fail(
+            f"site(s) {isolated.tolist()[:10]} have no neighbour within the cutoff of "
             f"{cutoff} A, so MEGNet has no bond to update them with."
         )
     return z, center.astype(np.int64), neighbor.astype(np.int64), dist.astype(np.float32)
@@ -140,6 +275,11 @@ def build_graphs(structures, cutoff, max_atomic_number=94, on_error="raise", off
             if on_error == "raise":
                 raise
             errors[i] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - any failure of one structure is its own error
+            if on_error == "raise":
+                raise
+            errors[i] = f"{_describe(i + offset, structure)}: {type(exc).__name__}: {exc}"
+
     n_atoms = np.array([len(p[0]) for p in parts], dtype=np.int64)
     n_bonds = np.array([len(p[1]) for p in parts], dtype=np.int64)
     if not parts:

@@ -35,6 +35,7 @@ import numpy as np
 __all__ = [
     "PARENT_MODELS",
     "ParentModel",
+    "ParentModelCorruptError",
     "ParentModelNotFoundError",
     "default_model_dir",
     "load_parent",
@@ -109,6 +110,34 @@ class ParentModelNotFoundError(FileNotFoundError):
     """No usable copy of a parent model could be found or downloaded."""
 
 
+class ParentModelCorruptError(ParentModelNotFoundError):
+    """A copy of a registered parent model is there but its sha256 does not match the registry.
+
+    A subclass of :class:`ParentModelNotFoundError` (there is no usable copy), so code that
+    catches that keeps working; the message says which file is corrupt and its checksum.
+    """
+
+
+def _check_hdf5(path: Path):
+    """Fail here, naming the file, when it is not a Keras/MEGNet ``.hdf5`` (text, truncated,
+    corrupt), rather than at the first encode with an anonymous ``OSError``."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            config = fh.attrs.get("model_config")
+            if config is None:
+                raise ValueError("it holds no Keras model config")
+            json.loads(config.decode() if isinstance(config, bytes) else str(config))
+            if "model_weights" not in fh and not any(isinstance(fh[k], h5py.Group) for k in fh):
+                raise ValueError("it holds no weights")
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(
+            f"{path} is not a valid MEGNet .hdf5 model file ({type(exc).__name__}: {exc}); "
+            "is it truncated, corrupt or another kind of file?"
+        ) from None
+
+
 @dataclass(frozen=True, eq=False)
 class ParentModel:
     """Where a pretrained MEGNet lives and how it turns crystals into graphs.
@@ -146,7 +175,8 @@ class ParentModel:
     @classmethod
     def from_files(cls, path, name=None, sha256=None):
         """Read the converter settings from ``path + ".json"`` next to the ``.hdf5``."""
-        path = Path(path)
+        # absolute: a relative path means the file in the working directory of *now*
+        path = Path(path).expanduser().absolute()
         json_path = Path(str(path) + ".json")
         if not path.is_file():
             raise ParentModelNotFoundError(f"MEGNet model file {path} does not exist.")
@@ -155,8 +185,12 @@ class ParentModel:
                 f"The graph-converter file {json_path} is missing: a megnet model comes as "
                 f"'{path.name}' plus '{path.name}.json' (cutoff and Gaussian centres)."
             )
-        with open(json_path) as fh:
-            config = json.load(fh)
+        try:
+            with open(json_path) as fh:
+                config = json.load(fh)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{json_path} is not a megnet converter file: invalid JSON ({exc}).") from None
+        _check_hdf5(path)
         try:
             converter = config["graph_converter"]
             bond = converter["bond_converter"]
@@ -165,7 +199,7 @@ class ParentModel:
             width = float(bond["width"])
             nn = converter.get("nn_strategy")
             cutoff = float(nn["cutoff"] if isinstance(nn, dict) else converter["cutoff"])
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(
                 f"{json_path} is not a megnet CrystalGraph converter with a GaussianDistance "
                 f"bond converter (missing {exc})."
@@ -201,12 +235,30 @@ def default_model_dir() -> Path:
     return Path.home() / ".cache" / "sklearn-atomsets" / "megnet_models"
 
 
+_SHA256_MEMO: dict = {}
+
+
 def _sha256(path) -> str:
+    """sha256 of a file's content, computed once per file and recomputed only when its size,
+    modification time or inode changed (an overwritten file gets its new checksum)."""
+    path = Path(path).absolute()
+    stat = path.stat()
+    signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
+    memo = _SHA256_MEMO.get(path)
+    if memo is not None and memo[0] == signature:
+        return memo[1]
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    _SHA256_MEMO[path] = (signature, digest.hexdigest())
     return digest.hexdigest()
+
+
+def content_sha256(parent: ParentModel) -> str:
+    """The checksum of a parent's weights file as it is now: what the feature cache is keyed by
+    (never the path string, which may mean another file from another working directory)."""
+    return _sha256(parent.path)
 
 
 def _verified(path: Path, entry: _Registered) -> bool:
@@ -261,13 +313,17 @@ def _download(entry: _Registered, model_dir: Path, url: str, timeout: float) -> 
 
 def _resolve_registered(name: str, download: bool, url: str | None, timeout: float) -> ParentModel:
     entry = PARENT_MODELS[name]
-    looked = []
+    looked, corrupt = [], []
     model_dir = default_model_dir()
     candidates = [model_dir / entry.relpath, *_shipped_copies(entry)]
     for path in candidates:
         looked.append(str(path))
         if _verified(path, entry):
             return ParentModel.from_files(path, name=name, sha256=entry.sha256)
+        for file, expected in ((path, entry.sha256), (Path(str(path) + ".json"), entry.json_sha256)):
+            if file.is_file() and _sha256(file) != expected:
+                corrupt.append(f"{file} is corrupt: its sha256 is {_sha256(file)}, the registry's is {expected}")
+                looked[-1] += " (corrupt: checksum mismatch)"
     url = url or MEGNET_MODELS_URL
     if download:
         try:
@@ -279,6 +335,11 @@ def _resolve_registered(name: str, download: bool, url: str | None, timeout: flo
     else:
         looked.append(f"{url} (download=False)")
     where = "\n  ".join(looked)
+    if corrupt:
+        raise ParentModelCorruptError(
+            f"Parent model {name!r} ({entry.relpath}): " + "; ".join(corrupt) + ". Delete the corrupt "
+            f"file and copy megnet's original again (or let load_parent download it). Looked in:\n  {where}"
+        )
     raise ParentModelNotFoundError(
         f"Parent model {name!r} ({entry.relpath}) was not found. Looked in:\n  {where}\n"
         f"To work offline, copy megnet's '{entry.relpath}' and its '.json' file into "

@@ -24,12 +24,17 @@ __all__ = ["PackedSets", "WeightedSet", "as_packed_sets", "as_sets", "pack_sets"
 class WeightedSet:
     """A material as a set of feature rows, each with a positive weight.
 
+    A ``WeightedSet`` is immutable: ``features`` and ``weights`` are read-only copies made
+    and validated at construction, so a set cannot turn invalid (NaN rows, zero weights)
+    after it was checked.
+
     Parameters
     ----------
     features : array-like of shape (n_rows, n_features) or (n_rows,)
-        Float feature rows, or (1-D, integer) atomic numbers for the embedding mode.
+        Float feature rows (``n_rows >= 1``, ``n_features >= 1``, finite), or (1-D,
+        integer) atomic numbers for the embedding mode.
     weights : array-like of shape (n_rows,), optional
-        Positive row weights; default all ones.
+        Positive, finite row weights; default all ones.
 
     Examples
     --------
@@ -41,7 +46,7 @@ class WeightedSet:
     2
     """
 
-    __slots__ = ("features", "weights")
+    __slots__ = ("_features", "_weights")
 
     def __init__(self, features, weights=None):
         features = np.asarray(features)
@@ -58,6 +63,8 @@ class WeightedSet:
             if features.dtype.kind not in "biuf":
                 raise ValueError(f"Feature rows must be numeric, got dtype {features.dtype}.")
             features = features.astype(np.float32)
+            if features.shape[1] == 0:
+                raise ValueError(f"Feature rows must have at least one feature, got shape {features.shape}.")
             if not np.isfinite(features).all():
                 raise ValueError("Feature rows contain NaN or infinite values.")
         else:
@@ -66,13 +73,31 @@ class WeightedSet:
             raise ValueError("A set must have at least one row; this one is empty.")
         if weights is None:
             weights = np.ones(len(features), dtype=np.float32)
-        weights = np.asarray(weights, dtype=np.float32)
+        weights = np.array(weights, dtype=np.float32)  # a copy: the caller's array stays writable
         if weights.shape != (len(features),):
             raise ValueError(f"weights must have shape ({len(features)},), got {weights.shape}.")
         if not (np.isfinite(weights).all() and (weights > 0).all()):
             raise ValueError("Weights must be finite and positive.")
-        self.features = features
-        self.weights = weights
+        self._set(features, weights)
+
+    def _set(self, features, weights):
+        features.flags.writeable = False
+        weights.flags.writeable = False
+        object.__setattr__(self, "_features", features)
+        object.__setattr__(self, "_weights", weights)
+
+    @property
+    def features(self):
+        """Read-only ``(n_rows, n_features)`` float32 rows or ``(n_rows,)`` atomic numbers."""
+        return self._features
+
+    @property
+    def weights(self):
+        """Read-only ``(n_rows,)`` float32 positive weights."""
+        return self._weights
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"WeightedSet is immutable; make a new one instead of setting {name!r}.")
 
     @classmethod
     def from_composition(cls, composition):
@@ -117,7 +142,8 @@ class WeightedSet:
         return (self.features, self.weights)
 
     def __setstate__(self, state):
-        self.features, self.weights = state
+        features, weights = state
+        self._set(np.array(features), np.array(weights))
 
     def __repr__(self):
         kind = "atomic numbers" if self.is_atomic_numbers else f"{self.n_features} features"
@@ -232,13 +258,24 @@ class PackedSets:
 
 
 def pack_sets(sets):
-    """Concatenate a list of :class:`WeightedSet` into one :class:`PackedSets`."""
+    """Concatenate a list of :class:`WeightedSet` into one :class:`PackedSets`.
+
+    The packed arrays are checked again (finite rows, positive weights), so that no invalid
+    set reaches training whatever happened to it after construction.
+    """
     lengths = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
-    return PackedSets(
+    packed = PackedSets(
         features=np.concatenate([s.features for s in sets]),
         weights=np.concatenate([s.weights for s in sets]),
         offsets=np.concatenate([[0], np.cumsum(lengths)]),
     )
+    bad_rows = ~(np.isfinite(packed.weights) & (packed.weights > 0))
+    if packed.features.ndim == 2:
+        bad_rows |= ~np.isfinite(packed.features).all(axis=1)
+    if bad_rows.any():
+        first = int(np.searchsorted(packed.offsets, np.flatnonzero(bad_rows)[0], side="right") - 1)
+        raise ValueError(f"Sample {first} holds NaN/infinite features or a weight that is not finite and positive.")
+    return packed
 
 
 def _is_table(X):
