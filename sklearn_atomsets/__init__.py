@@ -25,7 +25,7 @@ from ._featurizers import (
 )
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
 from ._parents import PARENT_MODELS, ParentModel, ParentModelNotFoundError, load_parent
-from ._sets import WeightedSet, as_sets
+from ._sets import FailedSet, WeightedSet, as_sets
 
 __all__ += [
     "PARENT_MODELS",
@@ -40,6 +40,7 @@ __all__ += [
     "MEGNetSiteSetFeaturizer",
     "MEGNetStructureFeaturizer",
     "clear_feature_cache",
+    "FailedSet",
     "WeightedSet",
     "as_sets",
     "CrystalGraphBatch",
