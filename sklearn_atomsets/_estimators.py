@@ -244,14 +244,14 @@ class _AtomSetsBase(BaseEstimator):
         if y is not None and len(y) != n:
             raise ValueError(f"X has {n} samples but y has {len(y)}.")
         keep = np.setdiff1d(np.arange(n), positions)
-        if not len(keep):
-            raise ValueError(f"None of the {n} samples of X has a set: nothing to {'fit' if fitting else 'predict'}.")
+        if fitting and not len(keep):
+            raise ValueError(f"None of the {n} samples of X has a set: nothing to fit.")
         what = "fit skips them" if fitting else "their prediction is the training prior"
         warnings.warn(
             f"{type(self).__name__}: {len(positions)} of {n} samples have no set (rows the featurizer could "
             f"not featurize), at positions {_positions(positions)}; {what} (handle_missing='ignore').",
             UserWarning,
-            stacklevel=3,
+            stacklevel=3 if fitting else 4,  # the user's call of fit / predict
         )
         return _take(X, keep), (None if y is None else _safe_indexing(y, keep)), positions
 
@@ -336,6 +336,8 @@ class _AtomSetsBase(BaseEstimator):
         """Outputs for the samples of X that have a set, and the positions of the others."""
         check_is_fitted(self, "net_")
         X, _, missing = self._split_missing(X)
+        if len(missing) and not len(X):
+            return torch.zeros((0, len(self._prior))), missing
         dataset = _PackedDataset(self._pack(X, fitting=False))
         with torch.no_grad(), torch_threads(effective_n_jobs(self.n_jobs)):
             return self.net_.forward(dataset, training=False).cpu(), missing
@@ -511,6 +513,10 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         self.net_ = self._train(net, _PackedDataset(packed, scaled), None, seed)
         return self
 
+    @property
+    def _prior(self):
+        return self.target_mean_
+
     @staticmethod
     def _check_targets(y, n_samples):
         y = np.asarray(y)
@@ -530,7 +536,7 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         """Predicted targets in the units of ``y`` (see ``handle_missing`` for samples without a set)."""
         out, missing = self._forward(X)
         out = out.numpy().astype(np.float64) * self.target_scale_ + self.target_mean_
-        out = self._with_prior(out, missing, self.target_mean_)
+        out = self._with_prior(out, missing, self._prior)
         return out.ravel() if self._y_ndim == 1 else out
 
 
@@ -614,7 +620,11 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
         """Class probabilities, columns in the order of ``classes_`` (see ``handle_missing``
         for samples without a set)."""
         out, missing = self._forward(X)
-        return self._with_prior(torch.softmax(out, dim=-1).numpy().astype(np.float64), missing, self.class_prior_)
+        return self._with_prior(torch.softmax(out, dim=-1).numpy().astype(np.float64), missing, self._prior)
+
+    @property
+    def _prior(self):
+        return self.class_prior_
 
     def predict(self, X):
         """Most probable class of each sample."""

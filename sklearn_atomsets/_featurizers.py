@@ -29,8 +29,13 @@ the AtomSets estimators take it (or the 1-column DataFrame) as ``X``.
 **Batching.** ``featurize_many`` / ``featurize_dataframe`` / ``transform`` send structures to
 the encoder ``batch_size`` at a time (one forward pass each) instead of calling ``featurize``
 per entry; errors stay with their row, reported like matminer's (``ignore_errors``: NaN;
-``return_errors``: a ``"<Featurizer> Exceptions"`` column with a readable message). A progress
-bar is shown when more than one batch is needed.
+``return_errors``: a ``"<Featurizer> Exceptions"`` column with a readable message). In
+``transform`` (what a ``Pipeline`` calls) a failed row is a :class:`FailedSet` instead: NaN
+that keeps the message, so that an AtomSets estimator can name the reason or skip the row
+(its ``handle_missing``). A progress bar counts the structures sent through the encoder; it
+appears only once encoding has run for a couple of seconds (tqdm's ``delay``), so short calls
+stay quiet and long ones, inside a ``Pipeline`` too, show progress; ``pbar=False`` turns it
+off and a dict is passed to ``tqdm`` (e.g. ``pbar={"delay": 0}``).
 
 **n_jobs.** With batching there is no per-entry worker pool: ``n_jobs`` (a constructor
 parameter, so it survives ``clone`` and grid searches; ``set_n_jobs`` sets it too) is the
@@ -64,7 +69,7 @@ from pymatgen.core import Composition, Element, Structure
 from ._encoder import MEGNetEncoder
 from ._graph import GraphConstructionError
 from ._parents import DEFAULT_PARENT
-from ._sets import WeightedSet
+from ._sets import FailedSet, WeightedSet
 from ._threads import torch_threads
 
 __all__ = [
@@ -93,6 +98,10 @@ _CITATIONS = [
     "small and large materials datasets}, author={Chen, Chi and Ong, Shyue Ping}, journal={npj "
     "Computational Materials}, volume={7}, pages={173}, year={2021}, doi={10.1038/s41524-021-00639-w}}",
 ]
+
+# seconds of encoding before the progress bar appears (tqdm's delay)
+_PBAR_DELAY = 2.0
+
 
 class _FeatureCache:
     """Encoder outputs per structure: (parent checksum, structure-only flag, structure hash)
@@ -242,7 +251,10 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         return self.featurize_many([x], ignore_errors=False, pbar=False)[0]
 
     def transform(self, X):
-        return self.featurize_many(X, ignore_errors=True, pbar=False)
+        """Features of each entry; a row that cannot be featurized is a :class:`FailedSet`
+        in every column (NaN that carries the error message)."""
+        rows = self.featurize_many(X, ignore_errors=True, return_errors=True, pbar=True)
+        return [[FailedSet(row[-1])] * (len(row) - 1) if isinstance(row[-1], str) else row[:-1] for row in rows]
 
     def featurize_many(self, entries, ignore_errors=False, return_errors=False, pbar=True):
         """Featurize many entries in encoder batches; errors stay with their row.
@@ -307,10 +319,13 @@ class _StructureBase(_MEGNetFeaturizerBase):
                 todo.setdefault(key, (structure, []))[1].append(i)
         keys = list(todo)
         chunks = range(0, len(keys), self.batch_size)
-        if pbar and len(keys) > self.batch_size:
+        bar = None
+        if pbar and keys:  # counts structures; shown only for work longer than its delay
             from tqdm.auto import tqdm
 
-            chunks = tqdm(chunks, desc=type(self).__name__, unit="batch", **(pbar if isinstance(pbar, dict) else {}))
+            n_todo = sum(len(rows) for _, rows in todo.values())
+            bar = tqdm(total=len(items), initial=len(items) - n_todo, desc=type(self).__name__, unit="structure",
+                       **{"delay": _PBAR_DELAY, **(pbar if isinstance(pbar, dict) else {})})
         with torch_threads(self.n_jobs):
             for start in chunks:
                 chunk = keys[start : start + self.batch_size]
@@ -330,6 +345,10 @@ class _StructureBase(_MEGNetFeaturizerBase):
                         _CACHE.put(key, value)
                     for i in todo[key][1]:
                         results[i] = value
+                if bar is not None:
+                    bar.update(sum(len(todo[key][1]) for key in chunk))
+        if bar is not None:
+            bar.close()
         return results, errors
 
 
