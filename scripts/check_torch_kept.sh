@@ -50,7 +50,7 @@ EOF
 echo "== 2. the real torch==2.13.0 installed first, then pip install -e ."
 python3 -m venv "$work/b"
 "$work/b/bin/pip" install -q torch==2.13.0
-before=$("$work/b/bin/python" -c "import torch; print(torch.__version__)")
+before=$("$work/b/bin/python" -W ignore -c "import torch; print(torch.__version__)")
 "$work/b/bin/pip" install -q -e "$repo"
 after=$("$work/b/bin/python" -c "import torch; print(torch.__version__)")
 "$work/b/bin/python" -c "import sklearn_atomsets, torch; print('imports:', sklearn_atomsets.__file__)"

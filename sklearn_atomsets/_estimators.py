@@ -434,8 +434,8 @@ _DOC_PARAMS = """
         ``y`` for classifiers (what :class:`~sklearn.dummy.DummyRegressor` and
         ``DummyClassifier(strategy="prior")`` predict) -- so a ``Pipeline`` of featurizer
         and estimator can be fitted and scored by ``cross_val_score`` or ``GridSearchCV``
-        on data with a few unfeaturizable rows, which count as uninformed predictions.
-        Both warn, naming how many samples and their positions.
+        on data with a few unfeaturizable rows, which count as uninformed predictions;
+        ``fit`` and ``predict`` then warn, naming how many samples and their positions.
     verbose : int, default=0
         0: silent. 1: one line per fit (epochs, best epoch, its validation score, time).
         2: skorch's per-epoch table and the early-stopping messages.
