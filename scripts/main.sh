@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/pip install -q -e .
+.venv/bin/pip install -q -c constraints-cpu.txt -e .
 .venv/bin/pip install -q --no-deps matbench==0.6
 .venv/bin/python -m sklearn_atomsets matbench "$@"

@@ -26,7 +26,7 @@ from ._featurizers import (
 )
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
 from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError, load_parent
-from ._sets import WeightedSet, as_sets
+from ._sets import FailedSet, WeightedSet, as_sets
 
 __all__ += [
     "PARENT_MODELS",
@@ -42,6 +42,7 @@ __all__ += [
     "MEGNetStructureFeaturizer",
     "clear_feature_cache",
     "set_feature_cache_limit",
+    "FailedSet",
     "WeightedSet",
     "as_sets",
     "CrystalGraphBatch",

@@ -5,31 +5,42 @@ parameters (so ``clone``, ``get_params``/``set_params``, ``GridSearchCV`` and pi
 as for any scikit-learn model). ``fit`` validates the input, packs all sets once, and then
 configures and trains a ``skorch`` net: the module, the optimizer (Adam), the criterion
 (MSE / cross-entropy), the batch iterator and the inner validation split are parameters of
-that net, and early stopping with restoration of the best epoch is skorch's own
-``EarlyStopping`` callback. The fitted net is ``net_``, its PyTorch module ``module_``.
+that net, the validation score is skorch's ``EpochScoring`` (on the predictions of the
+validation pass, no second forward pass), and early stopping with restoration of the best
+epoch is skorch's own ``EarlyStopping`` callback. The fitted net is ``net_``, its PyTorch
+module ``module_``.
+
+Hand-written parts that stay, and why: ``_PackedDataset`` / ``_SetBatches`` cut a batch of
+variable-size sets with one gather from arrays packed once (``PackedSets.rows_of``), where
+torch's ``DataLoader`` with a collate function would build every batch from per-material
+tensors in a Python loop (the difference between minutes and hours on MatBench).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import time
+import types
+import warnings
 
 import numpy as np
 import torch
 from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.metrics import mean_absolute_error, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping
+from skorch.callbacks import EarlyStopping, EpochScoring
 from skorch.dataset import ValidSplit
 
 from ._atomsets import ACTIVATIONS, READOUTS, AtomSetsModule
-from ._sets import _from_pandas, _is_table, as_packed_sets
+from ._sets import _from_pandas, _is_table, _take, as_packed_sets, find_missing
 from ._threads import torch_threads
 
 #: Regression losses (on standardised targets); classifiers train on cross-entropy.
@@ -92,27 +103,6 @@ class _SetBatches:
             yield self.base.batch(order[start : start + self.batch_size])
 
 
-class _ValidationScore(Callback):
-    """Score the validation batches that skorch already ran (no extra forward pass)."""
-
-    def __init__(self, name, score):
-        self.name = name
-        self.score = score
-
-    def on_epoch_begin(self, net, **kwargs):
-        self._pred, self._true = [], []
-
-    def on_batch_end(self, net, batch, training, y_pred=None, **kwargs):
-        if not training:
-            self._pred.append(y_pred.detach())
-            self._true.append(batch[1])
-
-    def on_epoch_end(self, net, **kwargs):
-        if self._pred:
-            net.history.record(self.name, self.score(torch.cat(self._true).numpy(), torch.cat(self._pred)))
-
-
-
 class _FiniteLoss(Callback):
     """Stop a fit whose training loss is no longer finite, with an error, instead of
     returning a model whose every prediction is NaN (a diverging fit, e.g. ``lr=1e10``)."""
@@ -126,24 +116,30 @@ class _FiniteLoss(Callback):
             )
 
 
-def _silent(*args, **kwargs):
-    """EarlyStopping's message sink when verbose=0."""
-
-
 def _require_y(estimator, y):
     if y is None:
         raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None.")
 
 
-def _scaled_mae(y_true, y_pred):
-    return mean_absolute_error(y_true, y_pred.numpy())
+# Validation scores for skorch's EpochScoring(use_caching=True): ``net.forward`` there
+# returns the predictions of the validation pass that skorch already ran (moved to the CPU),
+# and ``y`` is the validation targets as skorch batched them.
+def _mae_in_target_units(net, X, y, scale):
+    """MAE of standardised predictions, in the units of the original target (x target_scale_)."""
+    y_pred = net.forward(X, training=False).numpy().reshape(len(y), -1)
+    return float(np.mean(np.abs(y_pred - np.asarray(y).reshape(len(y), -1)) * scale))
 
 
-def _roc_auc(y_true, logits):
-    proba = torch.softmax(logits, dim=-1).numpy()
+def _roc_auc(net, X, y):
+    proba = torch.softmax(net.forward(X, training=False), dim=-1).numpy()
     if proba.shape[1] == 2:
-        return roc_auc_score(y_true, proba[:, 1])
-    return roc_auc_score(y_true, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
+        return roc_auc_score(y, proba[:, 1])
+    return roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
+
+
+def _positions(positions, limit=10):
+    shown = ", ".join(str(int(i)) for i in positions[:limit])
+    return shown + (f", ... ({len(positions) - limit} more)" if len(positions) > limit else "")
 
 
 def _readout_ok(value):
@@ -176,6 +172,7 @@ class _AtomSetsBase(BaseEstimator):
         "random_state": ["random_state"],
         "device": [str],
         "n_jobs": [numbers.Integral, None],
+        "handle_missing": [StrOptions({"error", "ignore"})],
         "verbose": ["verbose"],
     }
 
@@ -200,6 +197,7 @@ class _AtomSetsBase(BaseEstimator):
         random_state=None,
         device="cpu",
         n_jobs=None,
+        handle_missing="error",
         verbose=0,
     ):
         self.n_neurons = n_neurons
@@ -221,6 +219,7 @@ class _AtomSetsBase(BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.n_jobs = n_jobs
+        self.handle_missing = handle_missing
         self.verbose = verbose
 
     # -- validation -----------------------------------------------------------------------
@@ -234,6 +233,41 @@ class _AtomSetsBase(BaseEstimator):
         allowed = ("auto", *LOSSES) if isinstance(self, RegressorMixin) else ("auto", "cross_entropy")
         if self.loss not in allowed:
             raise ValueError(f"{type(self).__name__} cannot train with loss={self.loss!r}; choose from {list(allowed)}.")
+
+    def _split_missing(self, X, y=None, fitting=False):
+        """``X`` (and ``y``) without the samples that have no set, and the positions of those.
+
+        With ``handle_missing="error"`` nothing is dropped: a row that a featurizer's
+        ``transform`` marked as failed raises here with the featurizer's reason; other
+        missing values are refused by the usual validation.
+        """
+        positions, reasons = find_missing(X)
+        if not len(positions):
+            return X, y, positions
+        if self.handle_missing == "error":
+            if reasons:
+                first = min(reasons)
+                others = f" ({len(positions)} of the {len(_from_pandas(X))} samples have no set.)" if len(positions) > 1 else ""
+                raise ValueError(
+                    f"Sample {first} of X has no set: the featurizer could not featurize it ({reasons[first]}).{others} "
+                    "Drop or fix such rows, or pass handle_missing='ignore' to fit without them."
+                )
+            return X, y, positions[:0]
+        X = _from_pandas(X)
+        n = X.shape[0] if hasattr(X, "shape") else len(X)
+        if y is not None and len(y) != n:
+            raise ValueError(f"X has {n} samples but y has {len(y)}.")
+        keep = np.setdiff1d(np.arange(n), positions)
+        if fitting and not len(keep):
+            raise ValueError(f"None of the {n} samples of X has a set: nothing to fit.")
+        what = "fit skips them" if fitting else "their prediction is the training prior"
+        warnings.warn(
+            f"{type(self).__name__}: {len(positions)} of {n} samples have no set (rows the featurizer could "
+            f"not featurize), at positions {_positions(positions)}; {what} (handle_missing='ignore').",
+            UserWarning,
+            stacklevel=3 if fitting else 4,  # the user's call of fit / predict
+        )
+        return _take(X, keep), (None if y is None else _safe_indexing(y, keep)), positions
 
     def _pack(self, X, fitting):
         packed = as_packed_sets(X)
@@ -261,10 +295,10 @@ class _AtomSetsBase(BaseEstimator):
         if self.validation_fraction:
             train_split = ValidSplit(self.validation_fraction, stratified=stratified, random_state=seed)
             callbacks = [
-                ("valid_score", _ValidationScore(score_name, score)),
+                ("valid_score", EpochScoring(score, lower_is_better=lower_is_better, name=score_name, use_caching=True)),
                 ("early_stopping", EarlyStopping(
                     monitor=score_name, patience=self.patience, lower_is_better=lower_is_better,
-                    threshold=0.0, load_best=True, sink=print if self.verbose else _silent,
+                    threshold=0.0, load_best=True,  # its messages print at skorch's verbose only
                 )),
             ]
         return NeuralNet(
@@ -292,20 +326,47 @@ class _AtomSetsBase(BaseEstimator):
             train_split=train_split,
             callbacks=[*callbacks, ("finite_loss", _FiniteLoss())],
             device=self.device,
-            verbose=self.verbose,
+            verbose=int(self.verbose >= 2),  # skorch's per-epoch table
         )
 
     def _train(self, net, dataset, y_for_split, seed):
+        start = time.perf_counter()
         with torch.random.fork_rng(devices=[]), torch_threads(effective_n_jobs(self.n_jobs)):  # global RNG, threads restored
             torch.manual_seed(seed)
             net.fit(dataset, y_for_split)
+        self.net_ = net
+        if self.verbose == 1:
+            print(self._fit_summary(time.perf_counter() - start), flush=True)
         return net
 
+    def _fit_summary(self, seconds):
+        """verbose=1: one line per fit."""
+        line = f"{type(self).__name__}: {len(self.net_.history)} epochs"
+        if self.validation_fraction:
+            line += f", best epoch {self.best_epoch_} ({self._score_name} {self.best_validation_score_:.4g})"
+        return f"{line}, {seconds:.1f} s"
+
     def _forward(self, X):
+        """Outputs for the samples of X that have a set, and the positions of the others."""
         check_is_fitted(self, "net_")
+        X, _, missing = self._split_missing(X)
+        if len(missing) and not len(X):
+            return torch.zeros((0, len(self._prior))), missing
         dataset = _PackedDataset(self._pack(X, fitting=False))
         with torch.no_grad(), torch_threads(effective_n_jobs(self.n_jobs)):
-            return self.net_.forward(dataset, training=False).cpu()
+            return self.net_.forward(dataset, training=False).cpu(), missing
+
+    @staticmethod
+    def _with_prior(out, missing, prior):
+        """Rows of ``out`` with the ``prior`` row put in at the ``missing`` positions."""
+        if not len(missing):
+            return out
+        full = np.empty((len(out) + len(missing), *out.shape[1:]), dtype=out.dtype)
+        present = np.ones(len(full), dtype=bool)
+        present[missing] = False
+        full[present] = out
+        full[~present] = prior
+        return full
 
     @property
     def module_(self):
@@ -315,18 +376,17 @@ class _AtomSetsBase(BaseEstimator):
 
     @property
     def best_epoch_(self):
-        """Epoch (1-based) whose weights were kept; the last one without early stopping."""
+        """Epoch (1-based) whose weights were kept (skorch's ``EarlyStopping.best_epoch_``);
+        the last one without a validation split."""
         check_is_fitted(self, "net_")
-        history = self.net_.history
         if not self.validation_fraction:
-            return len(history)
-        scores = history[:, self._score_name]
-        pick = np.argmin if self._lower_is_better else np.argmax
-        return int(pick(scores)) + 1
+            return len(self.net_.history)
+        return int(dict(self.net_.callbacks_)["early_stopping"].best_epoch_)
 
     @property
     def best_validation_score_(self):
-        """Validation score (MAE, or ROC-AUC for classifiers) of the kept epoch; None without a validation split."""
+        """Validation score of the kept epoch (regressors: MAE in the units of ``y``;
+        classifiers: ROC-AUC); None without a validation split."""
         check_is_fitted(self, "net_")
         if not self.validation_fraction:
             return None
@@ -378,8 +438,21 @@ _DOC_PARAMS = """
         1 unless in a :func:`joblib.parallel_backend` context, -1 all cores. The networks
         are small, so one thread loses little on a quiet machine and is much faster on a
         busy one, where OpenMP threads stall each other.
+    handle_missing : {"error", "ignore"}, default="error"
+        What to do with samples that have no set: a row a featurizer could not featurize
+        (NaN in ``featurize_dataframe``'s output, a :class:`FailedSet` in ``transform``'s,
+        e.g. a structure with an atom without neighbours within the cutoff), None, or an
+        all-NaN row of a table. "error": ``fit`` and ``predict`` raise, naming the sample and
+        the featurizer's reason. "ignore": ``fit`` trains without them and ``predict`` gives
+        them the training prior -- the mean target for regressors, the class frequencies of
+        ``y`` for classifiers (what :class:`~sklearn.dummy.DummyRegressor` and
+        ``DummyClassifier(strategy="prior")`` predict) -- so a ``Pipeline`` of featurizer
+        and estimator can be fitted and scored by ``cross_val_score`` or ``GridSearchCV``
+        on data with a few unfeaturizable rows, which count as uninformed predictions;
+        ``fit`` and ``predict`` then warn, naming how many samples and their positions.
     verbose : int, default=0
-        1 prints skorch's per-epoch table.
+        0: silent. 1: one line per fit (epochs, best epoch, its validation score, time).
+        2: skorch's per-epoch table and the early-stopping messages.
 """
 
 
@@ -390,20 +463,27 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
     ``X`` is a sequence of :class:`WeightedSet` (feature rows such as V0/V1 of the frozen
     MEGNet, or atomic numbers for the trainable embedding), or a 2-D array read as one-row
     sets. Targets are standardised inside and predictions returned in the original units;
-    early stopping watches the validation MAE.
+    early stopping watches the validation MAE, which is reported in the original units too
+    (the history's ``valid_mae_in_y_units``; its ``train_loss`` / ``valid_loss`` are the
+    training loss on the standardised target).
 """
         + _DOC_PARAMS
         + """
     Attributes
     ----------
     net_ : skorch.NeuralNet
-        The trained net (``net_.history`` holds losses and validation MAE per epoch).
+        The trained net. ``net_.history`` holds per epoch the losses (on the standardised
+        target) and ``valid_mae_in_y_units``, the validation MAE in the units of ``y``.
     module_ : AtomSetsModule
     n_features_in_ : int
         Row width (feature mode only).
     input_kind_ : {"features", "atomic_numbers"}
     target_mean_, target_scale_ : ndarray
         The target standardisation.
+    best_epoch_ : int
+        Epoch whose weights were kept.
+    best_validation_score_ : float or None
+        Validation MAE of that epoch, in the units of ``y``.
 
     Examples
     --------
@@ -420,7 +500,7 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
     """
     )
 
-    _score_name = "valid_mae"
+    _score_name = "valid_mae_in_y_units"
     _lower_is_better = True
 
     def __sklearn_tags__(self):
@@ -432,6 +512,7 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         """Train on sets ``X`` and targets ``y`` (raw units: eV, GPa, log10 GPa, ...)."""
         self._check_params()
         _require_y(self, y)
+        X, y, _ = self._split_missing(X, y, fitting=True)
         packed = self._pack(X, fitting=True)
         y = self._check_targets(y, packed.n_sets)
         self._y_ndim = y.ndim
@@ -441,9 +522,14 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         self.target_scale_ = np.where(scale > 0, scale, 1.0)
         scaled = ((y2 - self.target_mean_) / self.target_scale_).astype(np.float32)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        net = self._net(scaled.shape[1], LOSSES[self.loss if self.loss != "auto" else "mse"], self._score_name, _scaled_mae, True, seed, False)
+        score = functools.partial(_mae_in_target_units, scale=self.target_scale_)
+        net = self._net(scaled.shape[1], LOSSES[self.loss if self.loss != "auto" else "mse"], self._score_name, score, True, seed, False)
         self.net_ = self._train(net, _PackedDataset(packed, scaled), None, seed)
         return self
+
+    @property
+    def _prior(self):
+        return self.target_mean_
 
     @staticmethod
     def _check_targets(y, n_samples):
@@ -461,8 +547,10 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         return y
 
     def predict(self, X):
-        """Predicted targets in the units of ``y``."""
-        out = self._forward(X).numpy().astype(np.float64) * self.target_scale_ + self.target_mean_
+        """Predicted targets in the units of ``y`` (see ``handle_missing`` for samples without a set)."""
+        out, missing = self._forward(X)
+        out = out.numpy().astype(np.float64) * self.target_scale_ + self.target_mean_
+        out = self._with_prior(out, missing, self._prior)
         return out.ravel() if self._y_ndim == 1 else out
 
 
@@ -478,8 +566,15 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
     Attributes
     ----------
     classes_ : ndarray
+    class_prior_ : ndarray
+        Frequency of each class in ``y`` (the prediction for samples without a set when
+        ``handle_missing="ignore"``).
     net_ : skorch.NeuralNet
+        ``net_.history`` holds per epoch the losses and ``valid_roc_auc``.
     module_ : AtomSetsModule
+    best_epoch_ : int
+    best_validation_score_ : float or None
+        Validation ROC-AUC of the kept epoch.
 
     Examples
     --------
@@ -503,6 +598,7 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
         """Train on sets ``X`` and class labels ``y``."""
         self._check_params()
         _require_y(self, y)
+        X, y, _ = self._split_missing(X, y, fitting=True)
         packed = self._pack(X, fitting=True)
         y = column_or_1d(y, warn=True)
         if len(y) != packed.n_sets:
@@ -518,6 +614,7 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
         if len(self.classes_) < 2:
             raise ValueError(f"Classification needs at least 2 classes; y has 1 class: {self.classes_.tolist()}.")
         codes = encoder.transform(y).astype(np.int64)
+        self.class_prior_ = np.bincount(codes, minlength=len(self.classes_)) / len(codes)
         if self.validation_fraction:
             n_valid = int(np.ceil(self.validation_fraction * len(codes)))
             smallest = np.bincount(codes).min()
@@ -534,8 +631,14 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
         return self
 
     def predict_proba(self, X):
-        """Class probabilities, columns in the order of ``classes_``."""
-        return torch.softmax(self._forward(X), dim=-1).numpy().astype(np.float64)
+        """Class probabilities, columns in the order of ``classes_`` (see ``handle_missing``
+        for samples without a set)."""
+        out, missing = self._forward(X)
+        return self._with_prior(torch.softmax(out, dim=-1).numpy().astype(np.float64), missing, self._prior)
+
+    @property
+    def _prior(self):
+        return self.class_prior_
 
     def predict(self, X):
         """Most probable class of each sample."""
@@ -555,19 +658,30 @@ _MLPF_HEAD = """The paper's MLP-f model: an MLP on the fixed-length readout vect
 """
 
 
+def _with_defaults(init, **defaults):
+    """A copy of ``init`` with some defaults changed.
+
+    scikit-learn reads an estimator's parameters and defaults from its ``__init__``
+    signature, so MLP-f, which differs from AtomSets by one default, needs an ``__init__`` of
+    its own; copying the base's keeps the parameter list and its other defaults in one
+    place instead of repeating all of them.
+    """
+    code = init.__code__
+    names = code.co_varnames[: code.co_argcount][-len(init.__defaults__) :]
+    unknown = set(defaults) - set(names)
+    if unknown:
+        raise TypeError(f"{init.__qualname__} has no parameters {sorted(unknown)}")
+    copy = types.FunctionType(
+        code, init.__globals__, init.__name__,
+        tuple(defaults.get(name, value) for name, value in zip(names, init.__defaults__)), init.__closure__,
+    )
+    copy.__kwdefaults__ = init.__kwdefaults__
+    copy.__doc__ = init.__doc__
+    return copy
+
+
 class _MLPfMixin:
-    def __init__(self, n_neurons=(64, 64), n_neurons_final=(), readout="mean", n_set2set_steps=3,
-                 activation="relu", dropout=0.0, embedding_dim=32, n_elements=95, optimizer=torch.optim.Adam,
-                 lr=1e-3, weight_decay=0.0, loss="auto", batch_size=128, max_epochs=1000, patience=200,
-                 validation_fraction=0.1, random_state=None, device="cpu", n_jobs=None, verbose=0):
-        super().__init__(
-            n_neurons=n_neurons, n_neurons_final=n_neurons_final, readout=readout,
-            n_set2set_steps=n_set2set_steps, activation=activation, dropout=dropout,
-            embedding_dim=embedding_dim, n_elements=n_elements, optimizer=optimizer, lr=lr,
-            weight_decay=weight_decay, loss=loss, batch_size=batch_size, max_epochs=max_epochs, patience=patience,
-            validation_fraction=validation_fraction, random_state=random_state, device=device, n_jobs=n_jobs,
-            verbose=verbose,
-        )
+    __init__ = _with_defaults(_AtomSetsBase.__init__, n_neurons_final=())
 
     def _pack(self, X, fitting):
         if not _is_table(_from_pandas(X)):

@@ -107,6 +107,12 @@ def find_matbench_data(task):
     return None, False
 
 
+# The folds are not rebuilt: they are read from the validation file of the matbench
+# package, as its task objects (matbench.task.MatbenchTask) read them. Those objects are
+# not used because they load the data only through matminer's default location (no
+# data_home, none of the approximate copies in approx/, no composition-only files), and
+# importing them (monty, matminer's conversions) took 22 s on the shared 2-core machine;
+# tests/test_matbench.py checks that our folds are the task objects' folds.
 def _official_folds():
     spec = importlib.util.find_spec("matbench")
     if spec is None or not spec.submodule_search_locations:

@@ -280,6 +280,10 @@ def _shipped_copies(entry: _Registered):
             yield Path(root) / relpath
 
 
+# Not pooch: pooch checks the hash of the downloaded file, and megnet publishes no hash of
+# its archive, only the models inside it are registered (with their sha256); what pooch
+# would take over is the urlopen-with-timeout below, at the cost of a dependency, while the
+# member checks and the atomic two-file move (.json last) would stay ours.
 def _download(entry: _Registered, model_dir: Path, url: str, timeout: float) -> Path:
     """Fetch megnet's model archive, check the member's sha256, move it in atomically."""
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,105 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PackedSets", "WeightedSet", "as_packed_sets", "as_sets", "pack_sets"]
+__all__ = ["FailedSet", "PackedSets", "WeightedSet", "as_packed_sets", "as_sets", "pack_sets"]
+
+
+class FailedSet(float):
+    """The set of a row that a featurizer could not featurize: NaN that keeps the reason.
+
+    A featurizer's ``transform`` (what a :class:`~sklearn.pipeline.Pipeline` calls) puts one
+    in place of each row it could not featurize. It is a float NaN to everything else
+    (``np.isnan``, ``pd.isna``, arithmetic, pickling), so code that looks for NaN sees a
+    missing value; the AtomSets estimators also read :attr:`reason`, so their error names the
+    featurizer's message, and ``handle_missing="ignore"`` skips the row (see
+    :class:`AtomSetsRegressor`). ``featurize_dataframe`` keeps matminer's plain NaN plus
+    error column.
+
+    Parameters
+    ----------
+    reason : str
+        Why the row has no set, as the featurizer reported it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_atomsets import FailedSet
+    >>> missing = FailedSet("row 0: GraphConstructionError: no neighbour within the cutoff")
+    >>> bool(np.isnan(missing)), missing.reason.split(": ")[1]
+    (True, 'GraphConstructionError')
+    """
+
+    def __new__(cls, reason):
+        self = super().__new__(cls, "nan")
+        self.reason = str(reason)
+        return self
+
+    def __repr__(self):
+        return f"FailedSet({self.reason!r})"
+
+    def __reduce__(self):
+        return (FailedSet, (self.reason,))
+
+
+def _is_missing(item):
+    """A sample without a set: None, NaN (a :class:`FailedSet` too), or a row of them (what
+    ``transform`` gives for a fixed-length feature row that failed)."""
+    if item is None or (isinstance(item, numbers.Real) and np.isnan(item)):
+        return True
+    if isinstance(item, (list, tuple)) and item:
+        return all(v is None or (isinstance(v, numbers.Real) and np.isnan(v)) for v in item)
+    if isinstance(item, np.ndarray) and item.ndim == 1 and item.size and item.dtype.kind in "fO":
+        return all(_is_missing(v) for v in item)
+    return False
+
+
+def _reason(item):
+    """The featurizer's message for a missing sample, if it left one."""
+    if isinstance(item, FailedSet):
+        return item.reason
+    if isinstance(item, (list, tuple, np.ndarray)) and len(item) and isinstance(item[0], FailedSet):
+        return item[0].reason
+    return None
+
+
+def find_missing(X):
+    """Positions of the samples of ``X`` that have no set, and the featurizer's reasons.
+
+    A sample is missing when it is None or NaN (a row the featurizer could not handle:
+    NaN in ``featurize_dataframe``'s output, a :class:`FailedSet` in ``transform``'s), or,
+    in a table, a row that is entirely NaN. Returns ``(positions, reasons)``: an int array
+    and a dict position -> message for the rows whose featurizer left one.
+    """
+    import scipy.sparse
+
+    X = _from_pandas(X)
+    if scipy.sparse.issparse(X):
+        return np.zeros(0, dtype=np.int64), {}
+    if isinstance(X, np.ndarray) and X.dtype != object:
+        if X.ndim == 2 and X.dtype.kind == "f" and X.shape[1]:
+            return np.flatnonzero(np.isnan(X).all(axis=1)), {}
+        return np.zeros(0, dtype=np.int64), {}
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == 1:
+        X = X[:, 0]
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
+        return np.zeros(0, dtype=np.int64), {}
+    positions, reasons = [], {}
+    for i, item in enumerate(X):
+        if _is_missing(item):
+            positions.append(i)
+            reason = _reason(item)
+            if reason is not None:
+                reasons[i] = reason
+    return np.asarray(positions, dtype=np.int64), reasons
+
+
+def _take(X, positions):
+    """The samples of ``X`` at ``positions`` (X as :func:`_from_pandas` leaves it)."""
+    import scipy.sparse
+
+    if isinstance(X, np.ndarray) or scipy.sparse.issparse(X):
+        return X[positions]
+    return [X[i] for i in positions]
 
 
 class WeightedSet:
@@ -159,8 +257,13 @@ def _from_pandas(X):
         X = X.iloc[:, 0] if X.shape[1] == 1 and X.dtypes.iloc[0] == object else X.to_numpy()
     if isinstance(X, pd.Series):
         X = X.to_numpy()
-    if isinstance(X, list) and X and isinstance(X[0], (list, tuple)) and len(X[0]) == 1 and isinstance(X[0][0], WeightedSet):
-        X = [row[0] if isinstance(row, (list, tuple)) and len(row) == 1 else row for row in X]
+    if (
+        isinstance(X, list)
+        and all(isinstance(row, (list, tuple)) and len(row) == 1 for row in X)
+        and any(isinstance(row[0], WeightedSet) for row in X)
+    ):
+        # every row is checked, not only the first: its row may be a failure (NaN)
+        X = [row[0] for row in X]
     return X
 
 
@@ -210,9 +313,15 @@ def as_sets(X):
             sets.append(item)
             continue
         if item is None or (isinstance(item, numbers.Real) and np.isnan(item)):
+            if isinstance(item, FailedSet):
+                raise ValueError(
+                    f"Sample {i} of X has no set: the featurizer could not featurize it ({item.reason}). "
+                    "Drop it or fix it, or pass handle_missing='ignore' to the estimator."
+                )
             raise ValueError(
                 f"Sample {i} has no set ({_describe(item) if item is None else 'NaN'}): a row the "
-                "featurizer could not handle? Drop it or fix it before fitting."
+                "featurizer could not handle? Drop it or fix it before fitting, or pass "
+                "handle_missing='ignore' to the estimator."
             )
         try:
             sets.append(WeightedSet(np.asarray(item)))
@@ -288,7 +397,10 @@ def _is_table(X):
     if isinstance(X, np.ndarray):
         return X.dtype != object or (X.ndim == 2 and X.shape[1] != 1)
     if isinstance(X, (list, tuple)):
-        return len(X) > 0 and isinstance(X[0], (list, tuple, numbers.Number))
+        # judged on the first present sample: a failed row (NaN) comes as a number in a
+        # sequence of sets too
+        first = next((item for item in X if not _is_missing(item)), None)
+        return first is not None and isinstance(first, (list, tuple, numbers.Number))
     return hasattr(X, "__array__")
 
 

@@ -74,7 +74,7 @@ def test_early_stopping_restores_the_best_epoch(data):
     model = AtomSetsRegressor(max_epochs=400, patience=5, lr=3e-2, random_state=1).fit(X, y)
     history = model.net_.history
     assert len(history) < 400  # stopped early
-    scores = history[:, "valid_mae"]
+    scores = history[:, "valid_mae_in_y_units"]
     assert len(history) - model.best_epoch_ == 5
     assert min(scores) == scores[model.best_epoch_ - 1] == model.best_validation_score_
     assert AtomSetsRegressor(max_epochs=3, validation_fraction=None).fit(X, y).best_validation_score_ is None

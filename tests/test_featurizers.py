@@ -345,14 +345,6 @@ def test_batching_sends_many_structures_per_forward_pass(pymatgen_structures, mo
     assert calls == [len(many)]
 
 
-def test_progress_bar_on_runs_longer_than_a_batch(pymatgen_structures, capsys):
-    structures = small_structures(pymatgen_structures)
-    MEGNetStructureFeaturizer(batch_size=4).featurize_many(structures, pbar=True)
-    assert "MEGNetStructureFeaturizer" in capsys.readouterr().err
-    MEGNetStructureFeaturizer(batch_size=4, cache=False).featurize_many(structures, pbar=False)
-    assert "MEGNetStructureFeaturizer" not in capsys.readouterr().err
-
-
 def test_n_jobs_sets_torch_threads_for_the_forward_pass_only(pymatgen_structures, monkeypatch):
     seen = []
     original = MEGNetEncoder.encode

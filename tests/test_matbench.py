@@ -13,7 +13,7 @@ from sklearn_atomsets._baseline import CorrelationFilter, MissingColumnFilter, a
 from sklearn_atomsets._benchmark import MODELS, TrainingSettings, make_model, models_for, run_matbench_task
 from sklearn_atomsets._matbench import MATBENCH_TASKS, load_matbench_composition_task, load_matbench_task
 
-from .conftest import needs_matbench
+from .conftest import SHARED_MATBENCH, needs_matbench
 
 pytestmark = needs_matbench
 
@@ -34,6 +34,21 @@ def test_folds_match_the_validation_file_ids():
     official = _matbench._official_folds()["splits"]["matbench_expt_is_metal"]["fold_2"]["test"]
     assert list(task.inputs.index[task.folds[2][1]]) == official
     assert task.targets.dtype == bool
+
+
+@pytest.mark.slow
+def test_folds_are_those_of_the_matbench_task_objects(monkeypatch):
+    monkeypatch.setenv("MATMINER_DATA", str(SHARED_MATBENCH))
+    from matbench.task import MatbenchTask
+
+    official = MatbenchTask("matbench_steels", autoload=False)
+    official.load()
+    task = load_matbench_task("matbench_steels", download=False)
+    for fold in range(5):
+        train, test = task.folds[fold]
+        assert list(task.inputs.index[train]) == list(official.get_train_and_val_data(fold)[0].index)
+        assert list(task.inputs.index[test]) == list(official.get_test_data(fold).index)
+        np.testing.assert_array_equal(task.targets.iloc[test], official.get_test_data(fold, include_target=True)[1])
 
 
 def test_approximate_structures_are_flagged():
