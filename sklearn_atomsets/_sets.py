@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PackedSets", "WeightedSet", "as_packed_sets", "as_sets", "pack_sets"]
+__all__ = ["PackedSets", "WeightedSet", "as_packed_sets", "as_sets", "merge_equal_rows", "pack_sets", "row_table"]
 
 
 class WeightedSet:
@@ -266,3 +266,117 @@ def as_packed_sets(X):
         rows = check_array(X, dtype=np.float32, accept_sparse=False, ensure_2d=True)
         return PackedSets(rows, np.ones(len(rows), np.float32), np.arange(len(rows) + 1, dtype=np.int64))
     return pack_sets(as_sets(X))
+
+
+
+#: Rows of one set merge when every feature differs by at most ``ROW_RTOL`` times the largest
+#: absolute feature value of the data (about 12 float32 ulps of it). Measured on the V1 sets
+#: of all 4764 MatBench dielectric crystals (largest value 6.6): 93 % of symmetry-equivalent
+#: site pairs agree within 1e-6 and 96 % within 1e-5 (float32 sums in another order), the
+#: rest differ by up to 2e-3 (approximately symmetric crystals). With this tolerance the
+#: 80,487 rows become 32,763; exact equality would keep 79,983.
+ROW_RTOL = 1.5e-6
+
+#: Bound on the (sets, rows, rows) distance block computed at once by ``merge_equal_rows``.
+_PAIR_BLOCK = 1 << 22
+
+
+def _leaders(features, offsets, tolerance):
+    """For each row, the first row of its set within ``tolerance`` (max over features)."""
+    lengths = np.diff(offsets)
+    leader = np.arange(len(features))
+    for n in np.unique(lengths[lengths > 1]):
+        starts = offsets[:-1][lengths == n]
+        for chunk in range(0, len(starts), max(1, _PAIR_BLOCK // (n * n))):
+            block = starts[chunk : chunk + max(1, _PAIR_BLOCK // (n * n))]
+            rows = features[block[:, None] + np.arange(n)]  # (sets, n, d) or (sets, n)
+            if rows.ndim == 2:
+                close = rows[:, :, None] == rows[:, None, :]
+            else:
+                distance = np.zeros((len(block), n, n), dtype=rows.dtype)
+                for k in range(rows.shape[2]):
+                    column = rows[:, :, k]
+                    np.maximum(distance, np.abs(column[:, :, None] - column[:, None, :]), out=distance)
+                close = distance <= tolerance
+            leader[block[:, None] + np.arange(n)] = block[:, None] + close.argmax(axis=2)
+    return leader
+
+
+def merge_equal_rows(packed, rtol=ROW_RTOL):
+    """Merge the rows of each set that are equal (within a tolerance), summing their weights.
+
+    Both AtomSets readouts are unchanged by this: the weighted mean (eq. 4) and the weighted
+    set2set attention ``w_i exp(e_i)`` (eqs. 5-9) see one row of weight ``w_i + w_j``
+    exactly as two equal rows. A crystal's symmetry-equivalent sites become one row
+    weighted by the orbit size, and a structure's V0 rows one row per element.
+
+    Float rows merge with the first row of their set whose every feature is within
+    ``rtol * max|features|`` (see ``ROW_RTOL``); atomic numbers only when equal. The kept
+    row is that first row, so no feature moves by more than the tolerance.
+
+    Returns a new :class:`PackedSets`: the same sets, in the same order, with fewer rows.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import WeightedSet
+    >>> from sklearn_atomsets._sets import merge_equal_rows, pack_sets
+    >>> packed = pack_sets([WeightedSet([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0]]), WeightedSet([[1.0, 2.0]])])
+    >>> merged = merge_equal_rows(packed)
+    >>> merged.features.tolist(), merged.weights.tolist(), merged.offsets.tolist()
+    ([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0]], [2.0, 1.0, 1.0], [0, 2, 3])
+    """
+    features = packed.features
+    tolerance = rtol * float(np.abs(features).max()) if features.ndim == 2 and features.size else 0.0
+    leader = _leaders(features, packed.offsets, tolerance)
+    kept, group = np.unique(leader, return_inverse=True)  # leaders are sorted: sets stay in order
+    weights = np.bincount(group.reshape(-1), weights=packed.weights, minlength=len(kept)).astype(np.float32)
+    counts = np.bincount(np.repeat(np.arange(packed.n_sets), packed.lengths)[kept], minlength=packed.n_sets)
+    return PackedSets(features[kept], weights, np.concatenate([[0], np.cumsum(counts)]))
+
+
+def _groups(keys):
+    """Group equal rows of an int64 array: ``first`` (first row of each group, in order of
+    appearance) and ``inverse`` (group of every row). Rows are hashed to one int64 for a
+    fast sort; the grouping is then checked, and a hash collision falls back to an exact
+    sort."""
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    multipliers = np.random.default_rng(20211130).integers(1, 2**62, size=keys.shape[1], dtype=np.int64) | 1
+    with np.errstate(over="ignore"):
+        hashed = keys @ multipliers  # integer matmul wraps around: a hash of the row
+    order = np.argsort(hashed, kind="stable")
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = hashed[order[1:]] != hashed[order[:-1]]
+    first = order[starts]  # stable sort: the first row of each group
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.cumsum(starts) - 1
+    if not (keys == keys[first[inverse]]).all():  # a collision grouped different rows
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    rank = np.argsort(first, kind="stable")
+    relabel = np.empty_like(rank)
+    relabel[rank] = np.arange(len(rank))
+    return first[rank], relabel[inverse]
+
+
+def row_table(features):
+    """The distinct rows of ``features`` (bit for bit) and the index of each row into them.
+
+    ``table[index]`` equals ``features``. Across a whole dataset V0 has at most one row per
+    element, so the per-row network need only run on the table.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_atomsets._sets import row_table
+    >>> table, index = row_table(np.array([8, 26, 8, 8, 1]))
+    >>> table.tolist(), index.tolist()
+    ([8, 26, 1], [0, 1, 0, 0, 2])
+    """
+    if features.ndim == 1:
+        keys = features[:, None].astype(np.int64)
+    else:
+        keys = (features + np.float32(0)).view(np.int32).astype(np.int64)  # + 0 makes -0.0 0.0
+    first, inverse = _groups(keys)
+    return features[first], inverse
