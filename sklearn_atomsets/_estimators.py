@@ -84,9 +84,11 @@ class _PackedDataset(torch.utils.data.Dataset):
         if _MERGE_ROWS:
             packed = merge_equal_rows(packed)
             features = packed.features
-            table, index = row_table(features)
-            if len(table) <= _TABLE_FRACTION * len(index):
-                features, self.index = table, index
+            sample = features[np.random.default_rng(0).choice(len(features), min(len(features), 2000), replace=False)]
+            if len(row_table(sample)[0]) <= _TABLE_FRACTION * len(sample):  # worth a table (V0, elements)
+                table, index = row_table(features)
+                if len(table) <= _TABLE_FRACTION * len(index):
+                    features, self.index = table, index
         self.packed = packed
         # torch refuses to share read-only memory (a memory-mapped X, say) without a warning
         self.features = torch.from_numpy(np.require(features, requirements="W"))

@@ -271,34 +271,77 @@ def as_packed_sets(X):
 
 #: Rows of one set merge when every feature differs by at most ``ROW_RTOL`` times the largest
 #: absolute feature value of the data (about 12 float32 ulps of it). Measured on the V1 sets
-#: of all 4764 MatBench dielectric crystals (largest value 6.6): 93 % of symmetry-equivalent
-#: site pairs agree within 1e-6 and 96 % within 1e-5 (float32 sums in another order), the
-#: rest differ by up to 2e-3 (approximately symmetric crystals). With this tolerance the
-#: 80,487 rows become 32,763; exact equality would keep 79,983.
+#: of the MatBench dielectric crystals: 93 % of symmetry-equivalent site pairs (spglib,
+#: symprec 1e-3; first 400 crystals) agree within 1e-6 and 96 % within 1e-5 (float32 sums in
+#: another order); the rest differ by up to 2e-3 (crystals symmetric only approximately) and
+#: stay apart. Over all 4764 crystals (largest |value| 7.65: tolerance 1.15e-5) the 80,487
+#: rows become 32,629; exact equality would keep 79,983.
 ROW_RTOL = 1.5e-6
 
-#: Bound on the (sets, rows, rows) distance block computed at once by ``merge_equal_rows``.
+#: Bound on the (groups, rows, rows) distance block computed at once by ``merge_equal_rows``.
 _PAIR_BLOCK = 1 << 22
+#: Groups larger than this are split by peeling off the rows close to their first row.
+_PAIRWISE_MAX = 64
+
+
+def _first_close(rows, offsets, tolerance):
+    """For each row, a row of its group (``offsets``) within ``tolerance`` (the largest
+    difference over features), as an index into ``rows``: the first such row for small
+    groups; in large groups, the first row not yet taken."""
+    lengths = np.diff(offsets)
+    leader = np.arange(len(rows))
+    for n in np.unique(lengths[lengths > 1]):
+        starts = offsets[:-1][lengths == n]
+        if n > _PAIRWISE_MAX:  # few large groups (one element over a data set, say)
+            for start in starts:
+                left = np.arange(start, start + n)
+                for _ in range(_PAIRWISE_MAX):  # the rest of a run this mixed stays unmerged
+                    close = np.abs(rows[left] - rows[left[0]]).max(axis=1) <= tolerance
+                    leader[left[close]] = left[0]
+                    left = left[~close]
+                    if not len(left):
+                        break
+            continue
+        per_block = max(1, _PAIR_BLOCK // (n * n))
+        for chunk in range(0, len(starts), per_block):
+            block = starts[chunk : chunk + per_block, None] + np.arange(n)
+            group = rows[block]  # (groups, n, d)
+            distance = np.zeros((len(block), n, n), dtype=group.dtype)
+            for k in range(group.shape[2]):
+                column = group[:, :, k]
+                np.maximum(distance, np.abs(column[:, :, None] - column[:, None, :]), out=distance)
+            leader[block] = block[:, :1] + (distance <= tolerance).argmax(axis=2)
+    return leader
 
 
 def _leaders(features, offsets, tolerance):
-    """For each row, the first row of its set within ``tolerance`` (max over features)."""
-    lengths = np.diff(offsets)
-    leader = np.arange(len(features))
-    for n in np.unique(lengths[lengths > 1]):
-        starts = offsets[:-1][lengths == n]
-        for chunk in range(0, len(starts), max(1, _PAIR_BLOCK // (n * n))):
-            block = starts[chunk : chunk + max(1, _PAIR_BLOCK // (n * n))]
-            rows = features[block[:, None] + np.arange(n)]  # (sets, n, d) or (sets, n)
-            if rows.ndim == 2:
-                close = rows[:, :, None] == rows[:, None, :]
-            else:
-                distance = np.zeros((len(block), n, n), dtype=rows.dtype)
-                for k in range(rows.shape[2]):
-                    column = rows[:, :, k]
-                    np.maximum(distance, np.abs(column[:, :, None] - column[:, None, :]), out=distance)
-                close = distance <= tolerance
-            leader[block[:, None] + np.arange(n)] = block[:, None] + close.argmax(axis=2)
+    """For each row, the row of its set it merges into: a row within ``tolerance``.
+
+    Rows are projected on a random direction and sorted within their set; rows within the
+    tolerance project within ``tolerance * sum|direction|`` (plus rounding) of each other,
+    so they lie in one run of the sorted projections whose gaps are all that small. Only
+    rows of a run are compared: distinct rows rarely share a run, so the cost stays near
+    that of one sort.
+    """
+    rows = features[:, None] if features.ndim == 1 else features
+    segment = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    direction = np.random.default_rng(20211130).uniform(0.5, 1.0, size=rows.shape[1])
+    direction *= np.where(np.arange(rows.shape[1]) % 2, -1.0, 1.0)
+    projection = (rows @ direction.astype(np.float32) if rows.dtype == np.float32 else rows @ direction).astype(np.float64)
+    span = float(np.ptp(projection)) + 1.0 if len(projection) else 1.0
+    key = projection + segment * span  # sets stay in order; rows sorted within each set
+    # slack for rounding in the float32 dot products and the shift by segment * span; a
+    # close pair that rounding still puts apart just stays unmerged, which is exact
+    bound = (tolerance * np.abs(direction).sum() * (1 + 1e-6) + (1e-6 if tolerance else 1e-7) * float(np.abs(projection).max(initial=0))
+             + 4e-16 * float(np.abs(key).max(initial=0)))
+    order = np.argsort(key, kind="stable")
+    new_run = np.ones(len(order), dtype=bool)
+    new_run[1:] = (segment[order[1:]] != segment[order[:-1]]) | (key[order[1:]] - key[order[:-1]] > bound)
+    run = np.cumsum(new_run) - 1
+    order = order[np.argsort(run * len(order) + order, kind="stable")]  # each run in row order
+    run_offsets = np.concatenate([np.flatnonzero(new_run), [len(order)]])
+    leader = np.empty(len(order), dtype=np.int64)
+    leader[order] = order[_first_close(rows[order], run_offsets, tolerance)]
     return leader
 
 
@@ -310,9 +353,10 @@ def merge_equal_rows(packed, rtol=ROW_RTOL):
     exactly as two equal rows. A crystal's symmetry-equivalent sites become one row
     weighted by the orbit size, and a structure's V0 rows one row per element.
 
-    Float rows merge with the first row of their set whose every feature is within
-    ``rtol * max|features|`` (see ``ROW_RTOL``); atomic numbers only when equal. The kept
-    row is that first row, so no feature moves by more than the tolerance.
+    A float row merges into an earlier row of its set (the first, for sets of a few dozen
+    equal rows) whose every feature is within ``rtol * max|features|`` (see ``ROW_RTOL``);
+    atomic numbers only when equal. The kept row is one of the merged rows, so no feature
+    moves by more than the tolerance.
 
     Returns a new :class:`PackedSets`: the same sets, in the same order, with fewer rows.
 
@@ -334,34 +378,8 @@ def merge_equal_rows(packed, rtol=ROW_RTOL):
     return PackedSets(features[kept], weights, np.concatenate([[0], np.cumsum(counts)]))
 
 
-def _groups(keys):
-    """Group equal rows of an int64 array: ``first`` (first row of each group, in order of
-    appearance) and ``inverse`` (group of every row). Rows are hashed to one int64 for a
-    fast sort; the grouping is then checked, and a hash collision falls back to an exact
-    sort."""
-    n = len(keys)
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    multipliers = np.random.default_rng(20211130).integers(1, 2**62, size=keys.shape[1], dtype=np.int64) | 1
-    with np.errstate(over="ignore"):
-        hashed = keys @ multipliers  # integer matmul wraps around: a hash of the row
-    order = np.argsort(hashed, kind="stable")
-    starts = np.ones(n, dtype=bool)
-    starts[1:] = hashed[order[1:]] != hashed[order[:-1]]
-    first = order[starts]  # stable sort: the first row of each group
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.cumsum(starts) - 1
-    if not (keys == keys[first[inverse]]).all():  # a collision grouped different rows
-        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-    rank = np.argsort(first, kind="stable")
-    relabel = np.empty_like(rank)
-    relabel[rank] = np.arange(len(rank))
-    return first[rank], relabel[inverse]
-
-
 def row_table(features):
-    """The distinct rows of ``features`` (bit for bit) and the index of each row into them.
+    """The distinct rows of ``features`` (equal values) and the index of each row into them.
 
     ``table[index]`` equals ``features``. Across a whole dataset V0 has at most one row per
     element, so the per-row network need only run on the table.
@@ -374,9 +392,6 @@ def row_table(features):
     >>> table.tolist(), index.tolist()
     ([8, 26, 1], [0, 1, 0, 0, 2])
     """
-    if features.ndim == 1:
-        keys = features[:, None].astype(np.int64)
-    else:
-        keys = (features + np.float32(0)).view(np.int32).astype(np.int64)  # + 0 makes -0.0 0.0
-    first, inverse = _groups(keys)
-    return features[first], inverse
+    leader = _leaders(features, np.array([0, len(features)]), 0)
+    first = np.unique(leader)
+    return features[first], np.searchsorted(first, leader)
