@@ -18,6 +18,22 @@ Ours runs with the estimator's default ``n_jobs=None`` (one torch thread) unless
 run one after the other; the 1-minute load average is printed before each, since other
 jobs on the machine slow both (and torch with several OpenMP threads far more, see the
 estimators' ``n_jobs``).
+
+Real-data cases (``--cases``; each prints ours with distinct-row merging off and on, and
+maml's Keras AtomSets, side by side in one run):
+
+- ``v0``: AtomSets-V0 (MEGNet V0 rows weighted by atom fraction) on the MatBench
+  expt_gap compositions, tiled to ``--n-materials``;
+- ``z``: the non-TL AtomSets (atomic numbers, trainable embedding) on the same data;
+- ``v1``: AtomSets-V1 on the V1 site sets of the MatBench dielectric crystals (the first
+  ``--n-structures``; all 4764 by default), tiled to ``--n-materials`` so each crystal keeps
+  its symmetry repetition.
+
+    python benchmarks/atomsets_epoch_speed.py --cases v0 z v1 --n-materials 100000
+
+"Merging off" is this package before distinct-row sets (``_estimators._MERGE_ROWS``
+False): every row goes through phi. The data need ``MATMINER_DATA`` (or ../shared) and,
+for ``v1``, the pretrained parent; V1 sets are cached in ``--cache`` between runs.
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,20 +65,26 @@ def _load():
     return f"load average {os.getloadavg()[0]:.2f}"
 
 
-def ours(pieces, y, batch_size, epochs, n_jobs):
+def ours(pieces, y, batch_size, epochs, n_jobs, weights=None, merge=True):
     from sklearn_atomsets import AtomSetsRegressor, WeightedSet
+    from sklearn_atomsets import _estimators
 
-    sets = [WeightedSet(p) for p in pieces]
+    sets = [WeightedSet(p, None if weights is None else w) for p, w in zip(pieces, weights or pieces)]
     model = AtomSetsRegressor(max_epochs=epochs, validation_fraction=None, batch_size=batch_size,
                               n_jobs=n_jobs, random_state=0)
-    start = time.perf_counter()
-    model.fit(sets, y)
-    total = time.perf_counter() - start
+    switch = _estimators._MERGE_ROWS
+    _estimators._MERGE_ROWS = merge
+    try:
+        start = time.perf_counter()
+        model.fit(sets, y)
+        total = time.perf_counter() - start
+    finally:
+        _estimators._MERGE_ROWS = switch
     durations = list(model.net_.history[:, "dur"])
     return float(np.median(durations[1:])), durations, total
 
 
-def maml_keras(pieces, y, batch_size, epochs):
+def maml_keras(pieces, y, batch_size, epochs, weights=None):
     # maml's Keras 2 code needs tf-keras; read by TensorFlow at import, so set before it
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -69,9 +92,16 @@ def maml_keras(pieces, y, batch_size, epochs):
     from maml.models import AtomSets
 
     tf.keras.utils.disable_interactive_logging()
-    model = AtomSets(input_dim=pieces[0].shape[1], is_embedding=False, n_neurons=(64, 64),
-                     n_neurons_final=(64, 64), symmetry_func="mean")
-    generator = model._get_data_generator(list(pieces), list(y), batch_size=batch_size, is_shuffle=True)
+    embedding = pieces[0].ndim == 1  # atomic numbers: maml's embedding mode
+    if embedding:
+        pieces = [p[:, None] for p in pieces]
+        model = AtomSets(input_dim=None, is_embedding=True, n_neurons=(64, 64), n_neurons_final=(64, 64),
+                         symmetry_func="mean")
+    else:
+        model = AtomSets(input_dim=pieces[0].shape[1], is_embedding=False, n_neurons=(64, 64),
+                         n_neurons_final=(64, 64), symmetry_func="mean")
+    features = list(pieces) if weights is None else [[p, w] for p, w in zip(pieces, weights)]
+    generator = model._get_data_generator(features, list(y), batch_size=batch_size, is_shuffle=True)
     durations, steps = [], []
 
     class Timer(tf.keras.callbacks.Callback):
@@ -89,6 +119,106 @@ def maml_keras(pieces, y, batch_size, epochs):
     return float(np.median(durations[1:])), durations, steps, len(generator)
 
 
+def _maml_importable():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from maml.models import AtomSets  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means: skip maml
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _tile(n, *columns):
+    """Repeat the materials in order until there are ``n`` (each keeps its own rows)."""
+    take = np.arange(n) % len(columns[0])
+    return [[c[i] for i in take] if isinstance(c, list) else np.asarray(c)[take] for c in columns]
+
+
+def expt_gap_compositions(n, atomic_numbers):
+    """V0 sets (or atomic-number sets) of the MatBench expt_gap compositions, tiled to n."""
+    from sklearn_atomsets import MEGNetElementSetFeaturizer, WeightedSet
+    from sklearn_atomsets._matbench import load_matbench_task
+
+    task = load_matbench_task("matbench_expt_gap", download=False)
+    if atomic_numbers:
+        sets = [WeightedSet.from_composition(c) for c in task.inputs]
+    else:
+        sets = [row[0] for row in MEGNetElementSetFeaturizer().featurize_many(task.inputs, pbar=False)]
+    pieces, weights, y = _tile(n, [s.features for s in sets], [s.weights for s in sets],
+                               task.targets.to_numpy(np.float32))
+    return pieces, weights, y, len(sets)
+
+
+def dielectric_v1(n, n_structures, cache):
+    """V1 site sets of the first n_structures MatBench dielectric crystals, tiled to n."""
+    cache = Path(cache)
+    if cache.is_file():
+        data = np.load(cache)
+        lengths, rows, y = data["lengths"], data["rows"], data["y"]
+    else:
+        from sklearn_atomsets import MEGNetSiteSetFeaturizer
+        from sklearn_atomsets._matbench import load_matbench_task
+
+        task = load_matbench_task("matbench_dielectric", download=False)
+        print(f"featurizing {len(task.inputs)} dielectric crystals (V1; cached in {cache}) ...", flush=True)
+        sets = [row[0] for row in MEGNetSiteSetFeaturizer("V1").featurize_many(task.inputs, pbar=False)]
+        lengths = np.array([len(s) for s in sets])
+        rows = np.concatenate([s.features for s in sets])
+        y = task.targets.to_numpy(np.float32)
+        np.savez(cache, lengths=lengths, rows=rows, y=y)
+    lengths, y = lengths[:n_structures], y[:n_structures]
+    pieces = np.split(rows[: lengths.sum()], np.cumsum(lengths)[:-1])
+    pieces, y = _tile(n, pieces, y)
+    return pieces, None, y, len(lengths)
+
+
+def real_case(name, args, n_jobs, maml_problem):
+    """Epoch times of one real-data case: merging off, on, and maml; returns a result dict."""
+    from sklearn_atomsets import WeightedSet
+    from sklearn_atomsets._sets import merge_equal_rows, pack_sets, row_table
+
+    if name == "v1":
+        pieces, weights, y, n_source = dielectric_v1(args.n_materials, args.n_structures, args.cache)
+        label = f"AtomSets-V1 on dielectric V1 sets ({n_source} crystals tiled)"
+    else:
+        pieces, weights, y, n_source = expt_gap_compositions(args.n_materials, atomic_numbers=name == "z")
+        label = (f"AtomSets ({'atomic numbers, embedding' if name == 'z' else 'V0'}) on expt_gap compositions "
+                 f"({n_source} tiled)")
+    packed = pack_sets([WeightedSet(p, None if weights is None else w) for p, w in zip(pieces, weights or pieces)])
+    start = time.perf_counter()
+    merged = merge_equal_rows(packed)
+    table = row_table(merged.features)[0]
+    t_merge = time.perf_counter() - start
+    print(f"\n== {name}: {label}: {len(pieces)} materials, {len(packed.weights)} rows -> {len(merged.weights)} "
+          f"after merging equal rows within sets, {len(table)} distinct rows in the whole data set "
+          f"(merging + table {t_merge:.2f} s, once per fit)")
+    result = {"label": label, "n_materials": len(pieces), "source_materials": n_source,
+              "rows": len(packed.weights), "merged_rows": len(merged.weights), "distinct_rows": len(table),
+              "merge_s": t_merge}
+    for merge in (False, True):
+        print(f"[{_load()}] sklearn-atomsets, merging {'on' if merge else 'off'} ...", flush=True)
+        t, d, total = ours(pieces, y, args.batch_size, args.epochs, n_jobs, weights, merge)
+        key = "ours_merged" if merge else "ours_unmerged"
+        result.update({f"{key}_s_per_epoch": t, f"{key}_epochs_s": d})
+        print(f"  sklearn-atomsets, merging {'on ' if merge else 'off'}: {t:7.3f} s per training epoch "
+              f"(epochs: {', '.join(f'{x:.3f}' for x in d)} s; fit {total:.1f} s)")
+    result["ratio_unmerged_over_merged"] = result["ours_unmerged_s_per_epoch"] / result["ours_merged_s_per_epoch"]
+    print(f"  ratio merging off / on = {result['ratio_unmerged_over_merged']:.2f}x")
+    if maml_problem is None:
+        print(f"[{_load()}] maml's Keras AtomSets ...", flush=True)
+        t, d, steps, n_batches = maml_keras(pieces, y, args.batch_size, args.epochs, weights)
+        result.update(maml_keras_s_per_epoch=t, maml_keras_epochs_s=d,
+                      ratio_maml_over_merged=t / result["ours_merged_s_per_epoch"])
+        print(f"  maml AtomSets (Keras):     {t:7.3f} s per training epoch (epochs: "
+              f"{', '.join(f'{x:.3f}' for x in d)} s; {steps[-1]} of {n_batches} batches per epoch)")
+        target = ">= 3x" if name == "v1" else ">= 20x"
+        print(f"  ratio maml / ours (merging on) = {result['ratio_maml_over_merged']:.2f}x   (issue target {target})")
+    else:
+        print(f"  maml's AtomSets not importable, not timed ({maml_problem})")
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-materials", type=int, default=100_000)
@@ -98,9 +228,17 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="epochs per model; the first is not timed")
     parser.add_argument("--n-jobs", type=int, default=None, help="the estimator's n_jobs (torch threads; default 1)")
     parser.add_argument("--skip-maml", action="store_true", help="time only this package")
+    parser.add_argument("--cases", nargs="+", default=["synthetic"], choices=["synthetic", "v0", "z", "v1"],
+                        help="synthetic sets (default), and/or the real-data cases v0, z, v1 (see above)")
+    parser.add_argument("--n-structures", type=int, default=None,
+                        help="v1: dielectric crystals to featurize before tiling (default: all 4764)")
+    parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "sklearn_atomsets_dielectric_v1.npz"),
+                        help="v1: file caching the dielectric V1 sets")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch is not timed)")
+    if args.cases != ["synthetic"]:
+        return main_real(args, argv)
 
     import torch
 
@@ -116,7 +254,12 @@ def main(argv=None):
     t_ours, d_ours, total = ours(pieces, y, args.batch_size, args.epochs, args.n_jobs)
     print(f"sklearn-atomsets (PyTorch + skorch): {t_ours:7.2f} s per training epoch  "
           f"(epochs: {', '.join(f'{d:.2f}' for d in d_ours)} s; fit incl. packing {total:.1f} s)")
+    print(f"[{_load()}] training sklearn-atomsets with distinct-row merging off, for comparison ...")
+    t_off, d_off, total_off = ours(pieces, y, args.batch_size, args.epochs, args.n_jobs, merge=False)
+    print(f"  ... merging off:                   {t_off:7.2f} s per training epoch  (fit incl. packing "
+          f"{total_off:.1f} s); ratio off / on = {t_off / t_ours:.2f}x (no repeated rows here: ~1x expected)")
     result = {
+        "ours_unmerged_s_per_epoch": t_off, "ours_unmerged_fit_s": total_off, "ours_fit_s": total,
         "n_materials": args.n_materials, "rows": int(sizes.sum()), "features": args.features,
         "batch_size": args.batch_size, "epochs": args.epochs, "torch_threads": threads,
         "ours_s_per_epoch": t_ours, "ours_epochs_s": d_ours, "cpus": os.cpu_count(),
@@ -133,6 +276,29 @@ def main(argv=None):
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "atomsets_epoch_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def main_real(args, argv):
+    import torch
+    from joblib import effective_n_jobs
+
+    threads = effective_n_jobs(args.n_jobs)
+    print(f"machine: {os.cpu_count()} CPUs; torch {torch.__version__} trains with n_jobs={args.n_jobs} "
+          f"({threads} thread{'s' * (threads > 1)}); batch size {args.batch_size}; {args.epochs} epochs each, "
+          "the first not timed")
+    maml_problem = "--skip-maml" if args.skip_maml else _maml_importable()
+    results = {"command": "python benchmarks/atomsets_epoch_speed.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]), "cpus": os.cpu_count(), "torch_threads": threads,
+        "batch_size": args.batch_size, "epochs": args.epochs, "cases": {}}
+    for name in args.cases:
+        if name == "synthetic":
+            print("(the synthetic case runs alone: python benchmarks/atomsets_epoch_speed.py)")
+            continue
+        results["cases"][name] = real_case(name, args, args.n_jobs, maml_problem)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "atomsets_epoch_speed_real.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -8,7 +8,9 @@ the weighted mean (eq. 4) and the weighted set2set (eqs. 5-9: an LSTM whose atte
 softmax is weighted by the row weights); both may be used and are then concatenated.
 
 Sets arrive packed: ``features`` holds the rows of all sets in the batch, ``segment[i]``
-says which set row i belongs to (sorted), ``weights`` holds the row weights.
+says which set row i belongs to (sorted), ``weights`` holds the row weights. With ``index``,
+``features`` is a table of distinct rows and row i of the batch is ``features[index[i]]``:
+phi then runs once per distinct row (an element, say) and its outputs are gathered.
 """
 
 from __future__ import annotations
@@ -117,9 +119,11 @@ class AtomSetsModule(nn.Module):
         self.rho, width = _mlp(width, n_neurons_final, activation, dropout)
         self.output = nn.Linear(width, n_outputs)
 
-    def forward(self, features, weights, segment):
+    def forward(self, features, weights, segment, index=None):
         x = self.embedding(features) if self.embedding is not None else features
         x = self.phi(x)
+        if index is not None:
+            x = x.index_select(0, index)
         n_sets = int(segment[-1]) + 1
         pooled = [r(x, weights, segment, n_sets) for r in self.readouts]
         x = pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=-1)

@@ -40,7 +40,7 @@ from skorch.callbacks import Callback, EarlyStopping, EpochScoring
 from skorch.dataset import ValidSplit
 
 from ._atomsets import ACTIVATIONS, READOUTS, AtomSetsModule
-from ._sets import _from_pandas, _is_table, _take, as_packed_sets, find_missing
+from ._sets import _from_pandas, _is_table, _take, as_packed_sets, find_missing, merge_equal_rows, row_table
 from ._threads import torch_threads
 
 #: Regression losses (on standardised targets); classifiers train on cross-entropy.
@@ -49,17 +49,61 @@ LOSSES = {"mse": torch.nn.MSELoss, "mae": torch.nn.L1Loss, "huber": torch.nn.Hub
 __all__ = ["AtomSetsClassifier", "AtomSetsRegressor", "MLPfClassifier", "MLPfRegressor"]
 
 
+#: Merge equal rows within each set and run phi once per distinct row of the dataset (both
+#: exact for the AtomSets readouts; see ``_sets.merge_equal_rows``). Off only to measure.
+_MERGE_ROWS = True
+
+#: A dataset-wide table of distinct rows is used when it has at most this fraction of the
+#: rows (V0 and atomic numbers: <= 94 elements; site sets rarely repeat across crystals).
+_TABLE_FRACTION = 0.25
+
+
+class _SetBatch:
+    """A batch ``(X, y)``, unpacked like a pair; its ``len`` is its number of sets.
+
+    skorch sizes a batch by the common length of everything in ``X`` (and weights the
+    epoch's mean loss by it); ``X`` holds rows, or a table and an index of different
+    lengths, so the batch says how many sets (samples) it holds itself.
+    """
+
+    __slots__ = ("X", "y")
+
+    def __init__(self, X, y):
+        self.X, self.y = X, y
+
+    def __iter__(self):
+        return iter((self.X, self.y))
+
+    def __getitem__(self, i):
+        return (self.X, self.y)[i]
+
+    def __len__(self):
+        return len(self.y)
+
+
 class _PackedDataset(torch.utils.data.Dataset):
     """All sets packed once; ``batch(sets)`` gathers the rows of a batch without a loop.
 
-    ``X`` (material positions) and ``y`` are exposed the way skorch's validation split and
-    scoring expect of a dataset.
+    Equal rows of a set are merged (weights summed) and, when the whole dataset has few
+    distinct rows, a batch carries the distinct rows it uses plus an index, so phi runs
+    once per distinct row. ``X`` (material positions) and ``y`` are exposed the way
+    skorch's validation split and scoring expect of a dataset.
     """
 
     def __init__(self, packed, y=None):
+        self.index = None  # with an index, features is the table of distinct rows
+        features = packed.features
+        if _MERGE_ROWS:
+            packed = merge_equal_rows(packed)
+            features = packed.features
+            sample = features[np.random.default_rng(0).choice(len(features), min(len(features), 2000), replace=False)]
+            if len(row_table(sample)[0]) <= _TABLE_FRACTION * len(sample):  # worth a table (V0, elements)
+                table, index = row_table(features)
+                if len(table) <= _TABLE_FRACTION * len(index):
+                    features, self.index = table, index
         self.packed = packed
         # torch refuses to share read-only memory (a memory-mapped X, say) without a warning
-        self.features = torch.from_numpy(np.require(packed.features, requirements="W"))
+        self.features = torch.from_numpy(np.require(features, requirements="W"))
         self.weights = torch.from_numpy(np.require(packed.weights, requirements="W"))
         self.X = np.arange(packed.n_sets)
         self.y = y
@@ -72,14 +116,18 @@ class _PackedDataset(torch.utils.data.Dataset):
 
     def batch(self, sets):
         rows, segment = self.packed.rows_of(sets)
-        rows = torch.from_numpy(rows)
-        X = {
-            "features": self.features.index_select(0, rows),
-            "weights": self.weights.index_select(0, rows),
-            "segment": torch.from_numpy(segment),
-        }
+        X = {"weights": self.weights.index_select(0, torch.from_numpy(rows)), "segment": torch.from_numpy(segment)}
+        if self.index is None:
+            X["features"] = self.features.index_select(0, torch.from_numpy(rows))
+        elif len(self.features) <= len(rows):  # a small table: phi on all of it
+            X["features"] = self.features
+            X["index"] = torch.from_numpy(self.index[rows])
+        else:
+            used, index = np.unique(self.index[rows], return_inverse=True)
+            X["features"] = self.features.index_select(0, torch.from_numpy(used))
+            X["index"] = torch.from_numpy(index.reshape(-1))
         y = torch.zeros(len(sets)) if self.y is None else torch.from_numpy(self.y[sets])
-        return X, y
+        return _SetBatch(X, y)
 
 
 class _SetBatches:
