@@ -213,6 +213,11 @@ def test_seeds_and_the_epoch_cap_are_recorded(tmp_path):
     seed_means = [np.mean([f["score"] for f in m["folds"] if f["seed"] == s]) for s in (0, 1)]
     assert np.isclose(m["mean"], np.mean(seed_means)) and np.isclose(m["seed_std"], np.std(seed_means))
     assert m["seed_std"] > 0  # the seeds really differ (inner split and initialisation)
+    # the featurizer runs once per fold; a later seed reuses its features and gets what a run of its own gets
+    assert [f["features_reused"] for f in m["folds"]] == [False, False, True, True]
+    alone = run_matbench_task("matbench_steels", models=["AtomSets-V0"], folds=[1], seeds=[1], settings=settings,
+                              log=lambda *a: None)["models"]["AtomSets-V0"]["folds"][0]
+    assert alone["y_pred"] == m["folds"][3]["y_pred"] and not alone["features_reused"]
     assert result["seeds"] == [0, 1] and result["settings"]["max_epochs"] == 3
     with pytest.raises(ValueError, match="distinct"):
         run_matbench_task("matbench_steels", models=["AtomSets-V0"], seeds=[1, 1], settings=settings)
