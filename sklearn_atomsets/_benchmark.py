@@ -292,6 +292,15 @@ def _model_settings(name, info, settings):
     return out
 
 
+def _recorded_settings(name, info, settings, selection):
+    """A model's settings as the results record them, with its selection grid if any."""
+    out = _model_settings(name, info, settings)
+    candidates = candidate_configs(name, info, selection) if selection else []
+    if candidates:
+        out["selection"] = {k: sorted({c[k] for c in candidates}, key=str) for k in candidates[0]}
+    return out
+
+
 def classification_scores(y_true, proba):
     """A binary test fold's ROC-AUC two ways, from the positive class's probabilities.
 
@@ -391,7 +400,11 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     folds : iterable of int, default=range(5)
     settings : TrainingSettings, optional
     out_dir : path-like, optional
-        Where ``<task>.json`` goes (merged with models an earlier run recorded there).
+        Where ``<task>.json`` goes, merged with what an earlier run recorded there: other
+        models are kept; a model run again with other settings is replaced; a model run
+        again with the same settings (and selection grid) keeps its earlier fits of other
+        seeds and folds, so one table can be run in parts (e.g. ``--folds 0 1`` then
+        ``--folds 2 3 4``).
     seed : int, default=0
         The seed of a single-seed run (``seeds`` overrides it).
     seeds : iterable of int, optional
@@ -432,12 +445,19 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     }
     if composition_only:
         result["notes"].insert(0, COMPOSITION_ONLY_NOTE)
+    earlier_fits = {}
     if out_dir is not None and (Path(out_dir) / file).is_file():
-        # keep the models an earlier run recorded (each with its own settings); rerun ones are replaced
+        # keep the models an earlier run recorded (each with its own settings); rerun ones are replaced,
+        # unless their settings are the same: then their fits of other seeds and folds are kept
         earlier = json.loads((Path(out_dir) / file).read_text())
         if earlier.get("task") == task_name:
-            labels = {model_label(name, settings, selection) for name in names}
-            result["models"] = {name: m for name, m in earlier.get("models", {}).items() if name not in labels}
+            labels = {model_label(name, settings, selection): name for name in names}
+            for label, m in earlier.get("models", {}).items():
+                if label not in labels:
+                    result["models"][label] = m
+                elif m.get("settings") == _recorded_settings(labels[label], info, settings, selection):
+                    earlier_fits[label] = m["folds"]
+            result["seeds"] = sorted(set(seeds) | set(earlier.get("seeds", [earlier.get("seed", 0)])))
     if task.approximate:
         result["notes"].append(
             "Structures rebuilt from 6-decimal text (../shared/data/matbench/approx); targets are exact."
@@ -454,12 +474,11 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
                 chosen = f" chosen {f['selection']['chosen']}" if "selection" in f else ""
                 log(f"{task_name} {label} seed {s} fold {fold}: {info.metric} {f['score']:.4f}{chosen} "
                     f"(featurize {f['featurize_s']:.1f} s, fit {f['fit_s']:.1f} s)")
-        fits.sort(key=lambda f: (seeds.index(f["seed"]), f["fold"]))
-        model_settings = _model_settings(name, info, settings)
-        if candidates:
-            model_settings["selection"] = {k: sorted({c[k] for c in candidates}, key=str) for k in candidates[0]}
-        result["models"][label] = {**summarise_fits(fits, settings.max_epochs), "settings": model_settings,
-                                   "folds": fits}
+        done = {(f["seed"], f["fold"]) for f in fits}
+        fits += [f for f in earlier_fits.get(label, []) if (f.get("seed"), f["fold"]) not in done]
+        fits.sort(key=lambda f: (f.get("seed") is None, f.get("seed") or 0, f["fold"]))
+        result["models"][label] = {**summarise_fits(fits, settings.max_epochs),
+                                   "settings": _recorded_settings(name, info, settings, selection), "folds": fits}
         if out_dir is not None:  # after every model, so an interrupted run keeps what it finished
             out_dir = Path(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -219,6 +219,17 @@ def test_seeds_and_the_epoch_cap_are_recorded(tmp_path):
                               log=lambda *a: None)["models"]["AtomSets-V0"]["folds"][0]
     assert alone["y_pred"] == m["folds"][3]["y_pred"] and not alone["features_reused"]
     assert result["seeds"] == [0, 1] and result["settings"]["max_epochs"] == 3
+    # the same table in parts: a later run of other folds/seeds with the same settings adds its fits
+    part = tmp_path / "parts"
+    run = dict(models=["AtomSets-V0"], settings=settings, out_dir=part, log=lambda *a: None)
+    run_matbench_task("matbench_steels", folds=[0, 1], seeds=[0], **run)
+    run_matbench_task("matbench_steels", folds=[0, 1], seeds=[1], **run)
+    merged = json.loads((part / "matbench_steels.json").read_text())
+    assert [f["y_pred"] for f in merged["models"]["AtomSets-V0"]["folds"]] == [f["y_pred"] for f in m["folds"]]
+    assert merged["models"]["AtomSets-V0"]["mean"] == m["mean"] and merged["seeds"] == [0, 1]
+    run_matbench_task("matbench_steels", folds=[0], seeds=[0], **dict(run, settings=TrainingSettings(max_epochs=2)))
+    replaced = json.loads((part / "matbench_steels.json").read_text())["models"]["AtomSets-V0"]
+    assert [(f["seed"], f["fold"]) for f in replaced["folds"]] == [(0, 0)]  # other settings: a new model
     with pytest.raises(ValueError, match="distinct"):
         run_matbench_task("matbench_steels", models=["AtomSets-V0"], seeds=[1, 1], settings=settings)
 
