@@ -90,7 +90,13 @@ def task_label(result):
 
 
 def load_results(folder=RESULTS):
-    files = [json.loads(p.read_text()) for p in Path(folder).glob("matbench_*.json")]
+    """Every ``matbench_*.json`` under ``folder`` (subfolders included: the jobs of a run in
+    parts), merged per task (``merge_results``: fits of each seed and fold of a model run
+    with the same settings), rescored and summarised."""
+    from sklearn_atomsets._benchmark import merge_results
+
+    paths = sorted(Path(folder).rglob("matbench_*.json"), key=lambda p: (p.stat().st_mtime, str(p)))
+    files = merge_results([json.loads(p.read_text()) for p in paths])
     rank = {t: k for k, t in enumerate(ORDER)}
     results = sorted(files, key=lambda r: (rank.get(r["task"], len(ORDER)), r["task"], bool(r.get("composition_only"))))
     for r in results:

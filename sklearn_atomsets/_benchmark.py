@@ -44,6 +44,7 @@ __all__ = [
     "candidate_configs",
     "classification_scores",
     "make_model",
+    "merge_results",
     "model_label",
     "models_for",
     "parse_selection",
@@ -530,6 +531,39 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
     else:
         entry.update(_fit_record(model, settings.max_epochs))
     return entry
+
+
+def merge_results(results):
+    """One result per task (and input kind) from results of runs made in parts.
+
+    ``results`` in the order they were written (later ones win). Results of the same task
+    and ``composition_only`` are merged: a model whose settings are the same in both keeps
+    the fits of every (seed, fold) (a later fit of the same seed and fold replaces the
+    earlier); a model with other settings replaces the earlier one. Summaries are
+    recomputed from the fits. Returns the merged results, in order of first appearance.
+    """
+    merged = {}
+    for r in results:
+        key = (r["task"], bool(r.get("composition_only")))
+        if key not in merged:
+            merged[key] = json.loads(json.dumps(r))  # a copy
+            continue
+        into = merged[key]
+        for field in ("settings", "selection", "machine", "data_source", "approximate_structures"):
+            if field in r:
+                into[field] = r[field]
+        into["notes"] = list(dict.fromkeys(into.get("notes", []) + r.get("notes", [])))
+        into["seeds"] = sorted(set(into.get("seeds", [into.get("seed", 0)])) | set(r.get("seeds", [r.get("seed", 0)])))
+        for label, m in r["models"].items():
+            old = into["models"].get(label)
+            if old is None or old.get("settings") != m.get("settings"):
+                into["models"][label] = json.loads(json.dumps(m))
+                continue
+            fits = {(f.get("seed"), f["fold"]): f for f in old["folds"]}
+            fits.update({(f.get("seed"), f["fold"]): f for f in m["folds"]})
+            old["folds"] = sorted(fits.values(), key=lambda f: (f.get("seed") is None, f.get("seed") or 0, f["fold"]))
+            old.update(summarise_fits(old["folds"], (m.get("settings") or {}).get("max_epochs")))
+    return list(merged.values())
 
 
 def summary_lines(result):

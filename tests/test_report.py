@@ -192,3 +192,32 @@ def test_selected_protocol_is_described_with_its_picks():
     assert report.training(result, "AtomSets") == (
         "per fit chosen on inner validation among loss ∈ {mae, mse}, readout ∈ {mean, set2set} "
         "(chosen: mae, mean ×2; mse, mean ×1), ≤10 epochs, patience 2")
+
+
+def test_results_of_a_run_in_parts_are_merged(tmp_path):
+    import json
+    import os
+
+    def part(seed, scores, max_epochs=10):
+        m = _seeded_model({seed: scores}, {seed: [0.1] * len(scores)}, max_epochs=max_epochs)
+        return {"task": "matbench_steels", "metric": "mae", "unit": "", "settings": {}, "anchors": {},
+                "seeds": [seed], "models": {"AtomSets": m}}
+
+    for k, (sub, r) in enumerate([("a", part(0, [1.0, 1.2])), ("b", part(1, [1.4, 1.6])),
+                                  ("c", dict(part(0, [9.0, 9.0]), task="matbench_glass"))]):
+        (tmp_path / sub).mkdir()
+        path = tmp_path / sub / f"{r['task']}.json"
+        path.write_text(json.dumps(r))
+        os.utime(path, (1000 + k, 1000 + k))
+    results = {r["task"]: r for r in report.load_results(tmp_path)}
+    m = results["matbench_steels"]["models"]["AtomSets"]
+    assert [(f["seed"], f["fold"]) for f in m["folds"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert abs(m["mean"] - 1.3) < 1e-12 and abs(m["seed_std"] - 0.2) < 1e-12
+    assert results["matbench_steels"]["seeds"] == [0, 1] and results["matbench_glass"]["models"]["AtomSets"]["mean"] == 9
+    # a later part with other settings replaces the model instead of mixing protocols
+    later = part(2, [5.0, 5.0], max_epochs=20)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "matbench_steels.json").write_text(json.dumps(later))
+    os.utime(tmp_path / "d" / "matbench_steels.json", (2000, 2000))
+    m = {r["task"]: r for r in report.load_results(tmp_path)}["matbench_steels"]["models"]["AtomSets"]
+    assert [(f["seed"], f["fold"]) for f in m["folds"]] == [(2, 0), (2, 1)]
