@@ -1,6 +1,7 @@
 """An ESTIMATE of the full protocol's wall time, scaled from the fit times a run recorded.
 
     python benchmarks/estimate_protocol_time.py [results folder] [--seeds 3] [--patience 200] [--cap 2000]
+    python benchmarks/estimate_protocol_time.py --plan benchmarks/matbench_plan.tsv   # also write the parts
 
 Reads the single-seed results (``benchmarks/results/matbench/<task>.json``: per fit
 ``fit_s``, ``featurize_s``, ``epochs_run``, ``best_epoch``) and scales them to the protocol of
@@ -115,12 +116,63 @@ def estimate(folder, args):
     return rows, s2s_ratio
 
 
+def plan(rows, seeds, slot_s):
+    """Jobs packed into parts of two slots (processes) of about ``slot_s`` estimated seconds.
+
+    A (task, model) is one job when its estimate fits a slot, else one job per seed, else
+    one per seed and fold (estimated as an equal share). The parts come in three groups,
+    each finished before the next starts: the seven tasks with structures (the main
+    table), the smaller composition-only tasks, then mp_gap and mp_e_form. Within a group
+    jobs are placed largest first into the first slot that still has room (a job larger
+    than a slot gets a slot of its own). Returns ``[(part, slot, job_id, task, composition_only, model, seeds,
+    folds, seconds)]``.
+    """
+    jobs = []
+    for task, name, seconds in rows:
+        comp = task.endswith("(composition only)")
+        base = task.replace(" (composition only)", "")
+        if seconds <= slot_s:
+            pieces = [(seeds, list(range(5)), seconds)]
+        elif seconds / len(seeds) <= slot_s:
+            pieces = [([s], list(range(5)), seconds / len(seeds)) for s in seeds]
+        else:
+            pieces = [([s], [k], seconds / len(seeds) / 5) for s in seeds for k in range(5)]
+        for piece_seeds, folds, s in pieces:
+            jobs.append((base, comp, name, piece_seeds, folds, s))
+    def group(job):
+        return 0 if not job[1] else 2 if job[0] in ("matbench_mp_gap", "matbench_mp_e_form") else 1
+
+    jobs.sort(key=lambda j: (group(j), -j[-1]))
+    slots, first_part = [], 1  # slots: [part, slot, used seconds, jobs]
+    for g in sorted({group(j) for j in jobs}):
+        group_slots = []
+        for job in (j for j in jobs if group(j) == g):
+            target = next((sl for sl in group_slots if sl[2] + job[-1] <= slot_s), None)
+            if target is None:
+                target = [first_part + len(group_slots) // 2, len(group_slots) % 2 + 1, 0.0, []]
+                group_slots.append(target)
+            target[2] += job[-1]
+            target[3].append(job)
+        slots += group_slots
+        first_part = slots[-1][0] + 1
+    out = []
+    for part, slot, _, slot_jobs in slots:
+        for k, (task, comp, name, piece_seeds, folds, s) in enumerate(slot_jobs):
+            job_id = f"p{part:02d}s{slot}j{k:02d}"
+            out.append((part, slot, job_id, task, comp, name, piece_seeds, folds, s))
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", nargs="?", default=HERE / "results" / "matbench")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--patience", type=int, default=200)
     parser.add_argument("--cap", type=int, default=2000)
+    parser.add_argument("--plan", default=None, help="write the parts of run_matbench.sh to this TSV file")
+    parser.add_argument("--slot-hours", type=float, default=2.5,
+                        help="estimated hours per process and part (a part is two processes; 2.5 leaves "
+                             "room in a 3-hour window for the estimate's error)")
     args = parser.parse_args(argv)
     rows, ratio = estimate(args.folder, args)
     print(f"ESTIMATE (not a measurement): {args.seeds} seeds, patience {args.patience}, cap {args.cap}, "
@@ -135,6 +187,20 @@ def main(argv=None):
     total = sum(s for *_, s in rows)
     print(f"total {total / 3600:.1f} process-hours; on 2 cores (two 1-thread processes) about "
           f"{total / 7200:.1f} h, i.e. at least {int(-(-total // (2 * 3 * 3600)))} three-hour windows")
+    if args.plan:
+        jobs = plan(rows, list(range(args.seeds)), args.slot_hours * 3600)
+        lines = ["# part\tslot\tjob\ttask\tcomposition_only\tmodel\tseeds\tfolds\testimated_s",
+                 f"# written by: python benchmarks/estimate_protocol_time.py --plan ... --seeds {args.seeds} "
+                 f"--patience {args.patience} --cap {args.cap} --slot-hours {args.slot_hours} (an ESTIMATE)"]
+        lines += ["\t".join([str(p), str(sl), j, t, str(int(c)), m, " ".join(map(str, se)), " ".join(map(str, fo)),
+                             f"{s:.0f}"]) for p, sl, j, t, c, m, se, fo, s in jobs]
+        Path(args.plan).write_text("\n".join(lines) + "\n")
+        parts = max(j[0] for j in jobs)
+        longest = {}
+        for p, sl, *_, s in jobs:
+            longest[(p, sl)] = longest.get((p, sl), 0) + s
+        print(f"plan: {len(jobs)} jobs in {parts} parts -> {args.plan}; estimated longest slot "
+              f"{max(longest.values()) / 3600:.2f} h")
     return 0
 
 

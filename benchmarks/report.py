@@ -2,8 +2,9 @@
 
     python benchmarks/report.py [results folder] [output folder]
 
-Reads ``benchmarks/results/matbench/<task>.json`` (written by
-``python -m sklearn_atomsets matbench ... --out benchmarks/results/matbench``) and writes
+Reads every ``matbench_*.json`` under the results folder (default: ``results/matbench_seeds``,
+where ``benchmarks/run_matbench.sh`` writes the full protocol's jobs, once it holds any, else
+``results/matbench``, the single-seed run), merges the parts of each task, and writes
 ``matbench_table.md``, one bar chart per task against the leaderboard anchors, and a parity
 plot (regression) for each task's best model.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "matbench"
+SEEDED_RESULTS = HERE / "results" / "matbench_seeds"  # run_matbench.sh's full protocol, in parts (jobs/)
 ORDER = ["matbench_steels", "matbench_expt_gap", "matbench_expt_is_metal", "matbench_glass",
          "matbench_jdft2d", "matbench_phonons", "matbench_dielectric", "matbench_log_gvrh", "matbench_log_kvrh",
          "matbench_perovskites", "matbench_mp_gap", "matbench_mp_is_metal", "matbench_mp_e_form"]
@@ -89,6 +91,12 @@ def task_label(result):
     return label
 
 
+def default_results_folder():
+    """The full protocol's results (``results/matbench_seeds``) once there are any, else the
+    single-seed run's (``results/matbench``)."""
+    return SEEDED_RESULTS if any(SEEDED_RESULTS.rglob("matbench_*.json")) else RESULTS
+
+
 def load_results(folder=RESULTS):
     """Every ``matbench_*.json`` under ``folder`` (subfolders included: the jobs of a run in
     parts), merged per task (``merge_results``: fits of each seed and fold of a model run
@@ -130,7 +138,9 @@ def validation_selected(result):
     for k in keys:
         name = (min if lower else max)(candidates, key=lambda n: candidates[n][k]["validation_score"])
         chosen.append(dict(candidates[name][k], model=name))
-    return _summarise({"candidates": sorted(candidates), "folds": chosen}, None)
+    out = _summarise({"candidates": sorted(candidates), "folds": chosen}, None)
+    out["n_fits"] = out["n_hit_cap"] = 0  # its fits are the rows above, counted there
+    return out
 
 
 def best_model(result):
@@ -324,7 +334,7 @@ def parity_plot(result, path):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    folder = Path(argv[0]) if argv else RESULTS
+    folder = Path(argv[0]) if argv else default_results_folder()
     out = Path(argv[1]) if len(argv) > 1 else HERE / "results"
     results = load_results(folder)
     if not results:

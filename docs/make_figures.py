@@ -82,7 +82,7 @@ def matbench_pages(out_dir):
     sys.path.insert(0, str(DOCS.parent / "benchmarks"))
     import report
 
-    results = report.load_results(RESULTS / "matbench")
+    results = report.load_results(report.default_results_folder())
     table, plots = out_dir / "matbench_table.rst", out_dir / "matbench_plots.rst"
     if not results:
         table.write_text("*No MatBench results in benchmarks/results/matbench yet.*\n")

@@ -221,3 +221,28 @@ def test_results_of_a_run_in_parts_are_merged(tmp_path):
     os.utime(tmp_path / "d" / "matbench_steels.json", (2000, 2000))
     m = {r["task"]: r for r in report.load_results(tmp_path)}["matbench_steels"]["models"]["AtomSets"]
     assert [(f["seed"], f["fold"]) for f in m["folds"]] == [(2, 0), (2, 1)]
+
+
+def test_the_plan_covers_every_seed_and_fold_once_within_slots():
+    spec = importlib.util.spec_from_file_location("estimate", REPO / "benchmarks" / "estimate_protocol_time.py")
+    estimate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(estimate)
+    rows = [("matbench_steels", "AtomSets", 100.0), ("matbench_steels", "AMM-style", 30.0),
+            ("matbench_dielectric", "AtomSets-V1", 250.0),  # > slot: one job per seed
+            ("matbench_mp_e_form (composition only)", "AtomSets", 1500.0)]  # > slot per seed: per seed and fold
+    jobs = estimate.plan(rows, [0, 1, 2], slot_s=120.0)
+    covered = {}
+    for part, slot, job, task, comp, model, seeds, folds, seconds in jobs:
+        for s in seeds:
+            for k in folds:
+                covered[(task, comp, model, s, k)] = covered.get((task, comp, model, s, k), 0) + 1
+    assert set(covered.values()) == {1} and len(covered) == 4 * 3 * 5
+    assert {(t, c) for t, c, *_ in covered} == {("matbench_steels", False), ("matbench_dielectric", False),
+                                                ("matbench_mp_e_form", True)}
+    load = {}
+    for part, slot, *_, seconds in jobs:
+        load[(part, slot)] = load.get((part, slot), 0) + seconds
+    assert max(load.values()) <= 120.0 and {s for _, s in load} == {1, 2}
+    # the structure tasks come first, the composition-only ones in later parts
+    first_comp = min(p for p, _, _, _, comp, *_ in jobs if comp)
+    assert all(p < first_comp for p, _, _, _, comp, *_ in jobs if not comp)
