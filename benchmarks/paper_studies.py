@@ -163,7 +163,7 @@ def convergence_summary(result):
         sizes = sorted({n for (_, n) in table})
         lines.append(f"{label} ({'MAE' if lower else 'ROC-AUC from probabilities'}, mean over repeats)")
         # files written before notes were recorded get the note from the task's name
-        lines += [f"  note: {n}" for n in t.get("notes", _notes(t["task"]))]
+        lines += [f"  note: {n}" for n in t.get("notes", _notes(t.get("task", label)))]
         lines.append("  " + f"{'n':>14}" + "".join(f"{n:>9}" for n in sizes))
         for m in t["models"]:
             row = "".join(f"{table[(m, n)][0]:>9.4g}" if (m, n) in table else f"{'':>9}" for n in sizes)

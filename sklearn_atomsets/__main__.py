@@ -82,7 +82,10 @@ def matbench(args):
             result = run_matbench_task(task, models=models, folds=args.folds, settings=settings, out_dir=args.out,
                                        seeds=args.seeds, selection=selection, composition_only=args.composition_only)
         except (FileNotFoundError, ModuleNotFoundError) as exc:
-            print(f"cannot run {task}: {exc}")
+            hint = ""
+            if not args.composition_only and MATBENCH_TASKS[task].input == "structure":
+                hint = " (its composition-only copy runs with --composition-only)"
+            print(f"cannot run {task}: {exc}{hint}")
             return 1
         print("\n".join(summary_lines(result)))
         for note in result["notes"]:

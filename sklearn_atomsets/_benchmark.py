@@ -193,7 +193,9 @@ def parse_selection(specs):
     for spec in specs:
         key, sep, values = spec.partition("=")
         if not sep or key not in _SELECTABLE or not values:
-            raise ValueError(f"Selection entry {spec!r} should be NAME=V1,V2,... with NAME one of {sorted(_SELECTABLE)}.")
+            raise ValueError(
+                f"Selection entry {spec!r} should be NAME=V1,V2,... with NAME one of {sorted(_SELECTABLE)}."
+            )
         try:
             grid[key] = tuple(_SELECTABLE[key](v) for v in values.split(","))
         except ValueError as exc:
