@@ -183,7 +183,7 @@ def training(result, name):
             key = ", ".join(str(chosen[k]) for k in selection if k in chosen)
             picks[key] = picks.get(key, 0) + 1
         made = "; ".join(f"{k} ×{n}" for k, n in sorted(picks.items()))
-        fixed = "" if "loss" in selection or loss == "cross-entropy" else f"{loss} loss, "
+        fixed = "" if "loss" in selection else f"{loss} loss, "
         fixed += "" if "readout" in selection else readout
         return (f"{fixed}per fit chosen on inner validation among {grid} (chosen: {made}){extra}, "
                 f"≤{s['max_epochs']} epochs, patience {s['patience']}")
