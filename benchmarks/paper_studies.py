@@ -142,8 +142,16 @@ def convergence(log, loss, repeats=N_REPEATS, sizes=SIZES, tasks=None):
         out["tasks"][_label(name, comp_only)] = {
             "task": name, "composition_only": comp_only, "metric": task.info.metric, "unit": task.info.unit,
             "n_samples": len(y), "models": list(models), "featurize_s": featurize_s, "runs": runs,
+            "notes": _notes(name),
         }
     return out
+
+
+def _notes(task_name):
+    """The runner's notes that belong to a task's results (the mp_* leakage note)."""
+    from sklearn_atomsets._benchmark import LEAKAGE_NOTE
+
+    return [LEAKAGE_NOTE] if task_name.startswith("matbench_mp_") else []
 
 
 def convergence_summary(result):
@@ -154,6 +162,8 @@ def convergence_summary(result):
         table = _mean_table(t["runs"])
         sizes = sorted({n for (_, n) in table})
         lines.append(f"{label} ({'MAE' if lower else 'ROC-AUC from probabilities'}, mean over repeats)")
+        # files written before notes were recorded get the note from the task's name
+        lines += [f"  note: {n}" for n in t.get("notes", _notes(t.get("task", label)))]
         lines.append("  " + f"{'n':>14}" + "".join(f"{n:>9}" for n in sizes))
         for m in t["models"]:
             row = "".join(f"{table[(m, n)][0]:>9.4g}" if (m, n) in table else f"{'':>9}" for n in sizes)

@@ -2,8 +2,9 @@
 
     python benchmarks/report.py [results folder] [output folder]
 
-Reads ``benchmarks/results/matbench/<task>.json`` (written by
-``python -m sklearn_atomsets matbench ... --out benchmarks/results/matbench``) and writes
+Reads every ``matbench_*.json`` under the results folder (default: ``results/matbench_seeds``,
+where ``benchmarks/run_matbench.sh`` writes the full protocol's jobs, once it holds any, else
+``results/matbench``, the single-seed run), merges the parts of each task, and writes
 ``matbench_table.md``, one bar chart per task against the leaderboard anchors, and a parity
 plot (regression) for each task's best model.
 """
@@ -16,8 +17,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "matbench"
+SEEDED_RESULTS = HERE / "results" / "matbench_seeds"  # run_matbench.sh's full protocol, in parts (jobs/)
 ORDER = ["matbench_steels", "matbench_expt_gap", "matbench_expt_is_metal", "matbench_glass",
-         "matbench_jdft2d", "matbench_phonons", "matbench_dielectric"]
+         "matbench_jdft2d", "matbench_phonons", "matbench_dielectric", "matbench_log_gvrh", "matbench_log_kvrh",
+         "matbench_perovskites", "matbench_mp_gap", "matbench_mp_is_metal", "matbench_mp_e_form"]
 
 
 SELECTED = "AtomSets (validation-selected)"
@@ -51,24 +54,63 @@ def rescore_classification(result):
             scores = classification_scores(f["y_true"], f["y_pred"])
             f["score"] = scores.pop("rocauc")
             f.update(scores)
-        _summarise(m)
+        _summarise(m, _max_epochs(result, m))
     return result
 
 
-def _summarise(m):
-    scores = [f["score"] for f in m["folds"]]
-    mean = sum(scores) / len(scores)
-    m["mean"], m["std"] = float(mean), float((sum((x - mean) ** 2 for x in scores) / len(scores)) ** 0.5)
-    if all("rocauc_proba" in f for f in m["folds"]):
-        m["rocauc_proba_mean"] = float(sum(f["rocauc_proba"] for f in m["folds"]) / len(m["folds"]))
+def _max_epochs(result, m):
+    return (m.get("settings") or {}).get("max_epochs", result.get("settings", {}).get("max_epochs"))
+
+
+def _summarise(m, max_epochs=None):
+    """Mean over seeds of the fold means, fold and seed spreads, epoch-cap count (summarise_fits)."""
+    from sklearn_atomsets._benchmark import summarise_fits
+
+    if m["folds"]:
+        m.update(summarise_fits(m["folds"], max_epochs))
+    if m["folds"] and all("rocauc_proba" in f for f in m["folds"]):
+        by_seed = {}
+        for f in m["folds"]:
+            by_seed.setdefault(f.get("seed"), []).append(f["rocauc_proba"])
+        m["rocauc_proba_mean"] = float(sum(sum(v) / len(v) for v in by_seed.values()) / len(by_seed))
     return m
 
 
+def result_key(result):
+    """The file stem of a result: '<task>' or '<task>_composition_only'."""
+    return result["task"] + ("_composition_only" if result.get("composition_only") else "")
+
+
+def task_label(result):
+    """The task as the table names it, with what its inputs were."""
+    label = result["task"]
+    if result.get("composition_only"):
+        label += " *(composition only)*"
+    if result.get("approximate_structures"):
+        label += " *(approx. structures)*"
+    return label
+
+
+def default_results_folder():
+    """The full protocol's results (``results/matbench_seeds``) once there are any, else the
+    single-seed run's (``results/matbench``)."""
+    return SEEDED_RESULTS if any(SEEDED_RESULTS.rglob("matbench_*.json")) else RESULTS
+
+
 def load_results(folder=RESULTS):
-    files = {p.stem: json.loads(p.read_text()) for p in Path(folder).glob("matbench_*.json")}
-    results = [files[t] for t in ORDER if t in files] + [r for t, r in sorted(files.items()) if t not in ORDER]
+    """Every ``matbench_*.json`` under ``folder`` (subfolders included: the jobs of a run in
+    parts), merged per task (``merge_results``: fits of each seed and fold of a model run
+    with the same settings), rescored and summarised."""
+    from sklearn_atomsets._benchmark import merge_results
+
+    paths = sorted(Path(folder).rglob("matbench_*.json"), key=lambda p: (p.stat().st_mtime, str(p)))
+    files = merge_results([json.loads(p.read_text()) for p in paths])
+    rank = {t: k for k, t in enumerate(ORDER)}
+    results = sorted(files, key=lambda r: (rank.get(r["task"], len(ORDER)), r["task"], bool(r.get("composition_only"))))
     for r in results:
         rescore_classification(r)
+        for m in r["models"].values():
+            _summarise(m, _max_epochs(r, m))
         selected = validation_selected(r)
         if selected:
             r["models"][SELECTED] = selected
@@ -80,22 +122,25 @@ def _is_atomsets(name):
 
 
 def validation_selected(result):
-    """Per fold, the AtomSets-family model with the best inner-validation score, scored on the test fold.
+    """Per seed and fold, the AtomSets-family model with the best inner-validation score, scored on the test fold.
 
     The choice uses only each fold's training data (the 90/10 split that drives early
-    stopping), so unlike picking the best mean test score it is an honest model selection.
+    stopping, the same split for every model of a seed), so unlike picking the best mean
+    test score it is an honest model selection.
     """
     lower = result["metric"] == "mae"
-    candidates = {name: {f["fold"]: f for f in m["folds"]} for name, m in result["models"].items()
+    candidates = {name: {(f.get("seed"), f["fold"]): f for f in m["folds"]} for name, m in result["models"].items()
                   if _is_atomsets(name) and all(f.get("validation_score") is not None for f in m["folds"])}
     if len(candidates) < 2:
         return None
-    folds = sorted(set.intersection(*(set(c) for c in candidates.values())))
+    keys = sorted(set.intersection(*(set(c) for c in candidates.values())), key=lambda k: (str(k[0]), k[1]))
     chosen = []
-    for k in folds:
+    for k in keys:
         name = (min if lower else max)(candidates, key=lambda n: candidates[n][k]["validation_score"])
         chosen.append(dict(candidates[name][k], model=name))
-    return _summarise({"candidates": sorted(candidates), "folds": chosen})
+    out = _summarise({"candidates": sorted(candidates), "folds": chosen}, None)
+    out["n_fits"] = out["n_hit_cap"] = 0  # its fits are the rows above, counted there
+    return out
 
 
 def best_model(result):
@@ -116,9 +161,11 @@ def training(result, name):
     """How a model was trained, from its recorded settings (older files: the run's settings, MSE)."""
     if name == SELECTED:
         m = result["models"][name]
-        picks = "; ".join(f"fold {f['fold']}: {f['model']}" for f in m["folds"])
-        return (f"per fold, whichever of the {len(m['candidates'])} AtomSets-family models above has the best "
-                f"inner-validation score ({picks})")
+        seeded = m.get("n_seeds", 1) > 1
+        picks = "; ".join(("seed {} ".format(f.get("seed")) if seeded else "") + f"fold {f['fold']}: {f['model']}"
+                          for f in m["folds"])
+        return (f"per {'seed and ' if seeded else ''}fold, whichever of the {len(m['candidates'])} AtomSets-family "
+                f"models above has the best inner-validation score ({picks})")
     if name.startswith("AMM-style"):
         trees = result["models"][name].get("settings", result["settings"]).get("n_estimators")
         return f"random forest, {trees} trees"
@@ -126,64 +173,113 @@ def training(result, name):
     loss = s.get("loss") or ("mse" if result["metric"] == "mae" else "cross_entropy")
     loss = {"mse": "MSE", "mae": "L1", "huber": "Huber", "cross_entropy": "cross-entropy"}[loss]
     readout = f"{s['readout']} readout, " if "readout" in s and not name.startswith("MLP-f") else ""
-    return f"{readout}{loss} loss, ≤{s['max_epochs']} epochs, patience {s['patience']}"
+    extra = "".join(f", {k.replace('_', ' ')} {s[k]:g}" for k in ("weight_decay", "dropout") if s.get(k))
+    selection = s.get("selection")
+    if selection:
+        grid = ", ".join(f"{k} ∈ {{{', '.join(str(v) for v in vs)}}}" for k, vs in selection.items())
+        picks = {}
+        for f in result["models"][name]["folds"]:
+            chosen = f.get("selection", {}).get("chosen", {})
+            key = ", ".join(str(chosen[k]) for k in selection if k in chosen)
+            picks[key] = picks.get(key, 0) + 1
+        made = "; ".join(f"{k} ×{n}" for k, n in sorted(picks.items()))
+        fixed = "" if "loss" in selection else f"{loss} loss, "
+        fixed += "" if "readout" in selection else readout
+        return (f"{fixed}per fit chosen on inner validation among {grid} (chosen: {made}){extra}, "
+                f"≤{s['max_epochs']} epochs, patience {s['patience']}")
+    return f"{readout}{loss} loss{extra}, ≤{s['max_epochs']} epochs, patience {s['patience']}"
+
+
+SEEDS_NOTE = (
+    "Scores are the mean over seeds of each seed's mean over the 5 folds, ± the standard deviation "
+    "over seeds (a seed draws the inner validation split and the initialisation); the spread over "
+    "folds is given in brackets. Files from single-seed runs show the fold spread only. "
+    "\"at epoch cap\" counts the network fits (selection candidates included) that stopped at the "
+    "epoch cap rather than by early stopping. Rows marked *(composition only)* ran on the task's "
+    "formulas (structures are not available here) and are not comparable with structure-based entries."
+)
 
 
 def markdown_table(results):
     lines = [
         CLASSIFICATION_NOTE,
         "",
-        "| task | metric | model | training | mean ± std (5 folds) | AMMExpress v2020 | RF-SCM/Magpie | MEGNet (kgcnn) | best entry |",
-        "|---|---|---|---|---|---|---|---|---|",
+        SEEDS_NOTE,
+        "",
+        "| task | metric | model | training | mean ± std over seeds (folds) | at epoch cap | AMMExpress v2020 | "
+        "RF-SCM/Magpie | MEGNet (kgcnn) | best entry |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         anchors = r["anchors"]
         ours_best = best_model(r)
         for name, m in r["models"].items():
             flag = " **(best here)**" if name == ours_best else ""
-            task = r["task"] + (" *(approx. structures)*" if r.get("approximate_structures") else "")
             lines.append(
-                f"| {task} | {metric_name(r)} | {name}{flag} | {training(r, name)} | "
-                f"{score_cell(m)} | {anchors.get('AMMExpress v2020', '')} | "
+                f"| {task_label(r)} | {metric_name(r)} | {name}{flag} | {training(r, name)} | "
+                f"{score_cell(m)} | {cap_cell(m)} | {anchors.get('AMMExpress v2020', '')} | "
                 f"{anchors.get('RF-SCM/Magpie', '')} | {anchors.get('MEGNet (kgcnn)', '-')} | {best_entry(anchors)} |"
             )
+    notes = sorted({n for r in results for n in r.get("notes", [])})
+    if notes:
+        lines += ["", "Notes from the runs:", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
 def score_cell(m):
-    """'0.8825 ± 0.012', with ROC-AUC from probabilities in brackets for classification."""
-    cell = f"{m['mean']:.4g} ± {m['std']:.2g}"
+    """'0.4093 ± 0.004 over 3 seeds (folds ± 0.02)'; one seed: '0.4093 ± 0.02 over folds (1 seed)';
+    ROC-AUC from probabilities in brackets for classification."""
+    if m.get("seed_std") is not None:
+        cell = f"{m['mean']:.4g} ± {m['seed_std']:.2g} over {m['n_seeds']} seeds (folds ± {m['std']:.2g})"
+    else:
+        cell = f"{m['mean']:.4g} ± {m['std']:.2g} over folds (1 seed)"
     if "rocauc_proba_mean" in m:
         cell += f" [from probabilities: {m['rocauc_proba_mean']:.4g}]"
     return cell
 
 
+def cap_cell(m):
+    """'3/45': network fits that stopped at the epoch cap, of those recorded ('-': none, e.g. forests)."""
+    return f"{m['n_hit_cap']}/{m['n_fits']}" if m.get("n_fits") else "-"
+
+
+def verdict(score, value, lower, seed_std):
+    """'beats by 0.012, seed std 0.004 (margin beyond the seed spread)' or 'does NOT beat (short by ...)'."""
+    margin = value - score if lower else score - value
+    spread = "seed std n/a (1 seed)" if seed_std is None else f"seed std {seed_std:.2g}"
+    if margin > 0:
+        where = "" if seed_std is None else (
+            " (margin beyond the seed spread)" if margin > seed_std else " (margin within the seed spread)")
+        return f"beats by {margin:.3g}, {spread}{where}"
+    return f"does NOT beat (short by {-margin:.3g}, {spread})"
+
+
 def target_check(results):
-    """The issue's targets, stated from the numbers: best AtomSets model vs the anchors."""
+    """The issue's targets, stated from the numbers: best AtomSets model vs the anchors, with margins."""
     lines = []
     for r in results:
         lower = r["metric"] == "mae"
         atomsets = {k: v for k, v in r["models"].items() if _is_atomsets(k)}
         if not atomsets:
             continue
+        tag = " (composition only)" if r.get("composition_only") else ""
         best = (min if lower else max)(atomsets, key=lambda k: atomsets[k]["mean"])
-        contenders = [(f"best AtomSets model (picked on test scores) {best}", atomsets[best]["mean"])]
+        contenders = [(f"best AtomSets model (picked on test scores) {best}", atomsets[best])]
         if SELECTED in r["models"]:
-            contenders.append((SELECTED, r["models"][SELECTED]["mean"]))
-        for label, score in contenders:
+            contenders.append((SELECTED, r["models"][SELECTED]))
+        for label, m in contenders:
             for anchor in ("RF-SCM/Magpie", "AMMExpress v2020", "MEGNet (kgcnn)"):
                 if anchor not in r["anchors"]:
                     continue
                 value = r["anchors"][anchor]
-                beats = score < value if lower else score > value
-                lines.append(f"- {r['task']} ({metric_name(r)}): {label} {score:.4g} vs {anchor} {value}: "
-                             f"{'beats' if beats else 'does NOT beat'}")
-        v1 = {k: v["mean"] for k, v in r["models"].items() if k.startswith("AtomSets-V1")}
+                lines.append(f"- {r['task']}{tag} ({metric_name(r)}): {label} {m['mean']:.4g} vs {anchor} {value}: "
+                             f"{verdict(m['mean'], value, lower, m.get('seed_std'))}")
+        v1 = {k: v for k, v in r["models"].items() if k.startswith("AtomSets-V1")}
         if "MEGNet (kgcnn)" in r["anchors"] and v1:
-            name = min(v1, key=v1.get)
+            name = min(v1, key=lambda k: v1[k]["mean"])
             value = r["anchors"]["MEGNet (kgcnn)"]
-            lines.append(f"- {r['task']}: {name} {v1[name]:.4g} vs MEGNet (kgcnn) {value}: "
-                         f"{'beats' if v1[name] < value else 'does NOT beat'}")
+            lines.append(f"- {r['task']}{tag}: {name} {v1[name]['mean']:.4g} vs MEGNet (kgcnn) {value}: "
+                         f"{verdict(v1[name]['mean'], value, True, v1[name].get('seed_std'))}")
     return "\n".join(lines) + "\n"
 
 
@@ -195,14 +291,18 @@ def bar_chart(result, path):
 
     names = list(result["models"]) + [f"[{k}]" for k in result["anchors"]]
     means = [m["mean"] for m in result["models"].values()] + list(result["anchors"].values())
-    stds = [m["std"] for m in result["models"].values()] + [0.0] * len(result["anchors"])
+    stds = [m["seed_std"] if m.get("seed_std") is not None else m["std"] for m in result["models"].values()]
+    stds += [0.0] * len(result["anchors"])
     colors = ["#4472c4"] * len(result["models"]) + ["#a5a5a5"] * len(result["anchors"])
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.2))
     ax.barh(range(len(names)), means, xerr=stds, color=colors)
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(metric_name(result) + (f" ({result['unit']})" if result["unit"] else ""))
-    ax.set_title(f"{result['task']}: ours (blue, mean ± std of 5 folds) vs leaderboard (grey)", fontsize=9)
+    spread = "std over seeds" if any(m.get("seed_std") is not None for m in result["models"].values()) else \
+        "std of 5 folds"
+    where = ", composition only" if result.get("composition_only") else ""
+    ax.set_title(f"{result['task']}{where}: ours (blue, mean ± {spread}) vs leaderboard (grey)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -216,6 +316,7 @@ def parity_plot(result, path):
 
     name = best_model(result)
     folds = result["models"][name]["folds"]
+    folds = [f for f in folds if f.get("seed") == folds[0].get("seed")]  # one seed: each test row once
     y_true = [v for f in folds for v in f["y_true"]]
     y_pred = [v for f in folds for v in f["y_pred"]]
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
@@ -224,7 +325,8 @@ def parity_plot(result, path):
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
     ax.set_xlabel("MatBench target (test folds)")
     ax.set_ylabel(f"{name} prediction")
-    ax.set_title(f"{result['task']}: {name}", fontsize=9)
+    seed = "" if folds[0].get("seed") is None else f" (seed {folds[0]['seed']})"
+    ax.set_title(f"{result['task']}: {name}{seed}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -232,7 +334,7 @@ def parity_plot(result, path):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    folder = Path(argv[0]) if argv else RESULTS
+    folder = Path(argv[0]) if argv else default_results_folder()
     out = Path(argv[1]) if len(argv) > 1 else HERE / "results"
     results = load_results(folder)
     if not results:
@@ -244,9 +346,9 @@ def main(argv=None):
         "# MatBench v0.1, official folds\n\n" + markdown_table(results) + "\n## Targets\n\n" + target_check(results)
     )
     for r in results:
-        bar_chart(r, plots / f"{r['task']}_bars.png")
+        bar_chart(r, plots / f"{result_key(r)}_bars.png")
         if r["metric"] == "mae":
-            parity_plot(r, plots / f"{r['task']}_parity.png")
+            parity_plot(r, plots / f"{result_key(r)}_parity.png")
     print(f"wrote {out / 'matbench_table.md'} and {len(list(plots.glob('*.png')))} plots")
     return 0
 

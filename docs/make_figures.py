@@ -82,35 +82,41 @@ def matbench_pages(out_dir):
     sys.path.insert(0, str(DOCS.parent / "benchmarks"))
     import report
 
-    results = report.load_results(RESULTS / "matbench")
+    results = report.load_results(report.default_results_folder())
     table, plots = out_dir / "matbench_table.rst", out_dir / "matbench_plots.rst"
     if not results:
         table.write_text("*No MatBench results in benchmarks/results/matbench yet.*\n")
         plots.write_text("")
         return
-    lines = [report.CLASSIFICATION_NOTE, "", ".. list-table::", "   :header-rows: 1", "",
-             "   * - task", "     - model", "     - training", "     - mean ± std", "     - AMMExpress v2020",
+    lines = [report.CLASSIFICATION_NOTE, "", report.SEEDS_NOTE, "", ".. list-table::", "   :header-rows: 1", "",
+             "   * - task", "     - model", "     - training", "     - mean ± std over seeds (folds)",
+             "     - at epoch cap", "     - AMMExpress v2020",
              "     - RF-SCM/Magpie", "     - MEGNet (kgcnn)", "     - best entry"]
     for r in results:
         anchors = r["anchors"]
         best = report.best_entry(anchors)
         metric = report.metric_name(r)
         for name, m in r["models"].items():
-            task = f"{r['task']} ({metric})" + (", approx. structures" if r.get("approximate_structures") else "")
+            task = (f"{r['task']} ({metric})" + (", composition only" if r.get("composition_only") else "")
+                    + (", approx. structures" if r.get("approximate_structures") else ""))
             lines += [f"   * - {task}", f"     - {name}", f"     - {report.training(r, name)}",
-                      f"     - {report.score_cell(m)}",
+                      f"     - {report.score_cell(m)}", f"     - {report.cap_cell(m)}",
                       f"     - {anchors.get('AMMExpress v2020', '')}", f"     - {anchors.get('RF-SCM/Magpie', '')}",
                       f"     - {anchors.get('MEGNet (kgcnn)', '-')}", f"     - {best}"]
+    notes = sorted({n for r in results for n in r.get("notes", [])})
+    if notes:
+        lines += ["", "Notes from the runs:", ""] + [f"- {n}" for n in notes]
     lines += ["", "Targets, stated from the numbers above:", "", report.target_check(results)]
     table.write_text("\n".join(lines) + "\n")
     images = []
     for r in results:
-        report.bar_chart(r, out_dir / f"{r['task']}_bars.png")
+        key = report.result_key(r)
+        report.bar_chart(r, out_dir / f"{key}_bars.png")
         # paths are relative to benchmarks.rst, which includes this file
-        images += [f".. image:: /_generated/{r['task']}_bars.png", f"   :alt: {r['task']} scores", ""]
+        images += [f".. image:: /_generated/{key}_bars.png", f"   :alt: {key} scores", ""]
         if r["metric"] == "mae":
-            report.parity_plot(r, out_dir / f"{r['task']}_parity.png")
-            images += [f".. image:: /_generated/{r['task']}_parity.png", f"   :alt: {r['task']} parity", ""]
+            report.parity_plot(r, out_dir / f"{key}_parity.png")
+            images += [f".. image:: /_generated/{key}_parity.png", f"   :alt: {key} parity", ""]
     plots.write_text("\n".join(images) + "\n")
 
 

@@ -52,7 +52,7 @@ def encode(args):
 
 
 def matbench(args):
-    from ._benchmark import MODELS, TrainingSettings, run_matbench_task, summary_lines
+    from ._benchmark import MODELS, TrainingSettings, parse_selection, run_matbench_task, summary_lines
     from ._matbench import MATBENCH_TASKS
 
     if args.threads:
@@ -60,7 +60,12 @@ def matbench(args):
 
         torch.set_num_threads(args.threads)
     settings = TrainingSettings(max_epochs=args.max_epochs, patience=args.patience, loss=args.loss,
-                                readout=args.readout)
+                                readout=args.readout, lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout)
+    try:
+        selection = None if args.select is None else parse_selection(args.select)
+    except ValueError as exc:
+        print(exc)
+        return 2
     models = None if args.models == ["all"] else args.models
     tasks = args.tasks
     for task in tasks:
@@ -74,9 +79,13 @@ def matbench(args):
     start = time.perf_counter()
     for task in tasks:
         try:
-            result = run_matbench_task(task, models=models, folds=args.folds, settings=settings, out_dir=args.out)
+            result = run_matbench_task(task, models=models, folds=args.folds, settings=settings, out_dir=args.out,
+                                       seeds=args.seeds, selection=selection, composition_only=args.composition_only)
         except (FileNotFoundError, ModuleNotFoundError) as exc:
-            print(f"cannot run {task}: {exc}")
+            hint = ""
+            if not args.composition_only and MATBENCH_TASKS[task].input == "structure":
+                hint = " (its composition-only copy runs with --composition-only)"
+            print(f"cannot run {task}: {exc}{hint}")
             return 1
         print("\n".join(summary_lines(result)))
         for note in result["notes"]:
@@ -97,8 +106,20 @@ def main(argv=None):
     m.add_argument("--tasks", nargs="+", default=["matbench_steels"])
     m.add_argument("--models", nargs="+", default=["AtomSets-V0"], help="model names, or 'all'")
     m.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    m.add_argument("--max-epochs", type=int, default=1000)
+    m.add_argument("--max-epochs", type=int, default=2000,
+                   help="epoch cap of every network fit (each fit records whether it hit it)")
     m.add_argument("--patience", type=int, default=200)
+    m.add_argument("--seeds", nargs="+", type=int, default=[0],
+                   help="one run per seed (inner validation split and initialisation)")
+    m.add_argument("--select", nargs="*", default=None, metavar="NAME=V1,V2",
+                   help="choose each fit's protocol on inner-validation scores among these candidates "
+                        "(NAME: loss, readout, lr, weight_decay, dropout); --select alone: "
+                        "loss=mse,mae,huber readout=mean,set2set")
+    m.add_argument("--composition-only", action="store_true",
+                   help="run on the task's composition-only copy (composition_only/<task>.crabnet.csv.gz)")
+    m.add_argument("--lr", type=float, default=1e-3)
+    m.add_argument("--weight-decay", type=float, default=0.0)
+    m.add_argument("--dropout", type=float, default=0.0)
     m.add_argument("--loss", default="auto", choices=["auto", "mse", "mae", "huber"],
                    help="regression training loss (classifiers always use cross-entropy)")
     m.add_argument("--readout", default="mean", choices=["mean", "set2set"], help="AtomSets readout")

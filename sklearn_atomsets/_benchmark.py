@@ -1,10 +1,14 @@
 """MatBench runner: the paper's models and an AutoMatminer-style baseline on official folds.
 
-Every model is a scikit-learn ``Pipeline(featurizer -> estimator)``. For each fold the
-featurizer runs on the training and test inputs (timed; the process-wide feature cache
-means later models and folds reuse the frozen-encoder outputs), the estimator is fitted on
-the training part (its own 90/10 split drives early stopping) and scored on the test part.
-Results go to ``<out>/<task>.json`` with per-fold scores, times and test predictions.
+Every model is a scikit-learn ``Pipeline(featurizer -> estimator)``. For each seed and fold
+the featurizer runs on the training and test inputs (timed; the process-wide feature cache
+means later models, seeds and folds reuse the frozen-encoder outputs), the estimator is
+fitted on the training part (its own 90/10 split, drawn from the seed, drives early
+stopping) and scored on the test part. With a selection grid (:func:`select_protocol`)
+every candidate training configuration is fitted on the training part and the one with the
+best inner-validation score is the one scored on the test part. Results go to
+``<out>/<task>.json`` (``<task>_composition_only.json`` for the composition-only copies)
+with per-fit scores, times, epochs, selection candidates and test predictions.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+import itertools
+import math
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +35,22 @@ from ._featurizers import (
     MEGNetSiteSetFeaturizer,
     MEGNetStructureFeaturizer,
 )
-from ._matbench import ANCHORS, load_matbench_task
+from ._matbench import ANCHORS, load_matbench_composition_task, load_matbench_task
 
 __all__ = [
+    "DEFAULT_SELECTION",
     "MODELS",
     "TrainingSettings",
+    "candidate_configs",
     "classification_scores",
     "make_model",
+    "merge_results",
     "model_label",
     "models_for",
+    "parse_selection",
     "run_matbench_task",
+    "select_protocol",
+    "summarise_fits",
 ]
 
 #: matbench's probability -> label threshold (``matbench.constants.CLF_THRESH``): a sample is
@@ -51,17 +63,30 @@ LEAKAGE_NOTE = (
     "transfer-learned scores on those tasks are optimistic."
 )
 
+COMPOSITION_ONLY_NOTE = (
+    "Composition only: structures of this task are not available here, so it runs on the "
+    "formulas of composition_only/<task>.crabnet.csv.gz with the official folds; polymorphs "
+    "share a formula, and the scores are not comparable with structure-based entries."
+)
+
 
 @dataclass
 class TrainingSettings:
-    """How the AtomSets-family estimators are trained in a benchmark run."""
+    """How the AtomSets-family estimators are trained in a benchmark run.
 
-    max_epochs: int = 1000
+    The defaults are the paper's protocol: patience 200, and an epoch cap (``max_epochs``,
+    2000) meant to be high enough that few fits reach it; every fit records whether it did
+    (``hit_cap``), so the cap can be raised where the count says so.
+    """
+
+    max_epochs: int = 2000
     patience: int = 200
     batch_size: int = 128
     lr: float = 1e-3
     readout: str = "mean"
     loss: str = "auto"  # regressors: "mse" (auto), "mae" or "huber"
+    weight_decay: float = 0.0
+    dropout: float = 0.0
     n_estimators: int = 500  # random forest of the baseline
 
 
@@ -72,13 +97,15 @@ def _loss(kind, settings):
 def _set_estimator(kind, settings, seed, **params):
     cls = AtomSetsRegressor if kind == "regression" else AtomSetsClassifier
     return cls(max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size,
-               lr=settings.lr, readout=settings.readout, loss=_loss(kind, settings), random_state=seed, **params)
+               lr=settings.lr, readout=settings.readout, loss=_loss(kind, settings), weight_decay=settings.weight_decay,
+               dropout=settings.dropout, random_state=seed, **params)
 
 
 def _mlpf(kind, settings, seed):
     cls = MLPfRegressor if kind == "regression" else MLPfClassifier
     return cls(max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size,
-               lr=settings.lr, loss=_loss(kind, settings), random_state=seed)
+               lr=settings.lr, loss=_loss(kind, settings), weight_decay=settings.weight_decay,
+               dropout=settings.dropout, random_state=seed)
 
 
 def _site_sets(layer):
@@ -133,11 +160,123 @@ def make_model(name, info, settings=None, seed=0):
                                        n_estimators=settings.n_estimators, random_state=seed)
 
 
-def model_label(name, settings):
-    """A model's name in the results: set models with the set2set readout are told apart."""
-    if MODELS[name][1] == "sets" and settings.readout != "mean":
+def model_label(name, settings, selection=None):
+    """A model's name in the results: set models with the set2set readout are told apart
+    (unless the readout is one of the selection's choices, made per fit)."""
+    if MODELS[name][1] == "sets" and settings.readout != "mean" and "readout" not in (selection or {}):
         return f"{name} ({settings.readout})"
     return name
+
+
+#: The selection grid of ``--select`` without values: each protocol choice the runner makes
+#: per fit on inner-validation scores (regressors' loss, set models' readout).
+DEFAULT_SELECTION = {"loss": ("mse", "mae", "huber"), "readout": ("mean", "set2set")}
+
+_SELECTABLE = {"loss": str, "readout": str, "lr": float, "weight_decay": float, "dropout": float}
+_CHOICES = {"loss": ("mse", "mae", "huber"), "readout": ("mean", "set2set")}
+
+
+def parse_selection(specs):
+    """A selection grid from ``["loss=mse,mae", "lr=1e-3,3e-4"]`` (empty: :data:`DEFAULT_SELECTION`).
+
+    Examples
+    --------
+    >>> from sklearn_atomsets._benchmark import parse_selection
+    >>> parse_selection(["loss=mse,mae", "weight_decay=0,1e-5"])
+    {'loss': ('mse', 'mae'), 'weight_decay': (0.0, 1e-05)}
+    >>> parse_selection([]) == DEFAULT_SELECTION
+    True
+    """
+    if not specs:
+        return dict(DEFAULT_SELECTION)
+    grid = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        if not sep or key not in _SELECTABLE or not values:
+            raise ValueError(
+                f"Selection entry {spec!r} should be NAME=V1,V2,... with NAME one of {sorted(_SELECTABLE)}."
+            )
+        try:
+            grid[key] = tuple(_SELECTABLE[key](v) for v in values.split(","))
+        except ValueError as exc:
+            raise ValueError(f"Selection entry {spec!r}: {exc}") from None
+        wrong = [v for v in grid[key] if key in _CHOICES and v not in _CHOICES[key]]
+        if wrong:
+            raise ValueError(f"Selection entry {spec!r}: {wrong} not among {list(_CHOICES[key])}.")
+    return grid
+
+
+def candidate_configs(name, info, selection):
+    """The training configurations a selection grid offers one model on one task.
+
+    Only the choices that apply are kept: classifiers always train on cross-entropy (no
+    ``loss``), MLP-f reads one vector (no ``readout``), the tree baselines have no
+    validation split and are not selected (an empty list).
+
+    Examples
+    --------
+    >>> from sklearn_atomsets._benchmark import candidate_configs
+    >>> from sklearn_atomsets._matbench import MATBENCH_TASKS
+    >>> grid = {"loss": ("mse", "mae"), "readout": ("mean", "set2set")}
+    >>> len(candidate_configs("AtomSets-V0", MATBENCH_TASKS["matbench_steels"], grid))
+    4
+    >>> candidate_configs("AtomSets-V0", MATBENCH_TASKS["matbench_glass"], grid)
+    [{'readout': 'mean'}, {'readout': 'set2set'}]
+    >>> candidate_configs("AMM-style", MATBENCH_TASKS["matbench_glass"], grid)
+    []
+    """
+    estimator = MODELS[name][1]
+    if estimator.startswith("baseline"):
+        return []
+    grid = {k: v for k, v in selection.items()
+            if not (k == "loss" and info.kind == "classification") and not (k == "readout" and estimator == "mlpf")}
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _fit_record(model, max_epochs):
+    """What a fitted net's training says: best epoch, inner-validation score, epochs, cap."""
+    if not hasattr(model, "best_epoch_"):
+        return {}
+    epochs = len(model.net_.history)
+    return {"best_epoch": model.best_epoch_,
+            "validation_score": model.best_validation_score_,  # inner 10% split: training data only
+            "epochs_run": epochs, "hit_cap": epochs >= max_epochs}
+
+
+def select_protocol(name, info, F_train, y_train, selection, settings=None, seed=0):
+    """Choose a model's training configuration on the inner-validation split only.
+
+    Each candidate of :func:`candidate_configs` is fitted on the training fold's features
+    ``F_train`` (its estimator holds out the same inner 10%, drawn from ``seed``, for early
+    stopping) and the candidate with the best inner-validation score (lowest MAE in target
+    units for regressors, highest ROC-AUC from probabilities for classifiers; the first one
+    on ties) wins. The test fold is not an argument: nothing here can read it.
+
+    Returns ``(fitted estimator, chosen configuration, records)``, where ``records`` lists
+    every candidate with its configuration, validation score, best epoch, epochs run,
+    whether it hit the epoch cap, and its fit time.
+    """
+    settings = settings or TrainingSettings()
+    candidates = candidate_configs(name, info, selection)
+    if not candidates:
+        raise ValueError(f"{name} has no training configuration to select (no inner validation split).")
+    lower = info.kind == "regression"
+    records, best, best_model = [], None, None
+    for config in candidates:
+        model = make_model(name, info, replace(settings, **config), seed)[-1]
+        start = time.perf_counter()
+        model.fit(F_train, y_train)
+        record = {"config": config, **_fit_record(model, settings.max_epochs), "fit_s": time.perf_counter() - start}
+        records.append(record)
+        value = record["validation_score"]
+        if value is None or math.isnan(value):
+            continue
+        if best is None or (value < best["validation_score"] if lower else value > best["validation_score"]):
+            best, best_model = record, model
+    if best is None:
+        raise RuntimeError(f"No candidate of {name} produced a finite inner-validation score: {records}")
+    return best_model, dict(best["config"]), records
 
 
 def _model_settings(name, info, settings):
@@ -153,6 +292,15 @@ def _model_settings(name, info, settings):
         out["loss"] = "cross_entropy"
     elif out["loss"] == "auto":
         out["loss"] = "mse"
+    return out
+
+
+def _recorded_settings(name, info, settings, selection):
+    """A model's settings as the results record them, with its selection grid if any."""
+    out = _model_settings(name, info, settings)
+    candidates = candidate_configs(name, info, selection) if selection else []
+    if candidates:
+        out["selection"] = {k: sorted({c[k] for c in candidates}, key=str) for k in candidates[0]}
     return out
 
 
@@ -198,12 +346,89 @@ def _score(info, y_true, model, X_test_features):
     return scores.pop("rocauc"), scores, proba
 
 
-def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out_dir=None, seed=0, log=print):
-    """Run models on one MatBench task's official folds and return (and save) the results."""
+def _std(values):
+    values = np.asarray(values, dtype=float)
+    return float(values.std()) if len(values) else float("nan")
+
+
+def summarise_fits(folds, max_epochs=None):
+    """A model's summary from its fits (one entry per seed and fold).
+
+    ``mean`` is the mean over seeds of each seed's mean over folds; ``seed_std`` the
+    standard deviation over seeds of those fold means (None for one seed); ``std`` the
+    standard deviation over folds (averaged over seeds; a single-seed file's old ``std``).
+    ``n_fits`` and ``n_hit_cap`` count the network fits (selection candidates included) and
+    those that stopped at the epoch cap. Fits without a ``seed`` (single-seed files written
+    before seeds were recorded) are one seed.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets._benchmark import summarise_fits
+    >>> fits = [{"seed": s, "fold": k, "score": s + k} for s in (0, 2) for k in (0, 1)]
+    >>> m = summarise_fits(fits)
+    >>> m["mean"], m["seed_means"], m["seed_std"], m["std"]
+    (1.5, {'0': 0.5, '2': 2.5}, 1.0, 0.5)
+    """
+    by_seed = {}
+    for f in folds:
+        by_seed.setdefault(f.get("seed"), []).append(f["score"])
+    seed_means = {str(k): float(np.mean(v)) for k, v in by_seed.items()}
+    out = {
+        "mean": float(np.mean(list(seed_means.values()))),
+        "std": float(np.mean([_std(v) for v in by_seed.values()])),
+        "seed_means": seed_means,
+        "seed_std": _std(list(seed_means.values())) if len(seed_means) > 1 else None,
+        "n_seeds": len(seed_means),
+    }
+    counted = []
+    for c in (c for f in folds for c in f.get("selection", {}).get("candidates", [f])):
+        if "hit_cap" in c:
+            counted.append(bool(c["hit_cap"]))
+        elif max_epochs is not None and c.get("epochs_run") is not None:
+            counted.append(c["epochs_run"] >= max_epochs)
+    out["n_fits"], out["n_hit_cap"] = len(counted), int(sum(counted))
+    return out
+
+
+def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out_dir=None, seed=0, log=print,
+                      seeds=None, selection=None, composition_only=False):
+    """Run models on one MatBench task's official folds and return (and save) the results.
+
+    Parameters
+    ----------
+    task_name : str
+        e.g. ``"matbench_steels"``.
+    models : list of str, optional
+        Names of :data:`MODELS` (default: all that apply to the task's inputs).
+    folds : iterable of int, default=range(5)
+    settings : TrainingSettings, optional
+    out_dir : path-like, optional
+        Where ``<task>.json`` goes, merged with what an earlier run recorded there: other
+        models are kept; a model run again with other settings is replaced; a model run
+        again with the same settings (and selection grid) keeps its earlier fits of other
+        seeds and folds, so one table can be run in parts (e.g. ``--folds 0 1`` then
+        ``--folds 2 3 4``).
+    seed : int, default=0
+        The seed of a single-seed run (``seeds`` overrides it).
+    seeds : iterable of int, optional
+        One full run per seed; the seed draws the inner validation split and the
+        initialisation (the random forest's seed for the baselines).
+    selection : dict, optional
+        A selection grid (:func:`parse_selection`): each network fit becomes
+        :func:`select_protocol` over its candidates, on inner-validation scores only;
+        every candidate is recorded with its validation score.
+    composition_only : bool, default=False
+        Run on the task's composition-only copy (``load_matbench_composition_task``) with
+        the composition models; results go to ``<task>_composition_only.json``.
+    """
     settings = settings or TrainingSettings()
-    task = load_matbench_task(task_name)
+    seeds = [seed] if seeds is None else [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds should be distinct integers, got {seeds}.")
+    task = load_matbench_composition_task(task_name) if composition_only else load_matbench_task(task_name)
     info = task.info
     names = models_for(info, models)
+    file = f"{task_name}_composition_only.json" if composition_only else f"{task_name}.json"
     result = {
         "task": task_name,
         "metric": info.metric,
@@ -211,69 +436,153 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         "n_samples": len(task.inputs),
         "data_source": task.source,
         "approximate_structures": task.approximate,
+        "composition_only": bool(composition_only),
         "settings": asdict(settings),
-        "seed": seed,
+        "seed": seeds[0],
+        "seeds": seeds,
+        "selection": {k: list(v) for k, v in selection.items()} if selection else None,
         "anchors": ANCHORS.get(task_name, {}),
         "notes": [LEAKAGE_NOTE] if task_name.startswith("matbench_mp_") else [],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "models": {},
     }
-    if out_dir is not None and (Path(out_dir) / f"{task_name}.json").is_file():
-        # keep the models an earlier run recorded (each with its own settings); rerun ones are replaced
-        earlier = json.loads((Path(out_dir) / f"{task_name}.json").read_text())
+    if composition_only:
+        result["notes"].insert(0, COMPOSITION_ONLY_NOTE)
+    earlier_fits = {}
+    if out_dir is not None and (Path(out_dir) / file).is_file():
+        # keep the models an earlier run recorded (each with its own settings); rerun ones are replaced,
+        # unless their settings are the same: then their fits of other seeds and folds are kept
+        earlier = json.loads((Path(out_dir) / file).read_text())
         if earlier.get("task") == task_name:
-            labels = {model_label(name, settings) for name in names}
-            result["models"] = {name: m for name, m in earlier.get("models", {}).items() if name not in labels}
+            labels = {model_label(name, settings, selection): name for name in names}
+            for label, m in earlier.get("models", {}).items():
+                if label not in labels:
+                    result["models"][label] = m
+                elif m.get("settings") == _recorded_settings(labels[label], info, settings, selection):
+                    earlier_fits[label] = m["folds"]
+            result["seeds"] = sorted(set(seeds) | set(earlier.get("seeds", [earlier.get("seed", 0)])))
     if task.approximate:
         result["notes"].append(
             "Structures rebuilt from 6-decimal text (../shared/data/matbench/approx); targets are exact."
         )
     for name in names:
-        label = model_label(name, settings)
-        folds_out = []
+        label = model_label(name, settings, selection)
+        candidates = candidate_configs(name, info, selection) if selection else []
+        fits = []
         for fold in folds:
-            X_train, y_train, X_test, y_test = task.split(fold)
-            pipe = make_model(name, info, settings, seed)
-            featurize, model = pipe[:-1], pipe[-1]
-            start = time.perf_counter()
-            F_train = featurize.fit_transform(list(X_train), y_train.to_numpy())
-            F_test = featurize.transform(list(X_test))
-            t_featurize = time.perf_counter() - start
-            start = time.perf_counter()
-            model.fit(F_train, y_train.to_numpy())
-            t_fit = time.perf_counter() - start
-            score, other_scores, pred = _score(info, y_test.to_numpy(), model, F_test)
-            entry = {"fold": fold, "score": score, **other_scores, "featurize_s": t_featurize, "fit_s": t_fit,
-                     "n_train": len(y_train), "n_test": len(y_test),
-                     "y_true": y_test.astype(float).tolist(), "y_pred": pred.tolist()}
-            if hasattr(model, "best_epoch_"):
-                entry["best_epoch"] = model.best_epoch_
-                entry["validation_score"] = model.best_validation_score_  # inner 10% split: training data only
-                entry["epochs_run"] = len(model.net_.history)
-            folds_out.append(entry)
-            log(f"{task_name} {label} fold {fold}: {info.metric} {score:.4f} "
-                f"(featurize {t_featurize:.1f} s, fit {t_fit:.1f} s)")
-        scores = [f["score"] for f in folds_out]
-        result["models"][label] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)),
-                                  "settings": _model_settings(name, info, settings), "folds": folds_out}
+            shared = {}  # the featurizer step does not depend on the seed: computed once per fold
+            for s in seeds:
+                fits.append(_run_fold(task, name, fold, s, settings, selection if candidates else None, shared))
+                f = fits[-1]
+                chosen = f" chosen {f['selection']['chosen']}" if "selection" in f else ""
+                log(f"{task_name} {label} seed {s} fold {fold}: {info.metric} {f['score']:.4f}{chosen} "
+                    f"(featurize {f['featurize_s']:.1f} s, fit {f['fit_s']:.1f} s)")
+        done = {(f["seed"], f["fold"]) for f in fits}
+        fits += [f for f in earlier_fits.get(label, []) if (f.get("seed"), f["fold"]) not in done]
+        fits.sort(key=lambda f: (f.get("seed") is None, f.get("seed") or 0, f["fold"]))
+        result["models"][label] = {**summarise_fits(fits, settings.max_epochs),
+                                   "settings": _recorded_settings(name, info, settings, selection), "folds": fits}
         if out_dir is not None:  # after every model, so an interrupted run keeps what it finished
             out_dir = Path(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / f"{task_name}.json").write_text(json.dumps(result, indent=1) + "\n")
+            (out_dir / file).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _run_fold(task, name, fold, seed, settings, selection, shared=None):
+    """One fit (or one selection over candidates) on a fold's training part, scored on its test part.
+
+    ``shared`` (a dict, one per fold) keeps the output of the pipeline's first step, the
+    featurizer, which has no seed, for the fold's other seeds; the later steps (the
+    baseline's filters and tree-based selection) are fitted per seed. ``featurize_s`` is the
+    time this fit spent featurizing (near 0 where the features were reused).
+    """
+    info = task.info
+    X_train, y_train, X_test, y_test = task.split(fold)
+    pipe = make_model(name, info, settings, seed)
+    model = pipe[-1]
+    start = time.perf_counter()
+    reused = shared is not None and "train" in shared
+    if reused:
+        F_train, F_test = shared["train"], shared["test"]
+    else:
+        F_train = pipe[0].fit_transform(list(X_train), y_train.to_numpy())
+        F_test = pipe[0].transform(list(X_test))
+        if shared is not None:
+            shared.update(train=F_train, test=F_test)
+    if len(pipe) > 2:
+        rest = pipe[1:-1]
+        F_train = rest.fit_transform(F_train, y_train.to_numpy())
+        F_test = rest.transform(F_test)
+    t_featurize = time.perf_counter() - start
+    start = time.perf_counter()
+    if selection:
+        model, chosen, records = select_protocol(name, info, F_train, y_train.to_numpy(), selection, settings, seed)
+        picked = next(r for r in records if r["config"] == chosen)
+    else:
+        model.fit(F_train, y_train.to_numpy())
+    t_fit = time.perf_counter() - start
+    # the test part is read here, once the model (and its configuration) is fixed
+    score, other_scores, pred = _score(info, y_test.to_numpy(), model, F_test)
+    entry = {"seed": seed, "fold": fold, "score": score, **other_scores, "featurize_s": t_featurize, "fit_s": t_fit,
+             "features_reused": reused, "n_train": len(y_train), "n_test": len(y_test),
+             "y_true": y_test.astype(float).tolist(), "y_pred": pred.tolist()}
+    if selection:
+        entry.update({k: picked[k] for k in ("best_epoch", "validation_score", "epochs_run", "hit_cap")})
+        entry["selection"] = {"chosen": chosen, "candidates": records}
+    else:
+        entry.update(_fit_record(model, settings.max_epochs))
+    return entry
+
+
+def merge_results(results):
+    """One result per task (and input kind) from results of runs made in parts.
+
+    ``results`` in the order they were written (later ones win). Results of the same task
+    and ``composition_only`` are merged: a model whose settings are the same in both keeps
+    the fits of every (seed, fold) (a later fit of the same seed and fold replaces the
+    earlier); a model with other settings replaces the earlier one. Summaries are
+    recomputed from the fits. Returns the merged results, in order of first appearance.
+    """
+    merged = {}
+    for r in results:
+        key = (r["task"], bool(r.get("composition_only")))
+        if key not in merged:
+            merged[key] = json.loads(json.dumps(r))  # a copy
+            continue
+        into = merged[key]
+        for field in ("settings", "selection", "machine", "data_source", "approximate_structures"):
+            if field in r:
+                into[field] = r[field]
+        into["notes"] = list(dict.fromkeys(into.get("notes", []) + r.get("notes", [])))
+        into["seeds"] = sorted(set(into.get("seeds", [into.get("seed", 0)])) | set(r.get("seeds", [r.get("seed", 0)])))
+        for label, m in r["models"].items():
+            old = into["models"].get(label)
+            if old is None or old.get("settings") != m.get("settings"):
+                into["models"][label] = json.loads(json.dumps(m))
+                continue
+            fits = {(f.get("seed"), f["fold"]): f for f in old["folds"]}
+            fits.update({(f.get("seed"), f["fold"]): f for f in m["folds"]})
+            old["folds"] = sorted(fits.values(), key=lambda f: (f.get("seed") is None, f.get("seed") or 0, f["fold"]))
+            old.update(summarise_fits(old["folds"], (m.get("settings") or {}).get("max_epochs")))
+    return list(merged.values())
 
 
 def summary_lines(result):
     """Plain-text lines: each model's mean +- std next to the leaderboard anchors."""
     metric = result["metric"].upper() if result["metric"] == "mae" else "ROC-AUC as scored by matbench (labels)"
-    lines = [f"{result['task']} ({metric}, mean +- std over {len(next(iter(result['models'].values()))['folds'])} folds)"]
+    seeds = result.get("seeds", [result.get("seed", 0)])
+    where = " composition only," if result.get("composition_only") else ""
+    lines = [f"{result['task']} ({metric},{where} mean over {len(seeds)} seed(s) of the fold means; "
+             "+- std over folds, [std over seeds])"]
     for name, m in result["models"].items():
         per_fold = " ".join(f"{f['score']:.4g}" for f in m["folds"])
         extra = ""
         if all("rocauc_proba" in f for f in m["folds"]):
             extra = f"   ROC-AUC from probabilities {np.mean([f['rocauc_proba'] for f in m['folds']]):.4f}"
-        lines.append(f"  {name:<22} {m['mean']:10.4f} +- {m['std']:.4f}   folds: {per_fold}{extra}")
+        spread = f" [{m['seed_std']:.4f}]" if m.get("seed_std") is not None else ""
+        cap = f"   at epoch cap: {m['n_hit_cap']}/{m['n_fits']} fits" if m.get("n_fits") else ""
+        lines.append(f"  {name:<22} {m['mean']:10.4f} +- {m['std']:.4f}{spread}   fits: {per_fold}{extra}{cap}")
     for name, value in result["anchors"].items():
         lines.append(f"  {'[leaderboard] ' + name:<36} {value:10.4f}")
     return lines
-

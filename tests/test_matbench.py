@@ -137,3 +137,137 @@ def test_cli_runs_the_default_job_on_one_fold(capsys):
     out = capsys.readouterr().out
     assert "matbench_steels" in out and "AtomSets-V0" in out and "AMMExpress v2020" in out
     assert main(["matbench", "--models", "GPT"]) == 2
+
+
+def _poison_test_fold(task, fold, new_targets):
+    """A copy of ``task`` whose fold's test targets are replaced (its training rows are untouched)."""
+    import dataclasses
+
+    targets = task.targets.copy()
+    targets.iloc[task.folds[fold][1]] = new_targets
+    return dataclasses.replace(task, targets=targets)
+
+
+def test_selection_never_reads_the_test_fold(monkeypatch, tmp_path):
+    """The chosen protocol and every candidate's validation score stay the same when the test
+    targets are replaced by the predictions of a candidate that was *not* chosen (a selector
+    that looked at test scores would pick that one: its test MAE becomes 0)."""
+    from sklearn_atomsets import _benchmark
+
+    settings = TrainingSettings(max_epochs=6, patience=6)
+    grid = _benchmark.parse_selection(["loss=mse,mae", "readout=mean,set2set"])
+    run = dict(models=["AtomSets-V0"], folds=[0], settings=settings, selection=grid, log=lambda *a: None)
+    clean = run_matbench_task("matbench_steels", **run)["models"]["AtomSets-V0"]["folds"][0]
+    records = clean["selection"]["candidates"]
+    assert len(records) == 4 and all(np.isfinite(r["validation_score"]) for r in records)
+    assert {tuple(sorted(r["config"].items())) for r in records} == {
+        (("loss", l), ("readout", r)) for l in ("mse", "mae") for r in ("mean", "set2set")}
+    best = min(records, key=lambda r: r["validation_score"])
+    assert clean["selection"]["chosen"] == best["config"] and clean["validation_score"] == best["validation_score"]
+    # the test fold's targets become the predictions of a candidate that was not chosen
+    task = load_matbench_task("matbench_steels", download=False)
+    other = next(r["config"] for r in records if r["config"] != clean["selection"]["chosen"])
+    pipe = make_model("AtomSets-V0", task.info, _benchmark.replace(settings, **other), seed=0)
+    X_train, y_train, X_test, _ = task.split(0)
+    F_train = pipe[:-1].fit_transform(list(X_train))
+    pipe[-1].fit(F_train, y_train.to_numpy())
+    poisoned = _poison_test_fold(task, 0, pipe[-1].predict(pipe[:-1].transform(list(X_test))))
+    monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name: poisoned)
+    dirty = run_matbench_task("matbench_steels", **run)["models"]["AtomSets-V0"]["folds"][0]
+    assert dirty["selection"] == clean["selection"] | {"candidates": dirty["selection"]["candidates"]}
+    assert [r["validation_score"] for r in dirty["selection"]["candidates"]] == [r["validation_score"] for r in records]
+    assert dirty["y_true"] != clean["y_true"] and dirty["score"] != clean["score"]
+
+
+def test_selection_of_classifiers_and_baselines():
+    from sklearn_atomsets._benchmark import candidate_configs, parse_selection, select_protocol
+
+    glass = MATBENCH_TASKS["matbench_glass"]
+    grid = parse_selection([])
+    assert candidate_configs("AtomSets", glass, grid) == [{"readout": "mean"}, {"readout": "set2set"}]
+    assert len(candidate_configs("AtomSets", MATBENCH_TASKS["matbench_steels"], grid)) == 6
+    assert candidate_configs("MLP-f", MATBENCH_TASKS["matbench_dielectric"], grid) == [
+        {"loss": "mse"}, {"loss": "mae"}, {"loss": "huber"}]
+    with pytest.raises(ValueError, match="no training configuration"):
+        select_protocol("AMM-style", glass, [], [], grid)
+    for bad, match in [("loss=l2", "not among"), ("lr=fast", "could not convert"), ("epochs=3", "NAME=V1")]:
+        with pytest.raises(ValueError, match=match):
+            parse_selection([bad])
+    # a classifier's candidates are ranked by inner-validation ROC-AUC: higher wins
+    rng = np.random.default_rng(0)
+    X = [rng.integers(1, 30, size=rng.integers(1, 4)) for _ in range(120)]
+    y = np.array([x.max() > 15 for x in X])
+    settings = TrainingSettings(max_epochs=4, patience=4)
+    model, chosen, records = select_protocol("AtomSets", glass, X, y, {"readout": ("mean", "set2set")}, settings)
+    assert chosen == max(records, key=lambda r: r["validation_score"])["config"]
+    assert model.readout == chosen["readout"] and all(r["hit_cap"] == (r["epochs_run"] == 4) for r in records)
+
+
+def test_seeds_and_the_epoch_cap_are_recorded(tmp_path):
+    settings = TrainingSettings(max_epochs=3, patience=50)  # the cap stops every fit
+    result = run_matbench_task("matbench_steels", models=["AtomSets-V0"], folds=[0, 1], seeds=[0, 1],
+                               settings=settings, out_dir=tmp_path, log=lambda *a: None)
+    m = json.loads((tmp_path / "matbench_steels.json").read_text())["models"]["AtomSets-V0"]
+    assert [(f["seed"], f["fold"]) for f in m["folds"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert m["n_fits"] == 4 and m["n_hit_cap"] == 4 and all(f["epochs_run"] == 3 for f in m["folds"])
+    seed_means = [np.mean([f["score"] for f in m["folds"] if f["seed"] == s]) for s in (0, 1)]
+    assert np.isclose(m["mean"], np.mean(seed_means)) and np.isclose(m["seed_std"], np.std(seed_means))
+    assert m["seed_std"] > 0  # the seeds really differ (inner split and initialisation)
+    # the featurizer runs once per fold; a later seed reuses its features and gets what a run of its own gets
+    assert [f["features_reused"] for f in m["folds"]] == [False, False, True, True]
+    alone = run_matbench_task("matbench_steels", models=["AtomSets-V0"], folds=[1], seeds=[1], settings=settings,
+                              log=lambda *a: None)["models"]["AtomSets-V0"]["folds"][0]
+    assert alone["y_pred"] == m["folds"][3]["y_pred"] and not alone["features_reused"]
+    assert result["seeds"] == [0, 1] and result["settings"]["max_epochs"] == 3
+    # the same table in parts: a later run of other folds/seeds with the same settings adds its fits
+    part = tmp_path / "parts"
+    run = dict(models=["AtomSets-V0"], settings=settings, out_dir=part, log=lambda *a: None)
+    run_matbench_task("matbench_steels", folds=[0, 1], seeds=[0], **run)
+    run_matbench_task("matbench_steels", folds=[0, 1], seeds=[1], **run)
+    merged = json.loads((part / "matbench_steels.json").read_text())
+    assert [f["y_pred"] for f in merged["models"]["AtomSets-V0"]["folds"]] == [f["y_pred"] for f in m["folds"]]
+    assert merged["models"]["AtomSets-V0"]["mean"] == m["mean"] and merged["seeds"] == [0, 1]
+    run_matbench_task("matbench_steels", folds=[0], seeds=[0], **dict(run, settings=TrainingSettings(max_epochs=2)))
+    replaced = json.loads((part / "matbench_steels.json").read_text())["models"]["AtomSets-V0"]
+    assert [(f["seed"], f["fold"]) for f in replaced["folds"]] == [(0, 0)]  # other settings: a new model
+    with pytest.raises(ValueError, match="distinct"):
+        run_matbench_task("matbench_steels", models=["AtomSets-V0"], seeds=[1, 1], settings=settings)
+
+
+def test_composition_only_tasks_run_the_composition_models(monkeypatch, tmp_path):
+    from sklearn_atomsets import _benchmark
+
+    full = load_matbench_composition_task("matbench_mp_e_form")
+    assert full.info.input == "composition" and models_for(full.info) == [
+        "AtomSets", "AtomSets-V0", "AMM-style", "AMM-style + MEGNet"]
+    # a small slice of the official folds keeps the test fast
+    small = dataclasses_replace_folds(full, 300, 60)
+    monkeypatch.setattr(_benchmark, "load_matbench_composition_task", lambda name: small)
+    settings = TrainingSettings(max_epochs=2, patience=2)
+    run_matbench_task("matbench_mp_e_form", models=["AtomSets"], folds=[0], settings=settings, out_dir=tmp_path,
+                      composition_only=True, log=lambda *a: None)
+    saved = json.loads((tmp_path / "matbench_mp_e_form_composition_only.json").read_text())
+    assert saved["composition_only"] and not (tmp_path / "matbench_mp_e_form.json").exists()
+    assert any("Composition only" in n for n in saved["notes"])
+    assert any("Materials Project" in n for n in saved["notes"])  # the mp_* leakage note
+    assert saved["models"]["AtomSets"]["folds"][0]["n_test"] == 60
+
+
+def dataclasses_replace_folds(task, n_train, n_test):
+    import dataclasses
+
+    train, test = task.folds[0]
+    return dataclasses.replace(task, folds=[(train[:n_train], test[:n_test])])
+
+
+def test_cli_seeds_selection_and_bad_selection(capsys, tmp_path):
+    from sklearn_atomsets.__main__ import main
+
+    assert main(["matbench", "--folds", "0", "--max-epochs", "3", "--patience", "3", "--seeds", "0", "1",
+                 "--select", "readout=mean,set2set", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "seed 1 fold 0" in out and "chosen {'readout'" in out and "at epoch cap" in out
+    saved = json.loads((tmp_path / "matbench_steels.json").read_text())
+    assert saved["selection"] == {"readout": ["mean", "set2set"]} and saved["seeds"] == [0, 1]
+    assert main(["matbench", "--select", "loss=l2"]) == 2
+    assert "not among" in capsys.readouterr().out

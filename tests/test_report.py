@@ -114,3 +114,135 @@ def test_report_rescores_stored_classification_folds_from_predictions():
     scores = [f["score"] for f in result["models"][name]["folds"]]
     assert abs(result["models"][name]["mean"] - sum(scores) / len(scores)) < 1e-12
     assert "labels" in report.metric_name(result)
+
+
+def _seeded_model(scores_by_seed, validation_by_seed, epochs=None, max_epochs=10):
+    folds = []
+    for seed, (scores, validation) in scores_by_seed_items(scores_by_seed, validation_by_seed):
+        for k, (s, v) in enumerate(zip(scores, validation)):
+            f = {"seed": seed, "fold": k, "score": s, "validation_score": v, "y_true": [0.0], "y_pred": [s]}
+            if epochs is not None:
+                f["epochs_run"] = epochs[seed][k]
+            folds.append(f)
+    return {"mean": None, "std": None, "folds": folds,
+            "settings": {"readout": "mean", "loss": "mae", "max_epochs": max_epochs, "patience": 2}}
+
+
+def scores_by_seed_items(scores, validation):
+    return [(seed, (scores[seed], validation[seed])) for seed in scores]
+
+
+def test_seeds_give_mean_over_seeds_spread_cap_count_and_margins(tmp_path):
+    import json
+
+    result = {"task": "matbench_steels", "metric": "mae", "unit": "MPa", "settings": {"max_epochs": 10},
+              "seeds": [0, 1, 2], "anchors": {"AMMExpress v2020": 1.5}, "models": {
+                  # seed means 1.0, 1.2, 1.4: mean 1.2, seed std 0.163; 2 of 6 fits at the cap of 10
+                  "AtomSets": _seeded_model({0: [0.9, 1.1], 1: [1.2, 1.2], 2: [1.3, 1.5]},
+                                            {0: [0.5, 0.5], 1: [0.9, 0.5], 2: [0.5, 0.9]},
+                                            epochs={0: [10, 4], 1: [5, 6], 2: [7, 10]}),
+                  "AtomSets-V0": _seeded_model({0: [2.0, 2.0], 1: [2.0, 2.0], 2: [2.0, 2.0]},
+                                               {0: [0.9, 0.9], 1: [0.1, 0.9], 2: [0.9, 0.1]}),
+              }}
+    (tmp_path / "matbench_steels.json").write_text(json.dumps(result))
+    [r] = report.load_results(tmp_path)
+    m = r["models"]["AtomSets"]
+    assert abs(m["mean"] - 1.2) < 1e-12 and abs(m["seed_std"] - 0.163299) < 1e-6 and m["n_seeds"] == 3
+    assert (m["n_hit_cap"], m["n_fits"]) == (2, 6) and report.cap_cell(m) == "2/6"
+    assert report.score_cell(m) == "1.2 ± 0.16 over 3 seeds (folds ± 0.067)"
+    # validation selection is made per seed and fold
+    sel = r["models"][report.SELECTED]
+    assert [(f["seed"], f["fold"], f["model"]) for f in sel["folds"]] == [
+        (0, 0, "AtomSets"), (0, 1, "AtomSets"), (1, 0, "AtomSets-V0"), (1, 1, "AtomSets"),
+        (2, 0, "AtomSets"), (2, 1, "AtomSets-V0")]
+    assert abs(sel["mean"] - (1.0 + 1.6 + 1.65) / 3) < 1e-12
+    text = report.target_check([r])
+    assert ("AtomSets 1.2 vs AMMExpress v2020 1.5: beats by 0.3, seed std 0.16 (margin beyond the seed spread)"
+            in text)
+    assert f"{report.SELECTED} 1.417 vs AMMExpress v2020 1.5: beats by 0.0833, seed std 0.3 (margin within" in text
+
+
+def test_margin_within_the_seed_spread_is_said():
+    assert report.verdict(1.4, 1.5, True, 0.2) == "beats by 0.1, seed std 0.2 (margin within the seed spread)"
+    assert report.verdict(0.91, 0.92, False, None) == "does NOT beat (short by 0.01, seed std n/a (1 seed))"
+
+
+def test_composition_only_results_are_marked_and_kept_apart(tmp_path):
+    import json
+
+    base = {"metric": "mae", "unit": "eV/atom", "settings": {"max_epochs": 10}, "anchors": {},
+            "models": {"AtomSets": _model([0.2, 0.3], [0.1, 0.1])}}
+    comp = dict(base, task="matbench_mp_e_form", composition_only=True, notes=["Composition only: ...",
+                                                                              "The parent model ... Materials Project"])
+    (tmp_path / "matbench_mp_e_form_composition_only.json").write_text(json.dumps(comp))
+    (tmp_path / "matbench_steels.json").write_text(json.dumps(dict(base, task="matbench_steels")))
+    results = report.load_results(tmp_path)
+    assert [report.result_key(r) for r in results] == ["matbench_steels", "matbench_mp_e_form_composition_only"]
+    table = report.markdown_table(results)
+    assert "| matbench_mp_e_form *(composition only)* | MAE | AtomSets" in table
+    assert "- The parent model ... Materials Project" in table
+
+
+def test_selected_protocol_is_described_with_its_picks():
+    result = _result()
+    m = result["models"]["AtomSets"]
+    m["settings"]["selection"] = {"loss": ["mae", "mse"], "readout": ["mean", "set2set"]}
+    for f, chosen in zip(m["folds"], [("mae", "mean"), ("mse", "mean"), ("mae", "mean")]):
+        f["selection"] = {"chosen": {"loss": chosen[0], "readout": chosen[1]}, "candidates": []}
+    assert report.training(result, "AtomSets") == (
+        "per fit chosen on inner validation among loss ∈ {mae, mse}, readout ∈ {mean, set2set} "
+        "(chosen: mae, mean ×2; mse, mean ×1), ≤10 epochs, patience 2")
+
+
+def test_results_of_a_run_in_parts_are_merged(tmp_path):
+    import json
+    import os
+
+    def part(seed, scores, max_epochs=10):
+        m = _seeded_model({seed: scores}, {seed: [0.1] * len(scores)}, max_epochs=max_epochs)
+        return {"task": "matbench_steels", "metric": "mae", "unit": "", "settings": {}, "anchors": {},
+                "seeds": [seed], "models": {"AtomSets": m}}
+
+    for k, (sub, r) in enumerate([("a", part(0, [1.0, 1.2])), ("b", part(1, [1.4, 1.6])),
+                                  ("c", dict(part(0, [9.0, 9.0]), task="matbench_glass"))]):
+        (tmp_path / sub).mkdir()
+        path = tmp_path / sub / f"{r['task']}.json"
+        path.write_text(json.dumps(r))
+        os.utime(path, (1000 + k, 1000 + k))
+    results = {r["task"]: r for r in report.load_results(tmp_path)}
+    m = results["matbench_steels"]["models"]["AtomSets"]
+    assert [(f["seed"], f["fold"]) for f in m["folds"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert abs(m["mean"] - 1.3) < 1e-12 and abs(m["seed_std"] - 0.2) < 1e-12
+    assert results["matbench_steels"]["seeds"] == [0, 1] and results["matbench_glass"]["models"]["AtomSets"]["mean"] == 9
+    # a later part with other settings replaces the model instead of mixing protocols
+    later = part(2, [5.0, 5.0], max_epochs=20)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "matbench_steels.json").write_text(json.dumps(later))
+    os.utime(tmp_path / "d" / "matbench_steels.json", (2000, 2000))
+    m = {r["task"]: r for r in report.load_results(tmp_path)}["matbench_steels"]["models"]["AtomSets"]
+    assert [(f["seed"], f["fold"]) for f in m["folds"]] == [(2, 0), (2, 1)]
+
+
+def test_the_plan_covers_every_seed_and_fold_once_within_slots():
+    spec = importlib.util.spec_from_file_location("estimate", REPO / "benchmarks" / "estimate_protocol_time.py")
+    estimate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(estimate)
+    rows = [("matbench_steels", "AtomSets", 100.0), ("matbench_steels", "AMM-style", 30.0),
+            ("matbench_dielectric", "AtomSets-V1", 250.0),  # > slot: one job per seed
+            ("matbench_mp_e_form (composition only)", "AtomSets", 1500.0)]  # > slot per seed: per seed and fold
+    jobs = estimate.plan(rows, [0, 1, 2], slot_s=120.0)
+    covered = {}
+    for part, slot, job, task, comp, model, seeds, folds, seconds in jobs:
+        for s in seeds:
+            for k in folds:
+                covered[(task, comp, model, s, k)] = covered.get((task, comp, model, s, k), 0) + 1
+    assert set(covered.values()) == {1} and len(covered) == 4 * 3 * 5
+    assert {(t, c) for t, c, *_ in covered} == {("matbench_steels", False), ("matbench_dielectric", False),
+                                                ("matbench_mp_e_form", True)}
+    load = {}
+    for part, slot, *_, seconds in jobs:
+        load[(part, slot)] = load.get((part, slot), 0) + seconds
+    assert max(load.values()) <= 120.0 and {s for _, s in load} == {1, 2}
+    # the structure tasks come first, the composition-only ones in later parts
+    first_comp = min(p for p, _, _, _, comp, *_ in jobs if comp)
+    assert all(p < first_comp for p, _, _, _, comp, *_ in jobs if not comp)

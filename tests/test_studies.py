@@ -113,3 +113,16 @@ def test_parents_are_compared_on_the_rows_every_parent_can_encode(monkeypatch, p
     h_only = studies.structure_only(log.append, "mae", repeats=2, cache=cache)["tasks"]["fake"]
     assert h_only["elements"]["n_dropped"] == h_only["H only"]["n_dropped"] == 0
     assert h_only["elements"] != parents["Eform_MP_2019"]
+
+
+def test_mp_results_carry_the_leakage_note():
+    from sklearn_atomsets._benchmark import LEAKAGE_NOTE
+
+    runs = [_run("AtomSets", 100, 100, 0.9), _run("AtomSets-V0", 100, 100, 0.6)]
+    task = {"metric": "mae", "models": ["AtomSets", "AtomSets-V0"], "runs": runs}
+    result = {"tasks": {"matbench_mp_e_form (composition only)": dict(task, task="matbench_mp_e_form"),
+                        "matbench_expt_gap": dict(task, task="matbench_expt_gap")}}
+    text = "\n".join(studies.convergence_summary(result))
+    assert text.count(LEAKAGE_NOTE) == 1 and text.index(LEAKAGE_NOTE) < text.index("matbench_expt_gap")
+    stored = studies.load_study("convergence")["tasks"]["matbench_mp_e_form (composition only)"]
+    assert stored["notes"] == [LEAKAGE_NOTE]

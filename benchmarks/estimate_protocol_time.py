@@ -1,0 +1,208 @@
+"""An ESTIMATE of the full protocol's wall time, scaled from the fit times a run recorded.
+
+    python benchmarks/estimate_protocol_time.py [results folder] [--seeds 3] [--patience 200] [--cap 2000]
+    python benchmarks/estimate_protocol_time.py --plan benchmarks/matbench_plan.tsv   # also write the parts
+
+Reads the single-seed results (``benchmarks/results/matbench/<task>.json``: per fit
+``fit_s``, ``featurize_s``, ``epochs_run``, ``best_epoch``) and scales them to the protocol of
+``benchmarks/run_matbench.sh``: ``--seeds`` seeds, patience ``--patience``, epoch cap
+``--cap`` and, for every network fit, the selection candidates of ``--select`` (regressors:
+loss mse/mae/huber x readout mean/set2set = 6 fits; classifiers: 2 readouts; MLP-f: 3 losses
+or 1). Nothing here is measured: it is arithmetic on measured times under these assumptions,
+printed with the numbers.
+
+- Seconds per epoch of a model are its recorded ``fit_s / epochs_run`` (mean readout); the
+  set2set readout's are its recorded ones where the run has them, else the mean readout's
+  times the median set2set/mean ratio of the runs that have both.
+- Epochs of a new fit: ``best + patience``, capped, where ``best`` is the recorded best epoch
+  of a fit that stopped early, and twice it (at most the cap) for a fit that hit the old cap.
+- The featurizer runs once per fold (the runner reuses its output across seeds); the
+  baselines' forests are fitted once per seed.
+- Composition-only tasks (no recorded run): per-row, per-epoch times and epochs of the
+  composition task of the same kind (expt_gap for regression, expt_is_metal for
+  classification), scaled linearly with the number of rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# rows of the six tasks run from composition_only/ (official MatBench v0.1 sizes)
+COMPOSITION_ONLY = {
+    "matbench_log_gvrh": (10987, "regression"),
+    "matbench_log_kvrh": (10987, "regression"),
+    "matbench_perovskites": (18928, "regression"),
+    "matbench_mp_gap": (106113, "regression"),
+    "matbench_mp_is_metal": (106113, "classification"),
+    "matbench_mp_e_form": (132752, "regression"),
+}
+COMPOSITION_MODELS = ("AtomSets", "AtomSets-V0", "AMM-style", "AMM-style + MEGNet")
+REFERENCE = {"regression": "matbench_expt_gap", "classification": "matbench_expt_is_metal"}
+
+
+def _new_epochs(fit, old_cap, patience, cap):
+    best = fit["best_epoch"]
+    if fit["epochs_run"] >= old_cap:
+        best = 2 * best
+    return min(cap, best + patience)
+
+
+def _net_estimate(folds, s2s_folds, s2s_ratio, kind, is_mlpf, old_cap, args):
+    """Seconds of one model, all folds and seeds, with its selection candidates."""
+    n_loss = 3 if kind == "regression" else 1
+    total = 0.0
+    for k, f in enumerate(folds):
+        per_epoch = f["fit_s"] / f["epochs_run"]
+        epochs = _new_epochs(f, old_cap, args.patience, args.cap)
+        mean_s = per_epoch * epochs
+        if is_mlpf:
+            fits = n_loss * mean_s
+        else:
+            if s2s_folds:
+                g = s2s_folds[k]
+                s2s = g["fit_s"] / g["epochs_run"] * _new_epochs(g, old_cap, args.patience, args.cap)
+            else:
+                s2s = per_epoch * s2s_ratio * epochs
+            fits = n_loss * (mean_s + s2s)
+        total += args.seeds * fits + f["featurize_s"]
+    return total
+
+
+def estimate(folder, args):
+    files = {p.stem: json.loads(p.read_text()) for p in Path(folder).glob("matbench_*.json")}
+    ratios = []
+    for r in files.values():
+        for name, m in r["models"].items():
+            s2s = r["models"].get(f"{name} (set2set)")
+            if s2s and m["folds"][0].get("epochs_run"):
+                a = sum(f["fit_s"] for f in m["folds"]) / sum(f["epochs_run"] for f in m["folds"])
+                b = sum(f["fit_s"] for f in s2s["folds"]) / sum(f["epochs_run"] for f in s2s["folds"])
+                ratios.append(b / a)
+    s2s_ratio = statistics.median(ratios)
+    rows = []  # (task, model, seconds)
+    for task, r in sorted(files.items()):
+        if r.get("composition_only"):
+            continue
+        kind = "regression" if r["metric"] == "mae" else "classification"
+        old_cap = r["settings"]["max_epochs"]
+        for name, m in r["models"].items():
+            if name.endswith("(set2set)") or not m["folds"]:
+                continue
+            if name.startswith("AMM-style"):
+                seconds = sum(f["featurize_s"] + args.seeds * f["fit_s"] for f in m["folds"])
+            else:
+                s2s = r["models"].get(f"{name} (set2set)", {}).get("folds")
+                seconds = _net_estimate(m["folds"], s2s, s2s_ratio, kind, name.startswith("MLP-f"), old_cap, args)
+            rows.append((task, name, seconds))
+    for task, (n_rows, kind) in COMPOSITION_ONLY.items():
+        ref = files.get(REFERENCE[kind])
+        if ref is None:
+            continue
+        scale = n_rows / ref["n_samples"]
+        for name in COMPOSITION_MODELS:
+            m = ref["models"][name]
+            if name.startswith("AMM-style"):
+                seconds = scale * sum(f["featurize_s"] + args.seeds * f["fit_s"] for f in m["folds"])
+            else:
+                s2s = ref["models"].get(f"{name} (set2set)", {}).get("folds")
+                seconds = scale * _net_estimate(m["folds"], s2s, s2s_ratio, kind, False,
+                                                ref["settings"]["max_epochs"], args)
+            rows.append((task + " (composition only)", name, seconds))
+    return rows, s2s_ratio
+
+
+def plan(rows, seeds, slot_s):
+    """Jobs packed into parts of two slots (processes) of about ``slot_s`` estimated seconds.
+
+    A (task, model) is one job when its estimate fits a slot, else one job per seed, else
+    one per seed and fold (estimated as an equal share). The parts come in three groups,
+    each finished before the next starts: the seven tasks with structures (the main
+    table), the smaller composition-only tasks, then mp_gap and mp_e_form. Within a group
+    jobs are placed largest first into the first slot that still has room (a job larger
+    than a slot gets a slot of its own). Returns ``[(part, slot, job_id, task, composition_only, model, seeds,
+    folds, seconds)]``.
+    """
+    jobs = []
+    for task, name, seconds in rows:
+        comp = task.endswith("(composition only)")
+        base = task.replace(" (composition only)", "")
+        if seconds <= slot_s:
+            pieces = [(seeds, list(range(5)), seconds)]
+        elif seconds / len(seeds) <= slot_s:
+            pieces = [([s], list(range(5)), seconds / len(seeds)) for s in seeds]
+        else:
+            pieces = [([s], [k], seconds / len(seeds) / 5) for s in seeds for k in range(5)]
+        for piece_seeds, folds, s in pieces:
+            jobs.append((base, comp, name, piece_seeds, folds, s))
+    def group(job):
+        return 0 if not job[1] else 2 if job[0] in ("matbench_mp_gap", "matbench_mp_e_form") else 1
+
+    jobs.sort(key=lambda j: (group(j), -j[-1]))
+    slots, first_part = [], 1  # slots: [part, slot, used seconds, jobs]
+    for g in sorted({group(j) for j in jobs}):
+        group_slots = []
+        for job in (j for j in jobs if group(j) == g):
+            target = next((sl for sl in group_slots if sl[2] + job[-1] <= slot_s), None)
+            if target is None:
+                target = [first_part + len(group_slots) // 2, len(group_slots) % 2 + 1, 0.0, []]
+                group_slots.append(target)
+            target[2] += job[-1]
+            target[3].append(job)
+        slots += group_slots
+        first_part = slots[-1][0] + 1
+    out = []
+    for part, slot, _, slot_jobs in slots:
+        for k, (task, comp, name, piece_seeds, folds, s) in enumerate(slot_jobs):
+            job_id = f"p{part:02d}s{slot}j{k:02d}"
+            out.append((part, slot, job_id, task, comp, name, piece_seeds, folds, s))
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", nargs="?", default=HERE / "results" / "matbench")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--patience", type=int, default=200)
+    parser.add_argument("--cap", type=int, default=2000)
+    parser.add_argument("--plan", default=None, help="write the parts of run_matbench.sh to this TSV file")
+    parser.add_argument("--slot-hours", type=float, default=2.5,
+                        help="estimated hours per process and part (a part is two processes; 2.5 leaves "
+                             "room in a 3-hour window for the estimate's error)")
+    args = parser.parse_args(argv)
+    rows, ratio = estimate(args.folder, args)
+    print(f"ESTIMATE (not a measurement): {args.seeds} seeds, patience {args.patience}, cap {args.cap}, "
+          f"default selection grid; set2set/mean time per epoch, median of recorded pairs: {ratio:.2f}")
+    by_task = {}
+    for task, name, seconds in rows:
+        by_task.setdefault(task, []).append((name, seconds))
+    for task, models in by_task.items():
+        total = sum(s for _, s in models)
+        detail = ", ".join(f"{n} {s / 3600:.2f}" for n, s in models)
+        print(f"{task:<42} {total / 3600:8.2f} h  ({detail})")
+    total = sum(s for *_, s in rows)
+    print(f"total {total / 3600:.1f} process-hours; on 2 cores (two 1-thread processes) about "
+          f"{total / 7200:.1f} h, i.e. at least {int(-(-total // (2 * 3 * 3600)))} three-hour windows")
+    if args.plan:
+        jobs = plan(rows, list(range(args.seeds)), args.slot_hours * 3600)
+        lines = ["# part\tslot\tjob\ttask\tcomposition_only\tmodel\tseeds\tfolds\testimated_s",
+                 f"# written by: python benchmarks/estimate_protocol_time.py --plan ... --seeds {args.seeds} "
+                 f"--patience {args.patience} --cap {args.cap} --slot-hours {args.slot_hours} (an ESTIMATE)"]
+        lines += ["\t".join([str(p), str(sl), j, t, str(int(c)), m, " ".join(map(str, se)), " ".join(map(str, fo)),
+                             f"{s:.0f}"]) for p, sl, j, t, c, m, se, fo, s in jobs]
+        Path(args.plan).write_text("\n".join(lines) + "\n")
+        parts = max(j[0] for j in jobs)
+        longest = {}
+        for p, sl, *_, s in jobs:
+            longest[(p, sl)] = longest.get((p, sl), 0) + s
+        print(f"plan: {len(jobs)} jobs in {parts} parts -> {args.plan}; estimated longest slot "
+              f"{max(longest.values()) / 3600:.2f} h")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""Seed ensembles of AtomSets-family nets: averaged predictions and their spread.
+
+``AtomSetsEnsembleRegressor`` fits ``n_estimators`` clones of one regressor that differ
+only in ``random_state`` (initialisation, batch order and, with early stopping, the inner
+validation split) and averages their predictions; ``predict(X, return_std=True)`` also
+returns the standard deviation over the members, as
+:class:`sklearn.gaussian_process.GaussianProcessRegressor` returns its predictive standard
+deviation (``VotingRegressor`` gives no spread). ``AtomSetsEnsembleClassifier`` averages
+class probabilities the same way.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.validation import check_is_fitted
+
+from ._estimators import AtomSetsClassifier, AtomSetsRegressor
+
+__all__ = ["AtomSetsEnsembleClassifier", "AtomSetsEnsembleRegressor"]
+
+
+class _SeedEnsemble(BaseEstimator):
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit", "set_params"]), None],
+        "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, estimator=None, *, n_estimators=5, random_state=None):
+        self.estimator = estimator
+        self.n_estimators = n_estimators
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y):
+        """Fit ``n_estimators`` clones of ``estimator``, each with its own ``random_state``."""
+        base = self._default() if self.estimator is None else self.estimator
+        if "random_state" not in base.get_params():
+            raise ValueError(f"estimator {type(base).__name__} has no random_state parameter to vary.")
+        seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=self.n_estimators)
+        self.seeds_ = [int(s) for s in seeds]
+        self.estimators_ = [clone(base).set_params(random_state=s).fit(X, y) for s in self.seeds_]
+        return self
+
+    @property
+    def best_validation_scores_(self):
+        """Each member's ``best_validation_score_`` (None where a member has no validation split).
+
+        Members hold out different inner splits, so these are not one ensemble score."""
+        check_is_fitted(self, "estimators_")
+        return [getattr(e, "best_validation_score_", None) for e in self.estimators_]
+
+
+class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
+    """A seed ensemble of AtomSets-family regressors with a predictive standard deviation.
+
+    Parameters
+    ----------
+    estimator : estimator, default=None
+        The regressor to repeat (``AtomSetsRegressor()`` when None); any estimator with a
+        ``random_state`` parameter works (e.g. ``MLPfRegressor``).
+    n_estimators : int, default=5
+        Number of members.
+    random_state : int, RandomState or None, default=None
+        Draws the members' ``random_state`` values (``seeds_``).
+
+    Attributes
+    ----------
+    estimators_ : list of fitted estimators
+    seeds_ : list of int
+        The ``random_state`` of each member.
+    best_validation_scores_ : list of float or None
+        Each member's inner-validation score (their inner splits differ).
+
+    See Also
+    --------
+    sklearn.gaussian_process.GaussianProcessRegressor : ``predict(X, return_std=True)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_atomsets import AtomSetsRegressor
+    >>> from sklearn_atomsets._ensemble import AtomSetsEnsembleRegressor
+    >>> X = [np.array([z, z + 1]) for z in range(1, 41)]
+    >>> y = np.array([float(x.sum()) for x in X])
+    >>> model = AtomSetsEnsembleRegressor(AtomSetsRegressor(max_epochs=5, validation_fraction=None),
+    ...                                   n_estimators=3, random_state=0).fit(X, y)
+    >>> mean, std = model.predict(X[:2], return_std=True)
+    >>> mean.shape, std.shape, bool((std > 0).all())
+    ((2,), (2,), True)
+    """
+
+    def _default(self):
+        return AtomSetsRegressor()
+
+    def predict(self, X, return_std=False):
+        """Mean of the members' predictions, and with ``return_std=True`` their standard deviation.
+
+        The standard deviation is over the members (``ddof=0``): the spread that training
+        randomness alone produces, not a calibrated error bar.
+        """
+        check_is_fitted(self, "estimators_")
+        predictions = np.stack([np.asarray(e.predict(X), dtype=float) for e in self.estimators_])
+        mean = predictions.mean(axis=0)
+        return (mean, predictions.std(axis=0)) if return_std else mean
+
+
+class AtomSetsEnsembleClassifier(ClassifierMixin, _SeedEnsemble):
+    """A seed ensemble of AtomSets-family classifiers: averaged class probabilities.
+
+    Parameters are those of :class:`AtomSetsEnsembleRegressor` (``estimator`` defaults to
+    ``AtomSetsClassifier()``). ``predict_proba(X, return_std=True)`` also returns the
+    standard deviation of each class probability over the members; ``predict`` is the
+    class of highest mean probability.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_atomsets import AtomSetsClassifier
+    >>> from sklearn_atomsets._ensemble import AtomSetsEnsembleClassifier
+    >>> X = [np.array([z, z + 1]) for z in range(1, 41)]
+    >>> y = np.array([z > 20 for z in range(1, 41)])
+    >>> clf = AtomSetsEnsembleClassifier(AtomSetsClassifier(max_epochs=5, validation_fraction=None),
+    ...                                  n_estimators=3, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape, clf.classes_.tolist()
+    ((2, 2), [False, True])
+    """
+
+    def _default(self):
+        return AtomSetsClassifier()
+
+    def fit(self, X, y):
+        super().fit(X, y)
+        self.classes_ = self.estimators_[0].classes_
+        for e in self.estimators_[1:]:
+            if list(e.classes_) != list(self.classes_):  # cannot happen with the same y; checked anyway
+                raise RuntimeError("Ensemble members disagree on the classes.")
+        return self
+
+    def predict_proba(self, X, return_std=False):
+        """Mean class probabilities over the members (and, with ``return_std=True``, their std)."""
+        check_is_fitted(self, "estimators_")
+        probas = np.stack([e.predict_proba(X) for e in self.estimators_])
+        mean = probas.mean(axis=0)
+        return (mean, probas.std(axis=0)) if return_std else mean
+
+    def predict(self, X):
+        """The class of highest mean probability."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
