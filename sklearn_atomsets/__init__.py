@@ -14,6 +14,7 @@ __all__ = ["__version__"]
 
 from ._atomsets import AtomSetsModule
 from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
+from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
 from ._featurizers import (
     AtomicNumberSetFeaturizer,
@@ -31,6 +32,8 @@ from ._sets import FailedSet, WeightedSet, as_sets
 __all__ += [
     "PARENT_MODELS",
     "AtomSetsClassifier",
+    "AtomSetsEnsembleClassifier",
+    "AtomSetsEnsembleRegressor",
     "AtomSetsModule",
     "AtomSetsRegressor",
     "MLPfClassifier",

@@ -85,7 +85,7 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
     --------
     >>> import numpy as np
     >>> from sklearn_atomsets import AtomSetsRegressor
-    >>> from sklearn_atomsets._ensemble import AtomSetsEnsembleRegressor
+    >>> from sklearn_atomsets import AtomSetsEnsembleRegressor
     >>> X = [np.array([z, z + 1]) for z in range(1, 41)]
     >>> y = np.array([float(x.sum()) for x in X])
     >>> model = AtomSetsEnsembleRegressor(AtomSetsRegressor(max_epochs=5, validation_fraction=None),
@@ -122,7 +122,7 @@ class AtomSetsEnsembleClassifier(ClassifierMixin, _SeedEnsemble):
     --------
     >>> import numpy as np
     >>> from sklearn_atomsets import AtomSetsClassifier
-    >>> from sklearn_atomsets._ensemble import AtomSetsEnsembleClassifier
+    >>> from sklearn_atomsets import AtomSetsEnsembleClassifier
     >>> X = [np.array([z, z + 1]) for z in range(1, 41)]
     >>> y = np.array([z > 20 for z in range(1, 41)])
     >>> clf = AtomSetsEnsembleClassifier(AtomSetsClassifier(max_epochs=5, validation_fraction=None),

@@ -9,7 +9,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_atomsets import AtomSetsClassifier, AtomSetsRegressor
-from sklearn_atomsets._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
+from sklearn_atomsets import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
 
 
 def _data(n=60, seed=0):
