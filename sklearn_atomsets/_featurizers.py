@@ -32,14 +32,20 @@ per entry; errors stay with their row, reported like matminer's (``ignore_errors
 ``return_errors``: a ``"<Featurizer> Exceptions"`` column with a readable message). A progress
 bar is shown when more than one batch is needed.
 
-**n_jobs.** With batching there is no per-entry worker pool: ``n_jobs`` (a constructor
-parameter, so it survives ``clone`` and grid searches; ``set_n_jobs`` sets it too) is the
-number of PyTorch threads used by the forward passes, restored afterwards; ``-1`` means all
-CPUs and ``None`` (default) leaves torch's own setting. On a machine with few cores that
-are shared (other processes, or NumPy/SciPy BLAS threads in a ``Pipeline``), ``n_jobs=1``
-can be many times faster than torch's spinning thread pool.
-Inside a ``MultipleFeaturizer`` use ``iterate_over_entries=False`` so that our featurizers
-get the whole column and batch it.
+**Processes, threads, device.** ``n_jobs`` keeps matminer's meaning: worker processes.
+``1`` (default) encodes in this process, batched; ``n_jobs=k`` (or ``set_n_jobs(k)``, as
+``MultipleFeaturizer.set_n_jobs`` does) splits the structures still to encode over ``k``
+processes of a ``multiprocessing.Pool`` (the default start method: fork, spawn or
+forkserver), each loading the parent once; inputs under 64 structures per process, and
+calls from inside a daemon worker (a ``Pool`` or a Dask worker), stay in-process.
+``torch_threads`` is a separate knob: torch intra-op threads per process for the forward
+passes (default ``None`` = 1; ``-1`` all CPUs), restored afterwards; one thread per process
+is the fastest safe choice on a shared machine (see :mod:`sklearn_atomsets._threads`).
+``device`` (``"cpu"``, ``"cuda"``, a ``torch.device``) is where the forward passes run;
+features always come back on the host. ``feature_labels()`` runs no forward pass, so
+matminer's default path (``MultipleFeaturizer``, ``iterate_over_entries=True``, a forked
+``Pool``) is safe. Inside a ``MultipleFeaturizer`` prefer ``iterate_over_entries=False``
+so that our featurizers get the whole column and batch it.
 
 **Cache.** Structure featurizers look every structure up in a process-wide cache first
 (``cache=True``), keyed by the parent's checksum, the structure-only flag and a hash of the
@@ -53,7 +59,10 @@ works too but caches per fold's training rows, so it saves less.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import multiprocessing
+import os
 import re
 from collections import OrderedDict
 
@@ -79,6 +88,7 @@ __all__ = [
 _SITE_LAYERS = ("V0", "V1", "V2", "V3")
 _STRUCTURE_LAYERS = ("f", "u1", "u2", "u3", "set2set_atom", "set2set_bond")
 _STATS = ("mean", "std", "min", "max")
+_MIN_STRUCTURES_PER_WORKER = 64  # below this, starting a process costs more than it saves
 _SKIP_HINT = (
     "\nTO SKIP THESE ERRORS when featurizing specific compounds, set 'ignore_errors=True' when "
     "running the batch featurize() operation (e.g., featurize_many(), featurize_dataframe(), etc.)."
@@ -203,12 +213,14 @@ def _unwrap(entries):
 class _MEGNetFeaturizerBase(BaseFeaturizer):
     """Shared machinery: the lazily loaded encoder, batching, per-row errors, the cache."""
 
-    # A plain attribute instead of matminer's read-only property (whose default, the CPU
-    # count, would start a worker pool); see the module docstring.
-    n_jobs = None
+    # Plain attributes instead of matminer's read-only property (whose default, the CPU
+    # count, would start a worker pool for every call); see the module docstring.
+    n_jobs = 1
+    torch_threads = None
+    device = "cpu"
 
     def set_n_jobs(self, n_jobs):
-        """PyTorch threads for the forward passes (``None``: torch's default)."""
+        """Worker processes for ``featurize_many`` / ``featurize_dataframe`` (matminer's meaning)."""
         self.n_jobs = n_jobs
 
     def __getstate__(self):
@@ -218,8 +230,9 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
     def _encoder(self):
         encoder = getattr(self, "_encoder_cache", None)
         # rebuilt when set_params changed the parent or the batch size since the last call
-        if encoder is None or encoder.parent is not self.parent or encoder.batch_size != self.batch_size:
-            encoder = self._encoder_cache = MEGNetEncoder(self.parent, batch_size=self.batch_size)
+        if (encoder is None or encoder.parent is not self.parent or encoder.batch_size != self.batch_size
+                or encoder.device != self.device):
+            encoder = self._encoder_cache = MEGNetEncoder(self.parent, batch_size=self.batch_size, device=self.device)
             self._table_cache = None
         return encoder
 
@@ -306,31 +319,61 @@ class _StructureBase(_MEGNetFeaturizerBase):
             else:  # a structure repeated in the input is encoded once
                 todo.setdefault(key, (structure, []))[1].append(i)
         keys = list(todo)
-        chunks = range(0, len(keys), self.batch_size)
-        if pbar and len(keys) > self.batch_size:
+        encoded = self._encode_structures([todo[key][0] for key in keys], wanted, pbar)
+        for key, value in zip(keys, encoded):
+            if isinstance(value, str):
+                for i in todo[key][1]:
+                    errors[i] = self._error(i, GraphConstructionError(value))
+                continue
+            if self.cache:
+                _CACHE.put(key, value)
+            for i in todo[key][1]:
+                results[i] = value
+        return results, errors
+
+    def _n_workers(self, n_structures):
+        n_jobs = 1 if self.n_jobs is None else int(self.n_jobs)
+        if n_jobs < 0:
+            n_jobs = max((os.cpu_count() or 1) + 1 + n_jobs, 1)
+        if n_jobs <= 1 or multiprocessing.current_process().daemon:
+            return 1  # daemonic processes may not have children: encode here
+        return max(1, min(n_jobs, n_structures // _MIN_STRUCTURES_PER_WORKER))
+
+    def _encode_structures(self, structures, wanted, pbar):
+        """Encoder outputs ({name: array}) or an error message per structure, in batches;
+        spread over ``n_jobs`` worker processes when there is enough work."""
+        n_workers = self._n_workers(len(structures))
+        if n_workers > 1:
+            worker = copy.copy(self)  # pickled without the loaded parent; loads it once
+            worker.n_jobs = 1
+            bounds = np.linspace(0, len(structures), n_workers + 1).astype(int)
+            jobs = [(worker, structures[a:b], wanted) for a, b in zip(bounds[:-1], bounds[1:])]
+            with multiprocessing.Pool(n_workers) as pool:
+                return [value for part in pool.imap(_encode_in_worker, jobs) for value in part]
+        encoded = []
+        chunks = range(0, len(structures), self.batch_size)
+        if pbar and len(structures) > self.batch_size:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc=type(self).__name__, unit="batch", **(pbar if isinstance(pbar, dict) else {}))
-        with torch_threads(self.n_jobs):
+        with torch_threads(self.torch_threads):
             for start in chunks:
-                chunk = keys[start : start + self.batch_size]
-                out = self._encoder().encode([todo[k][0] for k in chunk], on_error="nan", outputs=wanted)
+                chunk = structures[start : start + self.batch_size]
+                out = self._encoder().encode(chunk, on_error="nan", outputs=wanted)
                 per_item = {name: out[name] for name in wanted}
-                for j, key in enumerate(chunk):
+                for j in range(len(chunk)):
                     if j in out.errors:
-                        for i in todo[key][1]:
-                            # the encoder names the structure by its place in this batch
-                            message = re.sub(r"^(structure|item) \d+ ?", "structure ", out.errors[j])
-                            errors[i] = self._error(i, GraphConstructionError(message))
-                        continue
-                    value = {name: per_item[name][j] for name in wanted}
-                    if self.cache:
+                        # the encoder names the structure by its place in this batch
+                        encoded.append(re.sub(r"^(structure|item) \d+ ?", "structure ", out.errors[j]))
+                    else:
                         # own copies: a view would keep its whole batch array alive
-                        value = {name: np.array(array) for name, array in value.items()}
-                        _CACHE.put(key, value)
-                    for i in todo[key][1]:
-                        results[i] = value
-        return results, errors
+                        encoded.append({name: np.array(per_item[name][j]) for name in wanted})
+        return encoded
+
+
+def _encode_in_worker(job):
+    featurizer, structures, wanted = job
+    return featurizer._encode_structures(structures, wanted, pbar=False)
 
 
 class MEGNetStructureFeaturizer(_StructureBase):
@@ -352,8 +395,14 @@ class MEGNetStructureFeaturizer(_StructureBase):
         Structures per encoder forward pass.
     cache : bool, default=True
         Look structures up in the process-wide cache of encoder outputs (and fill it).
-    n_jobs : int or None, default=None
-        PyTorch threads for the forward passes; ``-1``: all CPUs; ``None``: torch's default.
+    n_jobs : int, default=1
+        Worker processes (matminer's meaning): 1 encodes here, batched; ``k`` > 1 spreads the
+        structures over ``k`` processes (at least 64 structures each); -1 all CPUs.
+    torch_threads : int or None, default=None
+        torch intra-op threads per process for the forward passes; None means 1 (the fastest
+        safe choice on a shared machine), -1 all CPUs.
+    device : str or torch.device, default="cpu"
+        Where the forward passes run (``"cuda"``, ...); features come back on the host.
 
     Examples
     --------
@@ -367,7 +416,7 @@ class MEGNetStructureFeaturizer(_StructureBase):
     """
 
     def __init__(self, layers=("f",), stats=_STATS, parent=DEFAULT_PARENT, structure_only=False,
-                 batch_size=256, cache=True, n_jobs=None):
+                 batch_size=256, cache=True, n_jobs=1, torch_threads=None, device="cpu"):
         self.layers = layers
         self.stats = stats
         self.parent = parent
@@ -375,6 +424,8 @@ class MEGNetStructureFeaturizer(_StructureBase):
         self.batch_size = batch_size
         self.cache = cache
         self.n_jobs = n_jobs
+        self.torch_threads = torch_threads
+        self.device = device
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
@@ -442,7 +493,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     ----------
     layer : {"V0", "V1", "V2", "V3"} or tuple of them, default="V1"
         Several layers are concatenated per site (e.g. ``("V0", "V1")``: 48 features).
-    parent, structure_only, batch_size, cache, n_jobs
+    parent, structure_only, batch_size, cache, n_jobs, torch_threads, device
         As for :class:`MEGNetStructureFeaturizer`.
 
     Examples
@@ -455,13 +506,15 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     """
 
     def __init__(self, layer="V1", parent=DEFAULT_PARENT, structure_only=False, batch_size=256, cache=True,
-                 n_jobs=None):
+                 n_jobs=1, torch_threads=None, device="cpu"):
         self.layer = layer
         self.parent = parent
         self.structure_only = structure_only
         self.batch_size = batch_size
         self.cache = cache
         self.n_jobs = n_jobs
+        self.torch_threads = torch_threads
+        self.device = device
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
