@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__"]
 
 from ._atomsets import AtomSetsModule
+from ._dask import featurize_dask, to_dask_frame
 from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
 from ._featurizers import (
@@ -40,6 +41,8 @@ __all__ += [
     "MEGNetSiteSetFeaturizer",
     "MEGNetStructureFeaturizer",
     "clear_feature_cache",
+    "featurize_dask",
+    "to_dask_frame",
     "WeightedSet",
     "as_sets",
     "CrystalGraphBatch",

@@ -15,7 +15,6 @@ import numbers
 
 import numpy as np
 import torch
-from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 from sklearn.preprocessing import LabelEncoder
@@ -108,7 +107,7 @@ class _ValidationScore(Callback):
 
     def on_epoch_end(self, net, **kwargs):
         if self._pred:
-            net.history.record(self.name, self.score(torch.cat(self._true).numpy(), torch.cat(self._pred)))
+            net.history.record(self.name, self.score(torch.cat(self._true).cpu().numpy(), torch.cat(self._pred)))
 
 
 
@@ -121,12 +120,13 @@ def _require_y(estimator, y):
         raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None.")
 
 
+# Predictions may live on the training device (CUDA, ...): bring them to the host first.
 def _scaled_mae(y_true, y_pred):
-    return mean_absolute_error(y_true, y_pred.numpy())
+    return mean_absolute_error(y_true, y_pred.detach().cpu().numpy())
 
 
 def _roc_auc(y_true, logits):
-    proba = torch.softmax(logits, dim=-1).numpy()
+    proba = torch.softmax(logits, dim=-1).detach().cpu().numpy()
     if proba.shape[1] == 2:
         return roc_auc_score(y_true, proba[:, 1])
     return roc_auc_score(y_true, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
@@ -160,7 +160,7 @@ class _AtomSetsBase(BaseEstimator):
         "patience": [Interval(numbers.Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
         "random_state": ["random_state"],
-        "device": [str],
+        "device": [str, torch.device],
         "n_jobs": [numbers.Integral, None],
         "verbose": ["verbose"],
     }
@@ -282,7 +282,7 @@ class _AtomSetsBase(BaseEstimator):
         )
 
     def _train(self, net, dataset, y_for_split, seed):
-        with torch.random.fork_rng(devices=[]), torch_threads(effective_n_jobs(self.n_jobs)):  # global RNG, threads restored
+        with torch.random.fork_rng(devices=[]), torch_threads(self.n_jobs):  # global RNG, threads restored
             torch.manual_seed(seed)
             net.fit(dataset, y_for_split)
         return net
@@ -290,7 +290,7 @@ class _AtomSetsBase(BaseEstimator):
     def _forward(self, X):
         check_is_fitted(self, "net_")
         dataset = _PackedDataset(self._pack(X, fitting=False))
-        with torch.no_grad(), torch_threads(effective_n_jobs(self.n_jobs)):
+        with torch.no_grad(), torch_threads(self.n_jobs):
             return self.net_.forward(dataset, training=False).cpu()
 
     @property
@@ -358,12 +358,15 @@ _DOC_PARAMS = """
     random_state : int, RandomState or None, default=None
         Seeds weight initialisation, shuffling and the validation split: two fits with the
         same integer give identical models on the CPU.
-    device : str, default="cpu"
+    device : str or torch.device, default="cpu"
+        Where the module trains and predicts (``"cuda"``, ``torch.device("cuda", 1)``, ...);
+        predictions and validation scores come back on the host.
     n_jobs : int or None, default=None
         torch CPU threads during ``fit`` and ``predict`` (restored afterwards). None means
-        1 unless in a :func:`joblib.parallel_backend` context, -1 all cores. The networks
-        are small, so one thread loses little on a quiet machine and is much faster on a
-        busy one, where OpenMP threads stall each other.
+        1, also inside a :func:`joblib.parallel_backend` context (a Dask cluster's worker
+        count is not a thread count for this process); -1 all cores. The networks are
+        small, so one thread loses little on a quiet machine and is much faster on a busy
+        one, where OpenMP threads stall each other; scale out with processes instead.
     verbose : int, default=0
         1 prints skorch's per-epoch table.
 """

@@ -154,6 +154,20 @@ def clear_feature_cache():
     _CACHE.clear()
 
 
+_ENCODERS = {}  # (parent, batch size, device) -> MEGNetEncoder, for every featurizer in this process
+
+
+def _shared_encoder(parent, batch_size, device):
+    """One encoder (one loaded parent) per process and configuration: clones made by
+    GridSearchCV, the copies Dask sends with each task and the featurizers of a
+    MultipleFeaturizer all load a parent once per process. The frozen module is only read."""
+    name = parent if isinstance(parent, (str, os.PathLike)) else id(parent)
+    key = (name, batch_size, str(device))
+    if key not in _ENCODERS:
+        _ENCODERS[key] = MEGNetEncoder(parent, batch_size=batch_size, device=device)
+    return _ENCODERS[key]
+
+
 def _structure_key(structure):
     digest = hashlib.sha1()
     digest.update(np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64).tobytes())
@@ -229,10 +243,10 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
 
     def _encoder(self):
         encoder = getattr(self, "_encoder_cache", None)
-        # rebuilt when set_params changed the parent or the batch size since the last call
+        # looked up again when set_params changed the parent, batch size or device
         if (encoder is None or encoder.parent is not self.parent or encoder.batch_size != self.batch_size
                 or encoder.device != self.device):
-            encoder = self._encoder_cache = MEGNetEncoder(self.parent, batch_size=self.batch_size, device=self.device)
+            encoder = self._encoder_cache = _shared_encoder(self.parent, self.batch_size, self.device)
             self._table_cache = None
         return encoder
 
