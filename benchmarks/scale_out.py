@@ -103,23 +103,24 @@ def main():
     print(f"target 2 workers >= 1.7x one worker: {'met' if rate_2 / rate_1 >= 1.7 else 'NOT met'} "
           f"({rate_2 / rate_1:.2f}x); load average {os.getloadavg()[0]:.1f} at the end")
 
-    # Projection from the measured per-worker rate (one core per worker) and efficiency.
-    per_worker = rate_2 / 2
+    # Projection: one worker's measured rate (one core, one torch thread) times the number of
+    # workers times the measured 2-worker efficiency (a lower bound on a shared machine).
     efficiency = rate_2 / rate_1 / 2
     print("\nProjection for 1,000,000 structures (from this run's numbers):")
-    print(f"  per worker (1 core, 1 torch thread): {per_worker:.0f} structures/s; peak worker RSS "
-          f"{max(rss_1, rss_2) / 2**20:.0f} MiB (parent model, torch, a partition and its features)")
+    print(f"  one worker (1 core, 1 torch thread): {rate_1:.0f} structures/s; in-process {rate_here:.0f}/s; "
+          f"peak worker RSS {max(rss_1, rss_2) / 2**20:.0f} MiB (parent model, torch, a partition and its features)")
     print(f"  input: {per_structure_bytes / 1024:.1f} KiB per pickled structure -> "
-          f"{per_structure_bytes * 1e6 / 2**30:.1f} GiB for 1 M; features f: 96 float64 = 0.77 kB per structure "
+          f"{per_structure_bytes * 1e6 / 2**30:.1f} GiB for 1 M (read it on the workers, e.g. parquet of as_dict() "
+          f"JSON, rather than sending it from the client); features f: 96 float64 = 0.77 kB per structure "
           f"(0.7 GiB for 1 M)")
     print(f"  time: {graph_share:.0%} of in-process encoding is crystal-graph construction (neighbour search, "
-          f"NumPy), the rest the forward pass")
+          f"NumPy), the rest the forward pass; on the cluster the gap to in-process ({rate_here / rate_1:.2f}x) is "
+          f"task overhead, serialization and the scheduler/nanny processes sharing the cores")
     for machines, cores in ((1, 2), (1, 16), (10, 16), (100, 16)):
         workers = machines * cores
-        hours = 1e6 / (per_worker * workers * (efficiency if workers > 1 else 1)) / 3600
+        hours = 1e6 / (rate_1 * workers * (efficiency if workers > 1 else 1)) / 3600
         print(f"  {machines:3d} machine(s) x {cores:2d} cores = {workers:4d} workers: {hours:7.2f} h "
-              f"(assuming this run's {efficiency:.0%} efficiency holds)")
-
+              f"(at this run's {efficiency:.0%} efficiency); {hours * efficiency:7.2f} h at 100%")
 
 if __name__ == "__main__":
     main()

@@ -7,10 +7,11 @@ descheduled thread stalls all the others. One thread per process is the default
 (``DEFAULT_TORCH_THREADS``; ``benchmarks/threads_under_load.py`` measures why); scale out
 with processes (matminer's ``n_jobs``, joblib, Dask workers) instead.
 
-Why ``torch.set_num_threads`` and not ``threadpoolctl.threadpool_limits``: threadpoolctl
-sets the limit of the OpenMP/BLAS libraries it finds loaded, but torch keeps its own
-intra-op pool size (``torch.get_num_threads()`` is unchanged inside
-``threadpool_limits(1)``, and its kernels still run on that many threads; see
+Why ``torch.set_num_threads`` and not ``threadpoolctl.threadpool_limits`` (measured with
+torch 2.13 CPU): threadpoolctl sets the limit of the OpenMP/BLAS libraries it finds loaded,
+so inside ``threadpool_limits(1)`` ``torch.get_num_threads()`` reports 1 -- yet a matmul
+(torch's own MKL, which threadpoolctl cannot see) and elementwise kernels still run on the
+threads torch was given before (per-thread CPU time from /proc, see
 ``tests/test_parallel.py::test_threadpoolctl_does_not_limit_torch``). So the limit is set
 through torch, scoped by :func:`torch_threads` and restored afterwards.
 
