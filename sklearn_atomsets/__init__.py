@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__"]
 
 from ._atomsets import AtomSetsModule
+from ._dask import featurize_dask, to_dask_frame
 from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
 from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
@@ -46,6 +47,8 @@ __all__ += [
     "clear_feature_cache",
     "set_feature_cache_limit",
     "FailedSet",
+    "featurize_dask",
+    "to_dask_frame",
     "WeightedSet",
     "as_sets",
     "CrystalGraphBatch",

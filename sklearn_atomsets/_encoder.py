@@ -416,14 +416,41 @@ class MEGNetModule(nn.Module):
         raise NotImplementedError("This megnet model takes atom feature vectors, not atomic numbers.")
 
     def output_widths(self):
-        """Width of every named output, from a forward pass on a one-atom dummy graph."""
+        """Width of every named output, read from the layers' weights and configuration.
+
+        No forward pass: naming the features starts no torch thread pool (so a process that
+        forks workers afterwards, as matminer's ``Pool`` does, stays fork-safe) and works
+        whatever device the module is on.
+        """
         if "_widths" not in self.__dict__:
-            one = torch.zeros(1, dtype=torch.long)
             bond_shape = self.input_shapes["bond"]
-            bond = torch.zeros((1, bond_shape[-1]) if len(bond_shape) == 3 else (1,))
-            state = torch.zeros((1, self.input_shapes["state"][-1]))
-            out = self(one + 1, bond, state, one, one, one, one, 1)
-            self._widths = {name: int(t.shape[-1]) for name, t in out.items()}
+            widths = {
+                ("atom", 0): None,  # atomic numbers, embedded by the first layer
+                ("bond", 0): bond_shape[-1] if len(bond_shape) == 3 else None,
+                ("state", 0): self.input_shapes["state"][-1],
+            }
+            alias = self.input_role
+            for layer, cls, srcs in self.steps:
+                module = self.layers[layer]
+                inputs = [widths.get((alias.get(src, src), idx)) for src, idx in srcs]
+                if cls == "Embedding":
+                    out = (module.table.shape[1],)
+                elif cls == "Dense":
+                    out = (module.kernel.shape[1],)
+                elif cls == "GaussianExpansion":
+                    out = (module.centers.shape[0],)
+                elif cls == "MEGNetLayer":
+                    out = tuple(getattr(module, f"w_{part}_{getattr(module, f'n_{part}') - 1}").shape[1]
+                                for part in ("v", "e", "u"))
+                elif cls == "Set2Set":
+                    out = (2 * module.n_hidden,)
+                elif cls == "Concatenate":
+                    out = (sum(inputs),)
+                else:  # Add, Dropout: the shape of their (first) input
+                    out = (inputs[0],)
+                for i, width in enumerate(out):
+                    widths[(layer, i)] = int(width)
+            self._widths = {name: widths[ref] for name, ref in self.output_names.items()}
         return self._widths
 
     def element_embedding(self):
@@ -562,8 +589,9 @@ class MEGNetEncoder:
         reference the PyTorch path is tested against.
     batch_size : int, default=256
         Structures per forward pass.
-    device : str, default="cpu"
-        Torch device for the ``"torch"`` backend.
+    device : str or torch.device, default="cpu"
+        Torch device for the ``"torch"`` backend (``"cuda"``, ``torch.device("cuda", 1)``, ...).
+        Outputs always come back as NumPy arrays on the host.
 
     Examples
     --------

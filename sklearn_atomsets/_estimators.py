@@ -27,7 +27,6 @@ import warnings
 
 import numpy as np
 import torch
-from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import LabelEncoder
@@ -218,7 +217,7 @@ class _AtomSetsBase(BaseEstimator):
         "patience": [Interval(numbers.Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
         "random_state": ["random_state"],
-        "device": [str],
+        "device": [str, torch.device],
         "n_jobs": [numbers.Integral, None],
         "handle_missing": [StrOptions({"error", "ignore"})],
         "verbose": ["verbose"],
@@ -379,7 +378,7 @@ class _AtomSetsBase(BaseEstimator):
 
     def _train(self, net, dataset, y_for_split, seed):
         start = time.perf_counter()
-        with torch.random.fork_rng(devices=[]), torch_threads(effective_n_jobs(self.n_jobs)):  # global RNG, threads restored
+        with torch.random.fork_rng(devices=[]), torch_threads(self.n_jobs):  # global RNG, threads restored
             torch.manual_seed(seed)
             net.fit(dataset, y_for_split)
         self.net_ = net
@@ -401,7 +400,7 @@ class _AtomSetsBase(BaseEstimator):
         if len(missing) and not len(X):
             return torch.zeros((0, len(self._prior))), missing
         dataset = _PackedDataset(self._pack(X, fitting=False))
-        with torch.no_grad(), torch_threads(effective_n_jobs(self.n_jobs)):
+        with torch.no_grad(), torch_threads(self.n_jobs):
             return self.net_.forward(dataset, training=False).cpu(), missing
 
     @staticmethod
@@ -480,12 +479,15 @@ _DOC_PARAMS = """
     random_state : int, RandomState or None, default=None
         Seeds weight initialisation, shuffling and the validation split: two fits with the
         same integer give identical models on the CPU.
-    device : str, default="cpu"
+    device : str or torch.device, default="cpu"
+        Where the module trains and predicts (``"cuda"``, ``torch.device("cuda", 1)``, ...);
+        predictions and validation scores come back on the host.
     n_jobs : int or None, default=None
         torch CPU threads during ``fit`` and ``predict`` (restored afterwards). None means
-        1 unless in a :func:`joblib.parallel_backend` context, -1 all cores. The networks
-        are small, so one thread loses little on a quiet machine and is much faster on a
-        busy one, where OpenMP threads stall each other.
+        1, also inside a :func:`joblib.parallel_backend` context (a Dask cluster's worker
+        count is not a thread count for this process); -1 all cores. The networks are
+        small, so one thread loses little on a quiet machine and is much faster on a busy
+        one, where OpenMP threads stall each other; scale out with processes instead.
     handle_missing : {"error", "ignore"}, default="error"
         What to do with samples that have no set: a row a featurizer could not featurize
         (NaN in ``featurize_dataframe``'s output, a :class:`FailedSet` in ``transform``'s,

@@ -37,14 +37,20 @@ appears only once encoding has run for a couple of seconds (tqdm's ``delay``), s
 stay quiet and long ones, inside a ``Pipeline`` too, show progress; ``pbar=False`` turns it
 off and a dict is passed to ``tqdm`` (e.g. ``pbar={"delay": 0}``).
 
-**n_jobs.** With batching there is no per-entry worker pool: ``n_jobs`` (a constructor
-parameter, so it survives ``clone`` and grid searches; ``set_n_jobs`` sets it too) is the
-number of PyTorch threads used by the forward passes, restored afterwards; ``-1`` means all
-CPUs and ``None`` (default) leaves torch's own setting. On a machine with few cores that
-are shared (other processes, or NumPy/SciPy BLAS threads in a ``Pipeline``), ``n_jobs=1``
-can be many times faster than torch's spinning thread pool.
-Inside a ``MultipleFeaturizer`` use ``iterate_over_entries=False`` so that our featurizers
-get the whole column and batch it.
+**Processes, threads, device.** ``n_jobs`` keeps matminer's meaning: worker processes.
+``1`` (default) encodes in this process, batched; ``n_jobs=k`` (or ``set_n_jobs(k)``, as
+``MultipleFeaturizer.set_n_jobs`` does) splits the structures still to encode over ``k``
+processes of a ``multiprocessing.Pool`` (the default start method: fork, spawn or
+forkserver), each loading the parent once; inputs under 64 structures per process, and
+calls from inside a daemon worker (a ``Pool`` or a Dask worker), stay in-process.
+``torch_threads`` is a separate knob: torch intra-op threads per process for the forward
+passes (default ``None`` = 1; ``-1`` all CPUs), restored afterwards; one thread per process
+is the fastest safe choice on a shared machine (see :mod:`sklearn_atomsets._threads`).
+``device`` (``"cpu"``, ``"cuda"``, a ``torch.device``) is where the forward passes run;
+features always come back on the host. ``feature_labels()`` runs no forward pass, so
+matminer's default path (``MultipleFeaturizer``, ``iterate_over_entries=True``, a forked
+``Pool``) is safe. Inside a ``MultipleFeaturizer`` prefer ``iterate_over_entries=False``
+so that our featurizers get the whole column and batch it.
 
 **Bad input.** Each entry gives correct features or is that entry's error; nothing else in
 the batch changes. Refused, with the value: objects that are not a ``Structure``,
@@ -71,8 +77,10 @@ works too but caches per fold's training rows, so it saves less.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
+import multiprocessing
 import numbers
 import os
 import re
@@ -104,6 +112,7 @@ __all__ = [
 _SITE_LAYERS = ("V0", "V1", "V2", "V3")
 _STRUCTURE_LAYERS = ("f", "u1", "u2", "u3", "set2set_atom", "set2set_bond")
 _STATS = ("mean", "std", "min", "max")
+_MIN_STRUCTURES_PER_WORKER = 64  # below this, starting a process costs more than it saves
 _SKIP_HINT = (
     "\nTO SKIP THESE ERRORS when featurizing specific compounds, set 'ignore_errors=True' when "
     "running the batch featurize() operation (e.g., featurize_many(), featurize_dataframe(), etc.)."
@@ -243,6 +252,22 @@ def clear_feature_cache():
     _CACHE.clear()
 
 
+_ENCODERS = {}  # (parent, batch size, device) -> MEGNetEncoder, for every featurizer in this process
+
+
+def _shared_encoder(parent, batch_size, device, where=None):
+    """One encoder (one loaded parent) per process and configuration: clones made by
+    GridSearchCV, the copies Dask sends with each task and the featurizers of a
+    MultipleFeaturizer all load a parent once per process. The frozen module is only read.
+    ``where`` (the file a path parent means now: absolute path, size, mtime, inode) is part
+    of the key, so a relative path from another directory or an overwritten file loads anew."""
+    name = parent if isinstance(parent, (str, os.PathLike)) else id(parent)
+    key = (name, batch_size, str(device), where)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = MEGNetEncoder(parent, batch_size=batch_size, device=device)
+    return _ENCODERS[key]
+
+
 def _structure_key(structure):
     digest = hashlib.sha1()
     digest.update(np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64).tobytes())
@@ -349,12 +374,14 @@ def _unwrap(entries):
 class _MEGNetFeaturizerBase(BaseFeaturizer):
     """Shared machinery: the lazily loaded encoder, batching, per-row errors, the cache."""
 
-    # A plain attribute instead of matminer's read-only property (whose default, the CPU
-    # count, would start a worker pool); see the module docstring.
-    n_jobs = None
+    # Plain attributes instead of matminer's read-only property (whose default, the CPU
+    # count, would start a worker pool for every call); see the module docstring.
+    n_jobs = 1
+    torch_threads = None
+    device = "cpu"
 
     def set_n_jobs(self, n_jobs):
-        """PyTorch threads for the forward passes (``None``: torch's default)."""
+        """Worker processes for ``featurize_many`` / ``featurize_dataframe`` (matminer's meaning)."""
         self.n_jobs = n_jobs
 
     def __getstate__(self):
@@ -363,13 +390,13 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
 
     def _encoder(self):
         encoder = getattr(self, "_encoder_cache", None)
-        # Rebuilt when set_params changed the parent or the batch size since the last call, and
-        # when a parent given as a path now means another file (a relative path from another
-        # working directory, or the file overwritten): never the old weights for the new file.
+        # Looked up again when set_params changed the parent, batch size or device, and when a
+        # parent given as a path now means another file (a relative path from another working
+        # directory, or the file overwritten): never the old weights for the new file.
         where = _parent_file(self.parent)
         if (encoder is None or encoder.parent is not self.parent or encoder.batch_size != self.batch_size
-                or getattr(self, "_encoder_file", None) != where):
-            encoder = self._encoder_cache = MEGNetEncoder(self.parent, batch_size=self.batch_size)
+                or encoder.device != self.device or getattr(self, "_encoder_file", None) != where):
+            encoder = self._encoder_cache = _shared_encoder(self.parent, self.batch_size, self.device, where)
             self._encoder_file = where
             self._table_cache = None
         return encoder
@@ -474,7 +501,8 @@ class _StructureBase(_MEGNetFeaturizerBase):
             else:  # a structure repeated in the input is encoded once
                 todo.setdefault(key, (structure, []))[1].append(i)
         keys = list(todo)
-        chunks = range(0, len(keys), self.batch_size)
+        if keys:
+            self._encoder().module_  # a missing or broken parent is the caller's error, not each row's
         bar = None
         if pbar and keys:  # counts structures; shown only for work longer than its delay
             from tqdm.auto import tqdm
@@ -482,53 +510,90 @@ class _StructureBase(_MEGNetFeaturizerBase):
             n_todo = sum(len(rows) for _, rows in todo.values())
             bar = tqdm(total=len(items), initial=len(items) - n_todo, desc=type(self).__name__, unit="structure",
                        **{"delay": _PBAR_DELAY, **(pbar if isinstance(pbar, dict) else {})})
-        if keys:
-            self._encoder().module_  # a missing or broken parent is the caller's error, not each row's
-        with torch_threads(self.n_jobs):
-            for start in chunks:
-                chunk = keys[start : start + self.batch_size]
-                try:
-                    outs = [(chunk, self._encoder().encode([todo[k][0] for k in chunk], on_error="nan",
-                                                           outputs=wanted))]
-                except Exception:  # noqa: BLE001 - find the structure(s) that break the batch
-                    outs = []
-                    for key in chunk:
-                        try:
-                            outs.append(([key], self._encoder().encode([todo[key][0]], on_error="nan",
-                                                                       outputs=wanted)))
-                        except Exception as exc:  # noqa: BLE001 - reported per row
-                            for i in todo[key][1]:
-                                errors[i] = self._error(i, exc)
-                for part, out in outs:
-                    self._collect(part, out, wanted, todo, results, errors)
-                if bar is not None:
-                    bar.update(sum(len(todo[key][1]) for key in chunk))
-        if bar is not None:
-            bar.close()
-        return results, errors
-
-    def _collect(self, chunk, out, wanted, todo, results, errors):
-        per_item = {name: out[name] for name in wanted}
-        for j, key in enumerate(chunk):
-            if j in out.errors:
+        try:
+            encoded = self._encode_structures([todo[key][0] for key in keys], wanted,
+                                              [len(todo[key][1]) for key in keys], bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        for key, value in zip(keys, encoded):
+            if isinstance(value, Exception):
                 for i in todo[key][1]:
-                    # the encoder names the structure by its place in this batch
-                    message = re.sub(r"^(structure|item) \d+ ?", "structure ", out.errors[j])
-                    errors[i] = self._error(i, GraphConstructionError(message))
-                continue
-            value = {name: per_item[name][j] for name in wanted}
-            if not all(np.isfinite(array).all() for array in value.values()):
-                bad = sorted(name for name, array in value.items() if not np.isfinite(array).all())
-                for i in todo[key][1]:  # never a NaN feature reported as a success
-                    errors[i] = self._error(i, FloatingPointError(f"the encoder gave non-finite {bad}."))
+                    errors[i] = self._error(i, value)
                 continue
             if self.cache:
-                # own copies: a view would keep its whole batch array alive
-                value = {name: np.array(array) for name, array in value.items()}
                 _CACHE.put(key, value)
             for i in todo[key][1]:
                 results[i] = value
+        return results, errors
 
+    def _n_workers(self, n_structures):
+        n_jobs = 1 if self.n_jobs is None else int(self.n_jobs)
+        if n_jobs < 0:
+            n_jobs = max((os.cpu_count() or 1) + 1 + n_jobs, 1)
+        if n_jobs <= 1 or multiprocessing.current_process().daemon:
+            return 1  # daemonic processes may not have children: encode here
+        return max(1, min(n_jobs, n_structures // _MIN_STRUCTURES_PER_WORKER))
+
+    def _encode_structures(self, structures, wanted, counts=None, bar=None):
+        """Encoder outputs ({name: array}) or that structure's error (an exception) per
+        structure, in batches; spread over ``n_jobs`` worker processes when there is enough
+        work. ``counts`` (input rows per structure) advance the progress ``bar``."""
+        counts = [1] * len(structures) if counts is None else counts
+        n_workers = self._n_workers(len(structures))
+        if n_workers > 1:
+            worker = copy.copy(self)  # pickled without the loaded parent; loads it once
+            worker.n_jobs = 1
+            bounds = np.linspace(0, len(structures), n_workers + 1).astype(int)
+            jobs = [(worker, structures[a:b], wanted) for a, b in zip(bounds[:-1], bounds[1:])]
+            encoded = []
+            with multiprocessing.Pool(n_workers) as pool:
+                for (a, b), part in zip(zip(bounds[:-1], bounds[1:]), pool.imap(_encode_in_worker, jobs)):
+                    encoded += part
+                    if bar is not None:
+                        bar.update(sum(counts[a:b]))
+            return encoded
+        encoded = []
+        with torch_threads(self.torch_threads):
+            for start in range(0, len(structures), self.batch_size):
+                chunk = structures[start : start + self.batch_size]
+                try:
+                    outs = [(start, self._encoder().encode(chunk, on_error="nan", outputs=wanted))]
+                except Exception:  # noqa: BLE001 - find the structure(s) that break the batch
+                    outs = []
+                    for k, structure in enumerate(chunk):
+                        try:
+                            outs.append((start + k, self._encoder().encode([structure], on_error="nan",
+                                                                           outputs=wanted)))
+                        except Exception as exc:  # noqa: BLE001 - that structure's error
+                            outs.append((start + k, exc))
+                for first, out in outs:
+                    encoded += [out] if isinstance(out, Exception) else _per_structure(out, wanted)
+                if bar is not None:
+                    bar.update(sum(counts[start : start + self.batch_size]))
+        return encoded
+
+
+def _per_structure(out, wanted):
+    """One encoder output split per structure: {name: array} or that structure's error."""
+    per_item = {name: out[name] for name in wanted}
+    values = []
+    for j in range(len(out)):
+        if j in out.errors:
+            # the encoder names the structure by its place in this batch
+            values.append(GraphConstructionError(re.sub(r"^(structure|item) \d+ ?", "structure ", out.errors[j])))
+            continue
+        # own copies: a view would keep its whole batch array alive
+        value = {name: np.array(per_item[name][j]) for name in wanted}
+        bad = sorted(name for name, array in value.items() if not np.isfinite(array).all())
+        # never a NaN feature reported as a success
+        values.append(FloatingPointError(f"the encoder gave non-finite {bad}.") if bad else value)
+    return values
+
+
+def _encode_in_worker(job):
+    featurizer, structures, wanted = job
+    return featurizer._encode_structures(structures, wanted)
 
 class MEGNetStructureFeaturizer(_StructureBase):
     """Fixed-length MEGNet features of a crystal structure.
@@ -549,8 +614,14 @@ class MEGNetStructureFeaturizer(_StructureBase):
         Structures per encoder forward pass.
     cache : bool, default=True
         Look structures up in the process-wide cache of encoder outputs (and fill it).
-    n_jobs : int or None, default=None
-        PyTorch threads for the forward passes; ``-1``: all CPUs; ``None``: torch's default.
+    n_jobs : int, default=1
+        Worker processes (matminer's meaning): 1 encodes here, batched; ``k`` > 1 spreads the
+        structures over ``k`` processes (at least 64 structures each); -1 all CPUs.
+    torch_threads : int or None, default=None
+        torch intra-op threads per process for the forward passes; None means 1 (the fastest
+        safe choice on a shared machine), -1 all CPUs.
+    device : str or torch.device, default="cpu"
+        Where the forward passes run (``"cuda"``, ...); features come back on the host.
 
     Examples
     --------
@@ -574,7 +645,7 @@ class MEGNetStructureFeaturizer(_StructureBase):
     }
 
     def __init__(self, layers=("f",), stats=_STATS, parent=DEFAULT_PARENT, structure_only=False,
-                 batch_size=256, cache=True, n_jobs=None):
+                 batch_size=256, cache=True, n_jobs=1, torch_threads=None, device="cpu"):
         self.layers = layers
         self.stats = stats
         self.parent = parent
@@ -582,6 +653,8 @@ class MEGNetStructureFeaturizer(_StructureBase):
         self.batch_size = batch_size
         self.cache = cache
         self.n_jobs = n_jobs
+        self.torch_threads = torch_threads
+        self.device = device
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
@@ -650,7 +723,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     ----------
     layer : {"V0", "V1", "V2", "V3"} or tuple of them, default="V1"
         Several layers are concatenated per site (e.g. ``("V0", "V1")``: 48 features).
-    parent, structure_only, batch_size, cache, n_jobs
+    parent, structure_only, batch_size, cache, n_jobs, torch_threads, device
         As for :class:`MEGNetStructureFeaturizer`.
 
     Examples
@@ -672,13 +745,15 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     }
 
     def __init__(self, layer="V1", parent=DEFAULT_PARENT, structure_only=False, batch_size=256, cache=True,
-                 n_jobs=None):
+                 n_jobs=1, torch_threads=None, device="cpu"):
         self.layer = layer
         self.parent = parent
         self.structure_only = structure_only
         self.batch_size = batch_size
         self.cache = cache
         self.n_jobs = n_jobs
+        self.torch_threads = torch_threads
+        self.device = device
 
     @classmethod
     def from_preset(cls, preset, **kwargs):

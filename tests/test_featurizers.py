@@ -79,7 +79,7 @@ def fresh_cache():
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     # Test machines have few, shared cores, where torch's spinning thread pool is slow;
-    # test_n_jobs_* checks the threads the featurizers choose themselves.
+    # test_torch_threads_* checks the threads the featurizers choose themselves.
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -294,7 +294,7 @@ def test_grid_search_encodes_each_structure_once(pymatgen_structures, monkeypatc
     distinct = small_structures(pymatgen_structures)
     X = distinct * 2  # every structure twice
     y = np.arange(len(X), dtype=float)
-    # n_jobs=1: one torch thread, which clone() keeps for every candidate
+    # n_jobs=1: in this process, which clone() keeps for every candidate
     pipe = Pipeline([("megnet", MEGNetStructureFeaturizer(n_jobs=1)), ("ridge", Ridge())])
     search = GridSearchCV(pipe, {"ridge__alpha": [0.1, 1.0]}, cv=3).fit(X, y)
     # 2 candidates x 3 folds + refit = 13 featurizations, yet each structure is encoded once
@@ -345,20 +345,21 @@ def test_batching_sends_many_structures_per_forward_pass(pymatgen_structures, mo
     assert calls == [len(many)]
 
 
-def test_n_jobs_sets_torch_threads_for_the_forward_pass_only(pymatgen_structures, monkeypatch):
+def test_torch_threads_set_for_the_forward_pass_only(pymatgen_structures, monkeypatch):
     seen = []
     original = MEGNetEncoder.encode
     monkeypatch.setattr(MEGNetEncoder, "encode", lambda self, s, *a, **k: seen.append(torch.get_num_threads())
                         or original(self, s, *a, **k))
-    before = torch.get_num_threads()
+    torch.set_num_threads(3)
     structures = small_structures(pymatgen_structures)[:4]
-    one = MEGNetStructureFeaturizer(n_jobs=1, cache=False).featurize_many(structures, pbar=False)
+    one = MEGNetStructureFeaturizer(torch_threads=1, cache=False).featurize_many(structures, pbar=False)
+    two = MEGNetStructureFeaturizer(torch_threads=2, cache=False).featurize_many(structures, pbar=False)
     f = MEGNetStructureFeaturizer(cache=False)
-    f.set_n_jobs(2)  # matminer's way, e.g. from MultipleFeaturizer.set_n_jobs
-    two = f.featurize_many(structures, pbar=False)
-    default = MEGNetStructureFeaturizer(cache=False).featurize_many(structures, pbar=False)
-    assert seen == [1, 2, before] and torch.get_num_threads() == before
-    assert f.get_params()["n_jobs"] == 2
+    f.set_n_jobs(2)  # matminer's way (MultipleFeaturizer.set_n_jobs): processes, not threads
+    default = f.featurize_many(structures, pbar=False)  # 4 structures: too few for a pool
+    assert seen == [1, 2, 1] and torch.get_num_threads() == 3
+    torch.set_num_threads(1)
+    assert f.get_params()["n_jobs"] == 2 and f.get_params()["torch_threads"] is None
     np.testing.assert_allclose(one, two, rtol=1e-5)
     np.testing.assert_allclose(one, default, rtol=1e-5)
 
