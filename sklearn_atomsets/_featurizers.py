@@ -88,6 +88,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
+import torch
 from matminer.featurizers.base import BaseFeaturizer
 from pymatgen.core import Composition, Element, IStructure, Structure
 from pymatgen.core.periodic_table import DummySpecies
@@ -642,6 +643,8 @@ class MEGNetStructureFeaturizer(_StructureBase):
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "cache": ["boolean"],
         "n_jobs": [numbers.Integral, None],
+        "torch_threads": [numbers.Integral, None],
+        "device": [str, torch.device],
     }
 
     def __init__(self, layers=("f",), stats=_STATS, parent=DEFAULT_PARENT, structure_only=False,
@@ -742,6 +745,8 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "cache": ["boolean"],
         "n_jobs": [numbers.Integral, None],
+        "torch_threads": [numbers.Integral, None],
+        "device": [str, torch.device],
     }
 
     def __init__(self, layer="V1", parent=DEFAULT_PARENT, structure_only=False, batch_size=256, cache=True,
