@@ -5,7 +5,8 @@ Data flows one way, one module per step::
     structure -> graph (_graph) -> frozen MEGNet encoder (_encoder) -> features
               -> AtomSets estimator -> benchmark
 
-The parent model (a pretrained MEGNet) is found by ``load_parent`` (_parents).
+The parent model (a pretrained MEGNet or CHGNet) is found by ``load_parent``; each family of
+parents lives in its own module of ``sklearn_atomsets.parents``, behind one interface.
 """
 
 __version__ = "0.1.0"
@@ -25,11 +26,18 @@ from ._featurizers import (
     set_feature_cache_limit,
 )
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
-from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError, load_parent
+from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError
+from .parents import load_parent, parent_family, registered_parents
+from .parents.chgnet import CHGNET_PARENTS, CHGNetEncoder, CHGNetParent
 from ._sets import FailedSet, WeightedSet, as_sets
 
 __all__ += [
     "PARENT_MODELS",
+    "CHGNET_PARENTS",
+    "CHGNetEncoder",
+    "CHGNetParent",
+    "parent_family",
+    "registered_parents",
     "AtomSetsClassifier",
     "AtomSetsModule",
     "AtomSetsRegressor",

@@ -85,11 +85,13 @@ from pymatgen.core import Composition, Element, IStructure, Structure
 from pymatgen.core.periodic_table import DummySpecies
 from sklearn.utils._param_validation import HasMethods, Interval, validate_parameter_constraints
 
-from ._encoder import MEGNetEncoder
 from ._graph import GraphConstructionError
-from ._parents import DEFAULT_PARENT, PARENT_MODELS, ParentModel, content_sha256
+from ._parents import DEFAULT_PARENT, ParentModel
 from ._sets import FailedSet, WeightedSet
 from ._threads import torch_threads
+from .parents import make_encoder, registered_parents
+from .parents.chgnet import CHGNetParent
+from .parents.megnet import MEGNET_CITATION
 
 __all__ = [
     "AtomicNumberSetFeaturizer",
@@ -101,33 +103,30 @@ __all__ = [
     "set_feature_cache_limit",
 ]
 
-_SITE_LAYERS = ("V0", "V1", "V2", "V3")
-_STRUCTURE_LAYERS = ("f", "u1", "u2", "u3", "set2set_atom", "set2set_bond")
+# Layer names come from the parent (encoder.site_layers, encoder.structure_layers): MEGNet's
+# V0..V3, f, u1..u3 and set2set readouts; CHGNet's V0..V4 and f.
 _STATS = ("mean", "std", "min", "max")
 _SKIP_HINT = (
     "\nTO SKIP THESE ERRORS when featurizing specific compounds, set 'ignore_errors=True' when "
     "running the batch featurize() operation (e.g., featurize_many(), featurize_dataframe(), etc.)."
 )
 
-_CITATIONS = [
-    "@article{chen_graph_2019, title={Graph Networks as a Universal Machine Learning Framework for "
-    "Molecules and Crystals}, author={Chen, Chi and Ye, Weike and Zuo, Yunxing and Zheng, Chen and "
-    "Ong, Shyue Ping}, journal={Chemistry of Materials}, volume={31}, number={9}, pages={3564--3572}, "
-    "year={2019}, doi={10.1021/acs.chemmater.9b01294}}",
+_ATOMSETS_CITATION = (
     "@article{chen_atomsets_2021, title={AtomSets as a hierarchical transfer learning framework for "
     "small and large materials datasets}, author={Chen, Chi and Ong, Shyue Ping}, journal={npj "
-    "Computational Materials}, volume={7}, pages={173}, year={2021}, doi={10.1038/s41524-021-00639-w}}",
-]
+    "Computational Materials}, volume={7}, pages={173}, year={2021}, doi={10.1038/s41524-021-00639-w}}"
+)
+_CITATIONS = [MEGNET_CITATION, _ATOMSETS_CITATION]  # featurizers without a parent model
 
 # a registered name or a path; a ParentModel; a live megnet GraphModel (has predict_structure)
-_PARENT_TYPES = [str, os.PathLike, ParentModel, HasMethods(["predict_structure"])]
+_PARENT_TYPES = [str, os.PathLike, ParentModel, CHGNetParent, HasMethods(["predict_structure"])]
 
 
 def _parent_file(parent):
     """Which file a parent given as a path means now (absolute path, size, mtime), else None."""
-    if isinstance(parent, ParentModel):
+    if isinstance(parent, (ParentModel, CHGNetParent)):
         parent = parent.path
-    if not isinstance(parent, (str, os.PathLike)) or (isinstance(parent, str) and parent in PARENT_MODELS):
+    if not isinstance(parent, (str, os.PathLike)) or (isinstance(parent, str) and parent in registered_parents()):
         return None  # a registered name (resolved and checksummed by load_parent) or a live model
     path = os.path.abspath(os.path.expanduser(os.fspath(parent)))
     try:
@@ -369,7 +368,8 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         where = _parent_file(self.parent)
         if (encoder is None or encoder.parent is not self.parent or encoder.batch_size != self.batch_size
                 or getattr(self, "_encoder_file", None) != where):
-            encoder = self._encoder_cache = MEGNetEncoder(self.parent, batch_size=self.batch_size)
+            # the parent's family (MEGNet, CHGNet) builds its encoder: see sklearn_atomsets.parents
+            encoder = self._encoder_cache = make_encoder(self.parent, batch_size=self.batch_size)
             self._encoder_file = where
             self._table_cache = None
         return encoder
@@ -389,7 +389,9 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         return np.asarray(self.feature_labels(), dtype=object)
 
     def citations(self):
-        return list(_CITATIONS)
+        if "parent" not in self.get_params(deep=False):  # no parent model (atomic numbers)
+            return list(_CITATIONS)
+        return [*self._encoder().citations(), _ATOMSETS_CITATION]
 
     def implementors(self):
         return _authors()
@@ -449,7 +451,7 @@ class _StructureBase(_MEGNetFeaturizerBase):
 
     def _parent_key(self):
         # the weights' content, not the path string: the same path may hold another model
-        return content_sha256(self._encoder().parent_)
+        return self._encoder().content_key()
 
     def _encode(self, items, pbar):
         """Encoder outputs per item (dict) or an error, using and filling the cache."""
@@ -483,7 +485,7 @@ class _StructureBase(_MEGNetFeaturizerBase):
             bar = tqdm(total=len(items), initial=len(items) - n_todo, desc=type(self).__name__, unit="structure",
                        **{"delay": _PBAR_DELAY, **(pbar if isinstance(pbar, dict) else {})})
         if keys:
-            self._encoder().module_  # a missing or broken parent is the caller's error, not each row's
+            self._encoder().load()  # a missing or broken parent is the caller's error, not each row's
         with torch_threads(self.n_jobs):
             for start in chunks:
                 chunk = keys[start : start + self.batch_size]
@@ -591,19 +593,24 @@ class MEGNetStructureFeaturizer(_StructureBase):
             "f": ("f",),
             "states": ("u1", "u2", "u3"),
             "readouts": ("set2set_atom", "set2set_bond"),
-            "site_stats": _SITE_LAYERS,
+            "site_stats": None,  # the parent's own site layers
         }
         if preset not in presets:
             raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(presets)}.")
-        return cls(layers=presets[preset], **kwargs)
+        layers = presets[preset]
+        if layers is None:
+            layers = make_encoder(kwargs.get("parent", DEFAULT_PARENT)).site_layers
+        return cls(layers=layers, **kwargs)
 
     def _check(self):
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
-        bad = [name for name in layers if name not in _SITE_LAYERS + _STRUCTURE_LAYERS]
+        encoder = self._encoder()
+        site, allowed = encoder.site_layers, encoder.site_layers + encoder.structure_layers
+        bad = [name for name in layers if name not in allowed]
         if bad or not layers:
-            raise ValueError(f"layers must be chosen from {_SITE_LAYERS + _STRUCTURE_LAYERS}, got {self.layers!r}.")
+            raise ValueError(f"layers must be chosen from {allowed} (the parent's layers), got {self.layers!r}.")
         bad = [s for s in self.stats if s not in _STATS]
-        if bad or isinstance(self.stats, str) or (not self.stats and set(layers) & set(_SITE_LAYERS)):
+        if bad or isinstance(self.stats, str) or (not self.stats and set(layers) & set(site)):
             raise ValueError(f"stats must be a tuple chosen from {_STATS}, got {self.stats!r}.")
         return layers
 
@@ -611,17 +618,18 @@ class MEGNetStructureFeaturizer(_StructureBase):
         return list(self._check())
 
     def _widths(self):
-        widths = self._encoder().module_.output_widths()
+        widths = self._encoder().output_widths()
         return {name: widths[name] for name in self._check()}
 
     def feature_labels(self):
         self._validate_params()
         labels = []
+        encoder = self._encoder()
         for name, width in self._widths().items():
-            if name in _SITE_LAYERS:
-                labels += [f"MEGNet {name} {stat} {k}" for stat in self.stats for k in range(width)]
+            if name in encoder.site_layers:
+                labels += [f"{encoder.label} {name} {stat} {k}" for stat in self.stats for k in range(width)]
             else:
-                labels += [f"MEGNet {name} {k}" for k in range(width)]
+                labels += [f"{encoder.label} {name} {k}" for k in range(width)]
         return labels
 
     def _featurize_items(self, items, pbar):
@@ -631,9 +639,9 @@ class MEGNetStructureFeaturizer(_StructureBase):
             return [None] * len(results), errors
         # one table for the whole batch: statistics as segment reductions, not a loop of
         # small NumPy calls per structure
-        parts = []
+        parts, site = [], self._encoder().site_layers
         for name in self._check():
-            if name in _SITE_LAYERS:
+            if name in site:
                 parts.append(_site_statistics([value[name] for value in done], self.stats))
             else:
                 parts.append(np.stack([value[name] for value in done]).astype(np.float64))
@@ -687,8 +695,10 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
 
     def _layers(self):
         layers = (self.layer,) if isinstance(self.layer, str) else tuple(self.layer)
-        if not layers or any(name not in _SITE_LAYERS for name in layers):
-            raise ValueError(f"layer must be one of {_SITE_LAYERS} or a tuple of them, got {self.layer!r}.")
+        site = self._encoder().site_layers
+        if not layers or any(name not in site for name in layers):
+            raise ValueError(f"layer must be one of {site} (the parent's site layers) or a tuple of them, "
+                             f"got {self.layer!r}.")
         return layers
 
     def _needed_outputs(self):
@@ -696,7 +706,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
 
     def feature_labels(self):
         self._validate_params()
-        return [f"MEGNet {'+'.join(self._layers())} set"]
+        return [f"{self._encoder().label} {'+'.join(self._layers())} set"]
 
     def _featurize_items(self, items, pbar):
         results, errors = self._encode(items, pbar)
@@ -762,7 +772,7 @@ class MEGNetElementSetFeaturizer(_CompositionBase):
 
     def feature_labels(self):
         self._validate_params()
-        return ["MEGNet V0 set"]
+        return [f"{self._encoder().label} V0 set"]
 
     def _featurize_items(self, items, pbar):
         table = self._table()
@@ -805,7 +815,7 @@ class MEGNetCompositionFeaturizer(_CompositionBase):
         if bad:
             raise ValueError(f"stats must be chosen from {_STATS}, got {self.stats!r}.")
         width = self._table().shape[1]
-        return [f"MEGNet V0 {stat} {k}" for stat in self.stats for k in range(width)]
+        return [f"{self._encoder().label} V0 {stat} {k}" for stat in self.stats for k in range(width)]
 
     def _featurize_items(self, items, pbar):
         self.feature_labels()  # validates stats
