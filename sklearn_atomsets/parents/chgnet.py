@@ -187,7 +187,7 @@ class CHGNetEncoder:
     >>> out["V1"][0].shape, out["f"].shape
     ((8, 64), (1, 64))
     >>> round(float(out["prediction"][0, 0]), 1)  # energy, eV/atom
-    -3.4
+    -3.7
     """
 
     label = "CHGNet"
