@@ -160,6 +160,27 @@ class _Stop(Exception):
     """Raised by a hook once every requested layer is read: the rest of the pass is skipped."""
 
 
+class _UnusedAngleUpdate:
+    """Stands in for CHGNet's last angle update, whose output nothing reads: chgnet's
+    ``_compute`` updates the angles after the bond update of its last message-passing block,
+    and only the final atom convolution (which reads atoms and bonds) follows. Skipping it
+    changes no output (the parity tests compare every output with chgnet's own)."""
+
+    @staticmethod
+    def wrap(module):
+        import torch
+
+        class UnusedAngleUpdate(torch.nn.Module):
+            def __init__(self, original):
+                super().__init__()
+                self.original = original  # kept, so that the state dict is chgnet's
+
+            def forward(self, *, angle_feas, **kwargs):
+                return angle_feas
+
+        return UnusedAngleUpdate(module)
+
+
 class CHGNetEncoder:
     """Frozen pretrained CHGNet turning crystal structures into AtomSets features.
 
@@ -224,6 +245,9 @@ class CHGNetEncoder:
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
+            angles = model.angle_layers
+            if len(angles) == len(model.atom_conv_layers) - 1 and angles[-1] is not None:
+                angles[-1] = _UnusedAngleUpdate.wrap(angles[-1])
             self._attach_hooks(model)
             self.chgnet_model_ = model
         return self.chgnet_model_
