@@ -18,6 +18,10 @@ from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
 from ._featurizers import (
     AtomicNumberSetFeaturizer,
+    CompositionFeaturizer,
+    ElementSetFeaturizer,
+    SiteSetFeaturizer,
+    StructureFeaturizer,
     MEGNetCompositionFeaturizer,
     MEGNetElementSetFeaturizer,
     MEGNetSiteSetFeaturizer,
@@ -44,6 +48,10 @@ __all__ += [
     "MLPfClassifier",
     "MLPfRegressor",
     "AtomicNumberSetFeaturizer",
+    "StructureFeaturizer",
+    "SiteSetFeaturizer",
+    "CompositionFeaturizer",
+    "ElementSetFeaturizer",
     "MEGNetCompositionFeaturizer",
     "MEGNetElementSetFeaturizer",
     "MEGNetSiteSetFeaturizer",

@@ -95,6 +95,10 @@ from .parents.megnet import MEGNET_CITATION
 
 __all__ = [
     "AtomicNumberSetFeaturizer",
+    "CompositionFeaturizer",
+    "ElementSetFeaturizer",
+    "SiteSetFeaturizer",
+    "StructureFeaturizer",
     "MEGNetCompositionFeaturizer",
     "MEGNetElementSetFeaturizer",
     "MEGNetSiteSetFeaturizer",
@@ -923,3 +927,69 @@ class AtomicNumberSetFeaturizer(_MEGNetFeaturizerBase):
                 rows.append(None)
                 errors[i] = self._error(i, exc)
         return rows, errors
+
+
+# -- general names ---------------------------------------------------------------------------
+# The featurizers work the same for every parent family (``parent=`` picks MEGNet or CHGNet);
+# these are their general names. The MEGNet* names, from when MEGNet was the only parent, keep
+# working unchanged (same parameters, same features; the error column keeps the class name).
+
+
+class StructureFeaturizer(MEGNetStructureFeaturizer):
+    """Fixed-length features of a crystal structure from any parent (MEGNet, CHGNet).
+
+    The general name of :class:`MEGNetStructureFeaturizer`, with the same parameters; the
+    layers are the parent's (MEGNet: ``f``, ``u1`` .. ``u3``, set2set readouts, ``V0`` ..
+    ``V3``; CHGNet: ``f``, ``V0`` .. ``V4``).
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> from sklearn_atomsets import StructureFeaturizer
+    >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> featurizer = StructureFeaturizer(layers=("f",), parent="CHGNet-0.3.0")
+    >>> len(featurizer.featurize(cscl)), featurizer.feature_labels()[0]
+    (64, 'CHGNet f 0')
+    """
+
+
+class SiteSetFeaturizer(MEGNetSiteSetFeaturizer):
+    """One :class:`WeightedSet` per structure from any parent: a site layer's rows.
+
+    The general name of :class:`MEGNetSiteSetFeaturizer`, with the same parameters.
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> from sklearn_atomsets import SiteSetFeaturizer
+    >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> SiteSetFeaturizer("V1").featurize(cscl), SiteSetFeaturizer("V4", parent="CHGNet-0.3.0").featurize(cscl)
+    ([WeightedSet(2 rows, 32 features)], [WeightedSet(2 rows, 64 features)])
+    """
+
+
+class ElementSetFeaturizer(MEGNetElementSetFeaturizer):
+    """One :class:`WeightedSet` per composition from any parent: its elements' V0 rows.
+
+    The general name of :class:`MEGNetElementSetFeaturizer`, with the same parameters.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import ElementSetFeaturizer
+    >>> ElementSetFeaturizer(parent="CHGNet-0.3.0").featurize("Fe0.01Ni0.99")
+    [WeightedSet(2 rows, 64 features)]
+    """
+
+
+class CompositionFeaturizer(MEGNetCompositionFeaturizer):
+    """Fixed-length statistics of V0 over a composition's elements, from any parent.
+
+    The general name of :class:`MEGNetCompositionFeaturizer`, with the same parameters.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import CompositionFeaturizer
+    >>> featurizer = CompositionFeaturizer(stats=("mean",), parent="CHGNet-0.3.0")
+    >>> len(featurizer.featurize("SiO2")), featurizer.feature_labels()[0]
+    (64, 'CHGNet V0 mean 0')
+    """
