@@ -5,7 +5,8 @@ Data flows one way, one module per step::
     structure -> graph (_graph) -> frozen MEGNet encoder (_encoder) -> features
               -> AtomSets estimator -> benchmark
 
-The parent model (a pretrained MEGNet) is found by ``load_parent`` (_parents).
+The parent model (a pretrained MEGNet or CHGNet) is found by ``load_parent``; each family of
+parents lives in its own module of ``sklearn_atomsets.parents``, behind one interface.
 """
 
 __version__ = "0.1.0"
@@ -19,6 +20,10 @@ from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
 from ._featurizers import (
     AtomicNumberSetFeaturizer,
+    CompositionFeaturizer,
+    ElementSetFeaturizer,
+    SiteSetFeaturizer,
+    StructureFeaturizer,
     MEGNetCompositionFeaturizer,
     MEGNetElementSetFeaturizer,
     MEGNetSiteSetFeaturizer,
@@ -27,11 +32,18 @@ from ._featurizers import (
     set_feature_cache_limit,
 )
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
-from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError, load_parent
+from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError
+from .parents import load_parent, parent_family, registered_parents
+from .parents.chgnet import CHGNET_PARENTS, CHGNetEncoder, CHGNetParent
 from ._sets import FailedSet, WeightedSet, as_sets
 
 __all__ += [
     "PARENT_MODELS",
+    "CHGNET_PARENTS",
+    "CHGNetEncoder",
+    "CHGNetParent",
+    "parent_family",
+    "registered_parents",
     "AtomSetsClassifier",
     "AtomSetsEnsembleClassifier",
     "AtomSetsEnsembleRegressor",
@@ -40,6 +52,10 @@ __all__ += [
     "MLPfClassifier",
     "MLPfRegressor",
     "AtomicNumberSetFeaturizer",
+    "StructureFeaturizer",
+    "SiteSetFeaturizer",
+    "CompositionFeaturizer",
+    "ElementSetFeaturizer",
     "MEGNetCompositionFeaturizer",
     "MEGNetElementSetFeaturizer",
     "MEGNetSiteSetFeaturizer",

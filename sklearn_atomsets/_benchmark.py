@@ -125,6 +125,22 @@ MODELS = {
     "AtomSets-V3": (_site_sets("V3"), "sets", ("structure",)),
     "AtomSets-V0+V1": (_site_sets(("V0", "V1")), "sets", ("structure",)),
     "MLP-f": (lambda info: MEGNetStructureFeaturizer(layers=("f",)), "mlpf", ("structure",)),
+    # the same models on the CHGNet parent (optional [chgnet] extra); f is CHGNet's crystal feature
+    "AtomSets-V0 [CHGNet-0.3.0]": (
+        lambda info: MEGNetElementSetFeaturizer(parent="CHGNet-0.3.0") if info.input == "composition"
+        else MEGNetSiteSetFeaturizer("V0", parent="CHGNet-0.3.0"),
+        "sets",
+        ("composition", "structure"),
+    ),
+    **{
+        f"AtomSets-V{k} [CHGNet-0.3.0]": (
+            lambda info, layer=f"V{k}": MEGNetSiteSetFeaturizer(layer, parent="CHGNet-0.3.0"), "sets", ("structure",)
+        )
+        for k in range(1, 5)
+    },
+    "MLP-f [CHGNet-0.3.0]": (
+        lambda info: MEGNetStructureFeaturizer(layers=("f",), parent="CHGNet-0.3.0"), "mlpf", ("structure",)
+    ),
     "AMM-style": (None, "baseline", ("composition", "structure")),
     "AMM-style + MEGNet": (None, "baseline+megnet", ("composition", "structure")),
 }

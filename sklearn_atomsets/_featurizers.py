@@ -94,14 +94,20 @@ from pymatgen.core import Composition, Element, IStructure, Structure
 from pymatgen.core.periodic_table import DummySpecies
 from sklearn.utils._param_validation import HasMethods, Interval, validate_parameter_constraints
 
-from ._encoder import MEGNetEncoder
 from ._graph import GraphConstructionError
-from ._parents import DEFAULT_PARENT, PARENT_MODELS, ParentModel, content_sha256
+from ._parents import DEFAULT_PARENT, ParentModel
 from ._sets import FailedSet, WeightedSet
 from ._threads import torch_threads
+from .parents import make_encoder, registered_parents
+from .parents.chgnet import CHGNetParent
+from .parents.megnet import MEGNET_CITATION
 
 __all__ = [
     "AtomicNumberSetFeaturizer",
+    "CompositionFeaturizer",
+    "ElementSetFeaturizer",
+    "SiteSetFeaturizer",
+    "StructureFeaturizer",
     "MEGNetCompositionFeaturizer",
     "MEGNetElementSetFeaturizer",
     "MEGNetSiteSetFeaturizer",
@@ -110,8 +116,8 @@ __all__ = [
     "set_feature_cache_limit",
 ]
 
-_SITE_LAYERS = ("V0", "V1", "V2", "V3")
-_STRUCTURE_LAYERS = ("f", "u1", "u2", "u3", "set2set_atom", "set2set_bond")
+# Layer names come from the parent (encoder.site_layers, encoder.structure_layers): MEGNet's
+# V0..V3, f, u1..u3 and set2set readouts; CHGNet's V0..V4 and f.
 _STATS = ("mean", "std", "min", "max")
 _MIN_STRUCTURES_PER_WORKER = 64  # below this, starting a process costs more than it saves
 _SKIP_HINT = (
@@ -119,25 +125,22 @@ _SKIP_HINT = (
     "running the batch featurize() operation (e.g., featurize_many(), featurize_dataframe(), etc.)."
 )
 
-_CITATIONS = [
-    "@article{chen_graph_2019, title={Graph Networks as a Universal Machine Learning Framework for "
-    "Molecules and Crystals}, author={Chen, Chi and Ye, Weike and Zuo, Yunxing and Zheng, Chen and "
-    "Ong, Shyue Ping}, journal={Chemistry of Materials}, volume={31}, number={9}, pages={3564--3572}, "
-    "year={2019}, doi={10.1021/acs.chemmater.9b01294}}",
+_ATOMSETS_CITATION = (
     "@article{chen_atomsets_2021, title={AtomSets as a hierarchical transfer learning framework for "
     "small and large materials datasets}, author={Chen, Chi and Ong, Shyue Ping}, journal={npj "
-    "Computational Materials}, volume={7}, pages={173}, year={2021}, doi={10.1038/s41524-021-00639-w}}",
-]
+    "Computational Materials}, volume={7}, pages={173}, year={2021}, doi={10.1038/s41524-021-00639-w}}"
+)
+_CITATIONS = [MEGNET_CITATION, _ATOMSETS_CITATION]  # featurizers without a parent model
 
 # a registered name or a path; a ParentModel; a live megnet GraphModel (has predict_structure)
-_PARENT_TYPES = [str, os.PathLike, ParentModel, HasMethods(["predict_structure"])]
+_PARENT_TYPES = [str, os.PathLike, ParentModel, CHGNetParent, HasMethods(["predict_structure"])]
 
 
 def _parent_file(parent):
     """Which file a parent given as a path means now (absolute path, size, mtime), else None."""
-    if isinstance(parent, ParentModel):
+    if isinstance(parent, (ParentModel, CHGNetParent)):
         parent = parent.path
-    if not isinstance(parent, (str, os.PathLike)) or (isinstance(parent, str) and parent in PARENT_MODELS):
+    if not isinstance(parent, (str, os.PathLike)) or (isinstance(parent, str) and parent in registered_parents()):
         return None  # a registered name (resolved and checksummed by load_parent) or a live model
     path = os.path.abspath(os.path.expanduser(os.fspath(parent)))
     try:
@@ -253,7 +256,7 @@ def clear_feature_cache():
     _CACHE.clear()
 
 
-_ENCODERS = {}  # (parent, batch size, device) -> MEGNetEncoder, for every featurizer in this process
+_ENCODERS = {}  # (parent, batch size, device) -> encoder (any parent family), for every featurizer in this process
 
 
 def _shared_encoder(parent, batch_size, device, where=None):
@@ -265,7 +268,8 @@ def _shared_encoder(parent, batch_size, device, where=None):
     name = parent if isinstance(parent, (str, os.PathLike)) else id(parent)
     key = (name, batch_size, str(device), where)
     if key not in _ENCODERS:
-        _ENCODERS[key] = MEGNetEncoder(parent, batch_size=batch_size, device=device)
+        # the parent's family (MEGNet, CHGNet) builds its encoder: see sklearn_atomsets.parents
+        _ENCODERS[key] = make_encoder(parent, batch_size=batch_size, device=device)
     return _ENCODERS[key]
 
 
@@ -417,7 +421,9 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         return np.asarray(self.feature_labels(), dtype=object)
 
     def citations(self):
-        return list(_CITATIONS)
+        if "parent" not in self.get_params(deep=False):  # no parent model (atomic numbers)
+            return list(_CITATIONS)
+        return [*self._encoder().citations(), _ATOMSETS_CITATION]
 
     def implementors(self):
         return _authors()
@@ -477,7 +483,7 @@ class _StructureBase(_MEGNetFeaturizerBase):
 
     def _parent_key(self):
         # the weights' content, not the path string: the same path may hold another model
-        return content_sha256(self._encoder().parent_)
+        return self._encoder().content_key()
 
     def _encode(self, items, pbar):
         """Encoder outputs per item (dict) or an error, using and filling the cache."""
@@ -503,7 +509,7 @@ class _StructureBase(_MEGNetFeaturizerBase):
                 todo.setdefault(key, (structure, []))[1].append(i)
         keys = list(todo)
         if keys:
-            self._encoder().module_  # a missing or broken parent is the caller's error, not each row's
+            self._encoder().load()  # a missing or broken parent is the caller's error, not each row's
         bar = None
         if pbar and keys:  # counts structures; shown only for work longer than its delay
             from tqdm.auto import tqdm
@@ -667,19 +673,24 @@ class MEGNetStructureFeaturizer(_StructureBase):
             "f": ("f",),
             "states": ("u1", "u2", "u3"),
             "readouts": ("set2set_atom", "set2set_bond"),
-            "site_stats": _SITE_LAYERS,
+            "site_stats": None,  # the parent's own site layers
         }
         if preset not in presets:
             raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(presets)}.")
-        return cls(layers=presets[preset], **kwargs)
+        layers = presets[preset]
+        if layers is None:
+            layers = make_encoder(kwargs.get("parent", DEFAULT_PARENT)).site_layers
+        return cls(layers=layers, **kwargs)
 
     def _check(self):
         layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers)
-        bad = [name for name in layers if name not in _SITE_LAYERS + _STRUCTURE_LAYERS]
+        encoder = self._encoder()
+        site, allowed = encoder.site_layers, encoder.site_layers + encoder.structure_layers
+        bad = [name for name in layers if name not in allowed]
         if bad or not layers:
-            raise ValueError(f"layers must be chosen from {_SITE_LAYERS + _STRUCTURE_LAYERS}, got {self.layers!r}.")
+            raise ValueError(f"layers must be chosen from {allowed} (the parent's layers), got {self.layers!r}.")
         bad = [s for s in self.stats if s not in _STATS]
-        if bad or isinstance(self.stats, str) or (not self.stats and set(layers) & set(_SITE_LAYERS)):
+        if bad or isinstance(self.stats, str) or (not self.stats and set(layers) & set(site)):
             raise ValueError(f"stats must be a tuple chosen from {_STATS}, got {self.stats!r}.")
         return layers
 
@@ -687,17 +698,18 @@ class MEGNetStructureFeaturizer(_StructureBase):
         return list(self._check())
 
     def _widths(self):
-        widths = self._encoder().module_.output_widths()
+        widths = self._encoder().output_widths()
         return {name: widths[name] for name in self._check()}
 
     def feature_labels(self):
         self._validate_params()
         labels = []
+        encoder = self._encoder()
         for name, width in self._widths().items():
-            if name in _SITE_LAYERS:
-                labels += [f"MEGNet {name} {stat} {k}" for stat in self.stats for k in range(width)]
+            if name in encoder.site_layers:
+                labels += [f"{encoder.label} {name} {stat} {k}" for stat in self.stats for k in range(width)]
             else:
-                labels += [f"MEGNet {name} {k}" for k in range(width)]
+                labels += [f"{encoder.label} {name} {k}" for k in range(width)]
         return labels
 
     def _featurize_items(self, items, pbar):
@@ -707,9 +719,9 @@ class MEGNetStructureFeaturizer(_StructureBase):
             return [None] * len(results), errors
         # one table for the whole batch: statistics as segment reductions, not a loop of
         # small NumPy calls per structure
-        parts = []
+        parts, site = [], self._encoder().site_layers
         for name in self._check():
-            if name in _SITE_LAYERS:
+            if name in site:
                 parts.append(_site_statistics([value[name] for value in done], self.stats))
             else:
                 parts.append(np.stack([value[name] for value in done]).astype(np.float64))
@@ -767,8 +779,10 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
 
     def _layers(self):
         layers = (self.layer,) if isinstance(self.layer, str) else tuple(self.layer)
-        if not layers or any(name not in _SITE_LAYERS for name in layers):
-            raise ValueError(f"layer must be one of {_SITE_LAYERS} or a tuple of them, got {self.layer!r}.")
+        site = self._encoder().site_layers
+        if not layers or any(name not in site for name in layers):
+            raise ValueError(f"layer must be one of {site} (the parent's site layers) or a tuple of them, "
+                             f"got {self.layer!r}.")
         return layers
 
     def _needed_outputs(self):
@@ -776,7 +790,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
 
     def feature_labels(self):
         self._validate_params()
-        return [f"MEGNet {'+'.join(self._layers())} set"]
+        return [f"{self._encoder().label} {'+'.join(self._layers())} set"]
 
     def _featurize_items(self, items, pbar):
         results, errors = self._encode(items, pbar)
@@ -842,7 +856,7 @@ class MEGNetElementSetFeaturizer(_CompositionBase):
 
     def feature_labels(self):
         self._validate_params()
-        return ["MEGNet V0 set"]
+        return [f"{self._encoder().label} V0 set"]
 
     def _featurize_items(self, items, pbar):
         table = self._table()
@@ -885,7 +899,7 @@ class MEGNetCompositionFeaturizer(_CompositionBase):
         if bad:
             raise ValueError(f"stats must be chosen from {_STATS}, got {self.stats!r}.")
         width = self._table().shape[1]
-        return [f"MEGNet V0 {stat} {k}" for stat in self.stats for k in range(width)]
+        return [f"{self._encoder().label} V0 {stat} {k}" for stat in self.stats for k in range(width)]
 
     def _featurize_items(self, items, pbar):
         self.feature_labels()  # validates stats
@@ -993,3 +1007,69 @@ class AtomicNumberSetFeaturizer(_MEGNetFeaturizerBase):
                 rows.append(None)
                 errors[i] = self._error(i, exc)
         return rows, errors
+
+
+# -- general names ---------------------------------------------------------------------------
+# The featurizers work the same for every parent family (``parent=`` picks MEGNet or CHGNet);
+# these are their general names. The MEGNet* names, from when MEGNet was the only parent, keep
+# working unchanged (same parameters, same features; the error column keeps the class name).
+
+
+class StructureFeaturizer(MEGNetStructureFeaturizer):
+    """Fixed-length features of a crystal structure from any parent (MEGNet, CHGNet).
+
+    The general name of :class:`MEGNetStructureFeaturizer`, with the same parameters; the
+    layers are the parent's (MEGNet: ``f``, ``u1`` .. ``u3``, set2set readouts, ``V0`` ..
+    ``V3``; CHGNet: ``f``, ``V0`` .. ``V4``).
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> from sklearn_atomsets import StructureFeaturizer
+    >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> featurizer = StructureFeaturizer(layers=("f",), parent="CHGNet-0.3.0")
+    >>> len(featurizer.featurize(cscl)), featurizer.feature_labels()[0]
+    (64, 'CHGNet f 0')
+    """
+
+
+class SiteSetFeaturizer(MEGNetSiteSetFeaturizer):
+    """One :class:`WeightedSet` per structure from any parent: a site layer's rows.
+
+    The general name of :class:`MEGNetSiteSetFeaturizer`, with the same parameters.
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> from sklearn_atomsets import SiteSetFeaturizer
+    >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> SiteSetFeaturizer("V1").featurize(cscl), SiteSetFeaturizer("V4", parent="CHGNet-0.3.0").featurize(cscl)
+    ([WeightedSet(2 rows, 32 features)], [WeightedSet(2 rows, 64 features)])
+    """
+
+
+class ElementSetFeaturizer(MEGNetElementSetFeaturizer):
+    """One :class:`WeightedSet` per composition from any parent: its elements' V0 rows.
+
+    The general name of :class:`MEGNetElementSetFeaturizer`, with the same parameters.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import ElementSetFeaturizer
+    >>> ElementSetFeaturizer(parent="CHGNet-0.3.0").featurize("Fe0.01Ni0.99")
+    [WeightedSet(2 rows, 64 features)]
+    """
+
+
+class CompositionFeaturizer(MEGNetCompositionFeaturizer):
+    """Fixed-length statistics of V0 over a composition's elements, from any parent.
+
+    The general name of :class:`MEGNetCompositionFeaturizer`, with the same parameters.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import CompositionFeaturizer
+    >>> featurizer = CompositionFeaturizer(stats=("mean",), parent="CHGNet-0.3.0")
+    >>> len(featurizer.featurize("SiO2")), featurizer.feature_labels()[0]
+    (64, 'CHGNet V0 mean 0')
+    """

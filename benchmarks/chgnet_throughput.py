@@ -1,0 +1,136 @@
+"""CHGNet parent throughput on MatBench dielectric: chgnet's own predict_structure vs ours.
+
+    python benchmarks/chgnet_throughput.py [--n N] [--batch-size B] [--threads T]
+
+Measured in one run, on the same structures, after a warm-up:
+
+(a) chgnet's ``predict_structure(..., return_atom_feas=True, return_crystal_feas=True)`` as a
+    user calls it (default ``task="efsm"``: energies, forces, stresses, magnetic moments);
+(b) the same with ``task="e"`` (the least chgnet's own API computes);
+(c) ours (``CHGNetEncoder``): every output (V0..V4, crystal feature f, energy), batched, no
+    gradients, with the package's per-row input checks;
+(d) ours, ``V1`` only (the pass stops after the first atom convolution);
+(e) chgnet's graph converter alone (the part no batching speeds up).
+
+All start from pymatgen Structures and include graph construction. Prints structures/s and the
+ratios, and writes benchmarks/results/chgnet_throughput.json. --n 0 means all 4764 crystals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "matbench"
+
+
+def load_dielectric(n):
+    from matminer.datasets import load_dataset
+
+    data_home = os.environ.get("MATMINER_DATA", str(DEFAULT_DATA))
+    df = load_dataset("matbench_dielectric", data_home=data_home)
+    return list(df["structure"].iloc[: n or None])
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=0, help="structures (default 0: all 4764)")
+    parser.add_argument("--batch-size", type=int, default=64, help="structures per forward pass (ours and chgnet's)")
+    parser.add_argument("--parent", default="CHGNet-0.3.0")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from sklearn_atomsets import CHGNetEncoder
+
+    warnings.filterwarnings("ignore")  # pymatgen's noble-gas electronegativity, chgnet's volume cast
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    structures = load_dielectric(args.n)
+    n = len(structures)
+    ours = CHGNetEncoder(args.parent, batch_size=args.batch_size)
+    model = ours.model_  # chgnet's own CHGNet, loaded by chgnet: the same weights for both
+    reference = chgnet_model(ours)
+    print(f"{n} MatBench dielectric structures, parent {args.parent}, batch size {args.batch_size}")
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"python {platform.python_version()}")
+
+    def chgnet_own(task):
+        return reference.predict_structure(structures, task=task, return_atom_feas=True, return_crystal_feas=True,
+                                           batch_size=args.batch_size)
+
+    # warm-ups (model loading and first-call overheads are not counted)
+    ours.encode(structures[:8])
+    reference.predict_structure(structures[:8], task="e", return_atom_feas=True, return_crystal_feas=True)
+
+    t_a, ref = timed(lambda: chgnet_own("efsm"))
+    t_b, _ = timed(lambda: chgnet_own("e"))
+    t_c, out = timed(lambda: ours.encode(structures, on_error="nan"))
+    t_d, _ = timed(lambda: ours.encode(structures, outputs=["V1"], on_error="nan"))
+    t_e, _ = timed(lambda: [model.graph_converter(s) for s in structures])
+    assert out.ok.all(), out.errors
+    ref = [ref] if isinstance(ref, dict) else ref
+    f_err = float(np.abs(out["f"] - np.stack([r["crystal_fea"] for r in ref])).max())
+
+    rows = {
+        "a_chgnet_predict_structure_efsm": n / t_a,
+        "b_chgnet_predict_structure_e": n / t_b,
+        "c_ours_all_outputs": n / t_c,
+        "d_ours_V1_only": n / t_d,
+        "e_chgnet_graph_converter_only": n / t_e,
+    }
+    print(f"\n(a) chgnet predict_structure, task='efsm': {rows['a_chgnet_predict_structure_efsm']:8.1f} structures/s ({t_a:.1f} s)")
+    print(f"(b) chgnet predict_structure, task='e':    {rows['b_chgnet_predict_structure_e']:8.1f} structures/s ({t_b:.1f} s)")
+    print(f"(c) ours, V0..V4 + f + energy:             {rows['c_ours_all_outputs']:8.1f} structures/s ({t_c:.1f} s)")
+    print(f"(d) ours, V1 only:                         {rows['d_ours_V1_only']:8.1f} structures/s ({t_d:.1f} s)")
+    print(f"(e) chgnet graph converter alone:          {rows['e_chgnet_graph_converter_only']:8.1f} structures/s ({t_e:.1f} s)")
+    ratios = {
+        "c_over_a": t_a / t_c,
+        "c_over_b": t_b / t_c,
+        "d_over_a": t_a / t_d,
+    }
+    print(f"\nratio (c)/(a) = {ratios['c_over_a']:.2f}x   (c)/(b) = {ratios['c_over_b']:.2f}x   "
+          f"(d)/(a) = {ratios['d_over_a']:.2f}x")
+    print(f"max |f(ours) - crystal_fea(chgnet)| = {f_err:.2e}")
+    results = {
+        "n_structures": n, "batch_size": args.batch_size, "parent": args.parent,
+        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "structures_per_s": rows, "ratios": ratios, "max_abs_f_difference": f_err,
+        "command": "python benchmarks/chgnet_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "chgnet_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def chgnet_model(ours):
+    """A second copy of chgnet's model, without our hooks, loaded the way chgnet users do."""
+    from chgnet.model import CHGNet
+
+    parent = ours.parent_
+    with contextlib.redirect_stdout(io.StringIO()):
+        if parent.model_name is not None:
+            return CHGNet.load(model_name=parent.model_name, use_device=ours.device, verbose=False)
+        return CHGNet.from_file(str(parent.path)).to(ours.device)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Parent models behind one interface: one module per family, one registry keyed by name.
+
+A *parent* is a pretrained graph network whose frozen layers give the AtomSets features.
+Every family (``megnet``, ``chgnet``) implements the same small interface, :class:`ParentFamily`:
+
+* ``owns(parent)``: whether a name, path or object is one of its parents;
+* ``load(parent)``: resolve it (checksummed) to a parent record with ``name``, ``path`` and
+  ``sha256`` (the MEGNet family returns :class:`~sklearn_atomsets.ParentModel`);
+* ``encoder(parent, batch_size=..., device=...)``: an encoder whose ``encode(structures,
+  on_error=..., outputs=...)`` returns the same :class:`~sklearn_atomsets.EncoderOutput` for
+  every family -- site-level ``V0`` .. ``Vn``, the structure-level readout vector ``f`` and the
+  parent's own ``prediction``, with per-row errors -- and which names its outputs
+  (``output_widths()``, ``site_layers``, ``structure_layers``), its feature-label prefix
+  (``label``), its cache key (``content_key()``: the sha256 of the weights) and its papers
+  (``citations()``).
+
+Adding a family touches this registry and its own module, nothing else.
+
+Examples
+--------
+>>> from sklearn_atomsets import parent_family
+>>> parent_family("Eform_MP_2019").name, parent_family("CHGNet-0.3.0").name
+('megnet', 'chgnet')
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "FAMILIES",
+    "ParentFamily",
+    "load_parent",
+    "make_encoder",
+    "parent_family",
+    "registered_parents",
+]
+
+
+class ParentFamily:
+    """The interface one family of parents implements (see the module docstring).
+
+    Subclasses set ``name`` (the family, e.g. ``"chgnet"``), ``label`` (the prefix of
+    feature labels, e.g. ``"CHGNet"``) and ``extra`` (the pip extra that installs it, or
+    None), and implement the four methods below.
+    """
+
+    name: str = ""
+    label: str = ""
+    extra: str | None = None
+
+    def names(self):
+        """The registered parent names of this family."""
+        raise NotImplementedError
+
+    def owns(self, parent) -> bool:
+        """Whether ``parent`` (a name, a path, a parent record, a live model) is this family's."""
+        raise NotImplementedError
+
+    def load(self, parent, **kwargs):
+        """The parent record (``name``, ``path``, ``sha256``) of ``parent``."""
+        raise NotImplementedError
+
+    def encoder(self, parent, *, batch_size=256, device="cpu"):
+        """An encoder for ``parent`` (lazily loaded: nothing heavy happens here)."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<parent family {self.name!r}: {', '.join(self.names())}>"
+
+
+def _families():
+    from .chgnet import CHGNetFamily
+    from .megnet import MEGNetFamily
+
+    return {"megnet": MEGNetFamily(), "chgnet": CHGNetFamily()}
+
+
+#: The families, keyed by family name. Checked in this order: megnet first (its default
+#: parent and its paths), then chgnet.
+FAMILIES: dict[str, ParentFamily] = {}
+
+
+def _all():
+    if not FAMILIES:
+        FAMILIES.update(_families())
+    return FAMILIES
+
+
+def registered_parents():
+    """Every registered parent name, mapped to its family's name.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import registered_parents
+    >>> registered_parents()["CHGNet-0.3.0"], registered_parents()["Eform_MP_2019"]
+    ('chgnet', 'megnet')
+    """
+    return {name: family.name for family in _all().values() for name in family.names()}
+
+
+def parent_family(parent) -> ParentFamily:
+    """The family that ``parent`` (a name, a path, a parent record or a live model) belongs to.
+
+    Raises
+    ------
+    ValueError
+        For a string that is no registered name and no model file of any family, listing the names.
+    TypeError
+        For an object no family takes.
+    """
+    for family in _all().values():
+        if family.owns(parent):
+            return family
+    if isinstance(parent, (str, os.PathLike)):
+        raise ValueError(
+            f"parent={parent!r} is neither a registered parent {sorted(registered_parents())} nor the "
+            "path of a model file (a megnet .hdf5 with its .hdf5.json, or a CHGNet .pth.tar checkpoint)."
+        )
+    raise TypeError(
+        f"parent must be a registered name, a model file's path, a parent record or a live megnet "
+        f"GraphModel; got {type(parent).__name__}."
+    )
+
+
+def load_parent(parent="Eform_MP_2019", **kwargs):
+    """Find a pretrained parent model of any family: MEGNet or CHGNet.
+
+    Parameters
+    ----------
+    parent : str, path-like, parent record or megnet GraphModel, default="Eform_MP_2019"
+        A registered name (``registered_parents()``: megnet's ``"Eform_MP_2019"`` and
+        friends, ``"CHGNet-0.3.0"``, ``"CHGNet-0.2.0"``, ``"CHGNet-r2SCAN"``), the path of a
+        megnet ``.hdf5`` file or of a CHGNet ``.pth.tar`` checkpoint, a record returned by
+        an earlier call, or a live megnet ``GraphModel``.
+    **kwargs
+        Passed to the family's loader (megnet: ``download``, ``url``, ``timeout``).
+
+    Returns
+    -------
+    ParentModel or CHGNetParent
+        The family's parent record: where the weights are and their sha256.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import load_parent
+    >>> load_parent("Eform_MP_2019").cutoff
+    5.0
+    >>> chgnet = load_parent("CHGNet-0.3.0")  # needs the [chgnet] extra
+    >>> chgnet.name, chgnet.sha256[:12]
+    ('CHGNet-0.3.0', 'd14ab7c0f093')
+    """
+    return parent_family(parent).load(parent, **kwargs)
+
+
+def make_encoder(parent, *, batch_size=256, device="cpu"):
+    """The encoder of ``parent``'s family (lazily loaded), e.g. for a featurizer."""
+    return parent_family(parent).encoder(parent, batch_size=batch_size, device=device)
