@@ -150,7 +150,9 @@ def test_cross_val_score_and_grid_search_on_data_with_unfeaturizable_structures(
 def test_progress_bar_counts_structures_and_shows_for_long_work_only(pymatgen_structures, capsys, monkeypatch):
     structures = [s for s in pymatgen_structures if len(s) <= 16]
     n = len(structures)
-    # short work (well under the delay): quiet, also through transform, as in a Pipeline
+    # short work (well under the delay): quiet, also through transform, as in a Pipeline; the
+    # delay is raised so that "short" holds on a loaded machine too (the default is 2 s)
+    monkeypatch.setattr(featurizers_module, "_PBAR_DELAY", 600.0)
     MEGNetStructureFeaturizer(batch_size=4, cache=False).featurize_many(structures, pbar=True)
     MEGNetStructureFeaturizer(batch_size=4, cache=False).transform(structures)
     assert "MEGNetStructureFeaturizer" not in capsys.readouterr().err
