@@ -37,6 +37,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, EpochScoring
 from skorch.dataset import ValidSplit
+from skorch.utils import to_numpy
 
 from ._atomsets import ACTIVATIONS, READOUTS, AtomSetsModule
 from ._sets import _from_pandas, _is_table, _take, as_packed_sets, find_missing, merge_equal_rows, row_table
@@ -170,15 +171,17 @@ def _require_y(estimator, y):
 
 # Validation scores for skorch's EpochScoring(use_caching=True): ``net.forward`` there
 # returns the predictions of the validation pass that skorch already ran (moved to the CPU),
-# and ``y`` is the validation targets as skorch batched them.
+# and ``y`` is the validation targets as skorch batched them. skorch's ``to_numpy`` brings any
+# tensor to the host, whatever device it was left on.
 def _mae_in_target_units(net, X, y, scale):
     """MAE of standardised predictions, in the units of the original target (x target_scale_)."""
-    y_pred = net.forward(X, training=False).numpy().reshape(len(y), -1)
-    return float(np.mean(np.abs(y_pred - np.asarray(y).reshape(len(y), -1)) * scale))
+    y_pred = to_numpy(net.forward(X, training=False)).reshape(len(y), -1)
+    return float(np.mean(np.abs(y_pred - to_numpy(y).reshape(len(y), -1)) * scale))
 
 
 def _roc_auc(net, X, y):
-    proba = torch.softmax(net.forward(X, training=False), dim=-1).numpy()
+    proba = to_numpy(torch.softmax(net.forward(X, training=False), dim=-1))
+    y = to_numpy(y)
     if proba.shape[1] == 2:
         return roc_auc_score(y, proba[:, 1])
     return roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))

@@ -239,7 +239,7 @@ def test_composition_only_tasks_run_the_composition_models(monkeypatch, tmp_path
 
     full = load_matbench_composition_task("matbench_mp_e_form")
     assert full.info.input == "composition" and models_for(full.info) == [
-        "AtomSets", "AtomSets-V0", "AMM-style", "AMM-style + MEGNet"]
+        "AtomSets", "AtomSets-V0", "AtomSets-V0 [CHGNet-0.3.0]", "AMM-style", "AMM-style + MEGNet"]
     # a small slice of the official folds keeps the test fast
     small = dataclasses_replace_folds(full, 300, 60)
     monkeypatch.setattr(_benchmark, "load_matbench_composition_task", lambda name: small)
