@@ -59,18 +59,23 @@ def in_process(frame):
     return len(frame) / wall, spent["graphs"] / wall
 
 
+def _warm_up(structures):
+    featurizer().featurize_many(structures, pbar=False)
+
+
 def on_cluster(frame, n_workers, npartitions):
     import psutil
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, wait
 
     from sklearn_atomsets import featurize_dask, to_dask_frame
 
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=40) as cluster, Client(cluster) as client:
-        warm = to_dask_frame(frame.iloc[: 8 * n_workers], npartitions=n_workers)
-        featurize_dask(warm, featurizer(), "structure").compute()  # every worker loads the parent
-        ddf = to_dask_frame(frame, npartitions=npartitions).persist()  # data on the workers first
         client.wait_for_workers(n_workers)
+        # every worker loads the parent (client.run reaches each one; a small compute might not)
+        client.run(_warm_up, list(frame["structure"][:8]))
+        ddf = to_dask_frame(frame, npartitions=npartitions).persist()
+        wait(ddf)  # the data is on the workers before the clock starts (persist alone returns at once)
         labels = featurizer().feature_labels()
         t = time.perf_counter()
         # only the features come back: the structures stay where they are
