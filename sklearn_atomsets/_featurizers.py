@@ -477,6 +477,18 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         return (f"{type(exc).__name__}: {exc}", exc)
 
 
+#: What the structure featurizers' shared parameters accept (checked at first use).
+_STRUCTURE_PARAMETER_CONSTRAINTS = {
+    "parent": _PARENT_TYPES,
+    "structure_only": ["boolean"],
+    "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    "cache": ["boolean"],
+    "n_jobs": [numbers.Integral, None],
+    "torch_threads": [numbers.Integral, None],
+    "device": [str, torch.device],
+}
+
+
 class _StructureBase(_MEGNetFeaturizerBase):
     def _needed_outputs(self):
         raise NotImplementedError
@@ -644,13 +656,7 @@ class MEGNetStructureFeaturizer(_StructureBase):
     _parameter_constraints = {
         "layers": [str, tuple, list],
         "stats": [tuple, list],
-        "parent": _PARENT_TYPES,
-        "structure_only": ["boolean"],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "cache": ["boolean"],
-        "n_jobs": [numbers.Integral, None],
-        "torch_threads": [numbers.Integral, None],
-        "device": [str, torch.device],
+        **_STRUCTURE_PARAMETER_CONSTRAINTS,
     }
 
     def __init__(self, layers=("f",), stats=_STATS, parent=DEFAULT_PARENT, structure_only=False,
@@ -752,13 +758,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
 
     _parameter_constraints = {
         "layer": [str, tuple, list],
-        "parent": _PARENT_TYPES,
-        "structure_only": ["boolean"],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "cache": ["boolean"],
-        "n_jobs": [numbers.Integral, None],
-        "torch_threads": [numbers.Integral, None],
-        "device": [str, torch.device],
+        **_STRUCTURE_PARAMETER_CONSTRAINTS,
     }
 
     def __init__(self, layer="V1", parent=DEFAULT_PARENT, structure_only=False, batch_size=256, cache=True,
