@@ -564,10 +564,11 @@ class _StructureBase(_MEGNetFeaturizerBase):
             worker = copy.copy(self)  # pickled without the loaded parent; loads it once
             worker.n_jobs = 1
             bounds = np.linspace(0, len(structures), n_workers + 1).astype(int)
-            jobs = [(worker, structures[a:b], wanted) for a, b in zip(bounds[:-1], bounds[1:])]
+            spans = list(zip(bounds[:-1], bounds[1:]))
             encoded = []
             with multiprocessing.Pool(n_workers) as pool:
-                for (a, b), part in zip(zip(bounds[:-1], bounds[1:]), pool.imap(_encode_in_worker, jobs)):
+                parts = pool.imap(_encode_in_worker, [(worker, structures[a:b], wanted) for a, b in spans])
+                for (a, b), part in zip(spans, parts):
                     encoded += part
                     if bar is not None:
                         bar.update(sum(counts[a:b]))
@@ -577,16 +578,15 @@ class _StructureBase(_MEGNetFeaturizerBase):
             for start in range(0, len(structures), self.batch_size):
                 chunk = structures[start : start + self.batch_size]
                 try:
-                    outs = [(start, self._encoder().encode(chunk, on_error="nan", outputs=wanted))]
+                    outs = [self._encoder().encode(chunk, on_error="nan", outputs=wanted)]
                 except Exception:  # noqa: BLE001 - find the structure(s) that break the batch
                     outs = []
-                    for k, structure in enumerate(chunk):
+                    for structure in chunk:
                         try:
-                            outs.append((start + k, self._encoder().encode([structure], on_error="nan",
-                                                                           outputs=wanted)))
+                            outs.append(self._encoder().encode([structure], on_error="nan", outputs=wanted))
                         except Exception as exc:  # noqa: BLE001 - that structure's error
-                            outs.append((start + k, exc))
-                for first, out in outs:
+                            outs.append(exc)
+                for out in outs:
                     encoded += [out] if isinstance(out, Exception) else _per_structure(out, wanted)
                 if bar is not None:
                     bar.update(sum(counts[start : start + self.batch_size]))
