@@ -69,3 +69,28 @@ def dielectric_structures():
 
     df = load_dataset("matbench_dielectric", data_home=str(SHARED_MATBENCH))
     return list(df["structure"].iloc[:200])
+
+
+@pytest.fixture
+def fresh_feature_cache():
+    """An empty process-wide feature cache before and after the test (no cached results leak
+    between tests). Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    from sklearn_atomsets import clear_feature_cache
+
+    clear_feature_cache()
+    yield
+    clear_feature_cache()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for the module's tests: test machines have few, shared cores, where
+    torch's spinning thread pool is slow (tests of the threads the library chooses itself
+    set their own)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

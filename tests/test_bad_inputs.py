@@ -21,7 +21,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from pymatgen.core import Composition, IStructure, Lattice, Molecule, Structure
 from pymatgen.core.periodic_table import DummySpecies
 from sklearn.utils._param_validation import InvalidParameterError
@@ -37,7 +36,6 @@ from sklearn_atomsets import (
     MEGNetStructureFeaturizer,
     ParentModelCorruptError,
     WeightedSet,
-    clear_feature_cache,
     load_parent,
     set_feature_cache_limit,
 )
@@ -66,19 +64,7 @@ def composition_featurizers():
     return [MEGNetCompositionFeaturizer(), MEGNetElementSetFeaturizer(), AtomicNumberSetFeaturizer()]
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    clear_feature_cache()
-    yield
-    clear_feature_cache()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_feature_cache")
 
 
 def _cells(frame, labels):

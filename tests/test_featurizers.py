@@ -69,21 +69,7 @@ def small_structures(structures, n_sites=16):
     return [s for s in structures if len(s) <= n_sites]
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    clear_feature_cache()
-    yield
-    clear_feature_cache()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Test machines have few, shared cores, where torch's spinning thread pool is slow;
-    # test_torch_threads_* checks the threads the featurizers choose themselves.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_feature_cache")
 
 
 def _close(a, b):

@@ -32,12 +32,7 @@ from sklearn_atomsets import (
 from .conftest import REPO
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- naming features needs no forward pass ------------------------------------------------

@@ -23,7 +23,6 @@ from sklearn_atomsets import (
     MEGNetStructureFeaturizer,
     MLPfRegressor,
     WeightedSet,
-    clear_feature_cache,
 )
 
 LONELY_H = Structure(Lattice.cubic(20.0), ["H"], [[0, 0, 0]])  # no neighbour within the 5 A cutoff
@@ -33,11 +32,7 @@ CU = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]]
 FAST = dict(max_epochs=3, validation_fraction=None, random_state=0)
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    clear_feature_cache()
-    yield
-    clear_feature_cache()
+pytestmark = pytest.mark.usefixtures("fresh_feature_cache")
 
 
 @pytest.fixture(scope="module")
