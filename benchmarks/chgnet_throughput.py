@@ -25,26 +25,12 @@ import json
 import os
 import platform
 import sys
-import time
 import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "matbench"
-
-
-def load_dielectric(n):
-    from matminer.datasets import load_dataset
-
-    data_home = os.environ.get("MATMINER_DATA", str(DEFAULT_DATA))
-    df = load_dataset("matbench_dielectric", data_home=data_home)
-    return list(df["structure"].iloc[: n or None])
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+sys.path.insert(0, str(HERE))
+from encoder_throughput import load_dielectric, timed  # noqa: E402 - the same data and timer as the MEGNet benchmark
 
 
 def main(argv=None):

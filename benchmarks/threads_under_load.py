@@ -25,11 +25,8 @@ import sys
 import time
 
 
-def load(n):
-    from matminer.datasets import load_dataset
-
-    df = load_dataset("matbench_dielectric", data_home=os.environ.get("MATMINER_DATA"))
-    return list(df["structure"].iloc[:n])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from encoder_throughput import load_dielectric  # noqa: E402 - one loader for the benchmarks' dielectric set
 
 
 def encode_once(structures, torch_threads):
@@ -45,7 +42,7 @@ def encode_once(structures, torch_threads):
 
 def child(n, repeats):
     """Run in a subprocess (OMP_WAIT_POLICY must be set before OpenMP starts)."""
-    structures = load(n)
+    structures = load_dielectric(n)
     encode_once(structures[:20], -1)
     print(json.dumps([encode_once(structures, -1) for _ in range(repeats)]))
 
@@ -73,7 +70,7 @@ def main():
         return child(args.n, args.repeats)
     import torch
 
-    structures = load(args.n)
+    structures = load_dielectric(args.n)
     encode_once(structures[:20], None)  # warm up
     print(f"{args.n} dielectric structures, V1 sets; {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"torch's own default {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f} at start")
