@@ -97,27 +97,31 @@ def _feature_dtypes(featurizer):
     return [dtype] * len(featurizer.feature_labels())
 
 
-_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 _GLIBC_FIXED_MMAP_THRESHOLD = 128 * 1024
 
 
 @contextmanager
 def _tensors_on_the_heap():
-    """Let glibc serve the encoder's MB-sized temporaries from the heap during a partition.
+    """Let glibc serve and keep the encoder's MB-sized temporaries on the heap during a partition.
 
-    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting any malloc
-    tunable turns off glibc's adaptive mmap threshold, so every allocation over 128 KiB becomes
-    a fresh ``mmap`` whose pages are faulted in and zeroed again: encoding ran 2-3x slower in
-    a worker than in-process (benchmarks/scale_out.py). The threshold is raised for the
-    partition and put back to that fixed 128 KiB afterwards, with the heap trimmed, so the
-    worker's memory policy is what it was. Nothing is changed where the variable is not set.
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``: every free that leaves
+    64 KiB at the top of the heap gives it back to the OS, and setting any malloc tunable turns
+    off glibc's adaptive mmap threshold, so every allocation over 128 KiB becomes a fresh
+    ``mmap``. Either way the pages are faulted in and zeroed again at every batch: with that
+    variable set, encoding ran at half its speed in-process and 20-30% slower in a worker that
+    only fixed the mmap threshold (benchmarks/scale_out.py). Both thresholds are raised for the
+    partition and put back afterwards (the trim threshold to the variable's value, the mmap
+    threshold to glibc's fixed 128 KiB), with the heap trimmed, so the worker's memory policy
+    between tasks is what it was. Nothing is changed where the variable is not set.
     """
     libc = None
-    if sys.platform.startswith("linux") and "MALLOC_TRIM_THRESHOLD_" in os.environ \
-            and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
+    if sys.platform.startswith("linux") and trim.isdigit() and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
         try:
             libc = ctypes.CDLL("libc.so.6")
-            if libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) != 1:
+            if libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20) != 1:
+                libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_FIXED_MMAP_THRESHOLD)
                 libc = None
         except (OSError, AttributeError):  # not glibc
             libc = None
@@ -126,6 +130,7 @@ def _tensors_on_the_heap():
     finally:
         if libc is not None:
             libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_FIXED_MMAP_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, int(trim))
             libc.malloc_trim(0)
 
 
