@@ -13,15 +13,12 @@ The PyTorch encoder is tested against this backend.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MegnetReference", "graph_model_to_files", "import_megnet"]
+__all__ = ["MegnetReference", "import_megnet"]
 
 _PYMATGEN_RENAMES = {
     "BrunnerNN_real": "BrunnerNNReal",
@@ -117,22 +114,3 @@ class MegnetReference:
                 collected[name].append(np.asarray(value)[0])
         wanted = self.names if outputs is None else outputs
         return {name: np.concatenate(collected[name]) for name in wanted}
-
-
-def graph_model_to_files(model, directory):
-    """Save a live megnet GraphModel as ``.hdf5`` + ``.json``, named by its weights' hash."""
-    from ._parents import ParentModel
-
-    digest = hashlib.sha256()
-    for weight in model.model.get_weights():
-        digest.update(np.ascontiguousarray(weight).tobytes())
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"megnet-{digest.hexdigest()[:16]}.hdf5"
-    if not (target.is_file() and Path(str(target) + ".json").is_file()):
-        with tempfile.TemporaryDirectory(dir=directory, prefix=".save-") as tmp:
-            staged = Path(tmp) / target.name
-            model.save_model(str(staged))
-            os.replace(staged, target)
-            os.replace(str(staged) + ".json", str(target) + ".json")
-    return ParentModel.from_files(target, name=target.stem)

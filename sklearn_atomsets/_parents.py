@@ -354,9 +354,25 @@ def _resolve_registered(name: str, download: bool, url: str | None, timeout: flo
 
 def _from_graph_model(model) -> ParentModel:
     """Save a live megnet GraphModel once (content-addressed) and read it like a file."""
-    from ._megnet_backend import graph_model_to_files
+    return _graph_model_to_files(model, default_model_dir() / "from_graph_model")
 
-    return graph_model_to_files(model, default_model_dir() / "from_graph_model")
+
+def _graph_model_to_files(model, directory) -> ParentModel:
+    """Save a live megnet GraphModel as ``.hdf5`` + ``.json``, named by its weights' hash, and
+    read it back like any parent file (megnet itself is not imported: the model is live)."""
+    digest = hashlib.sha256()
+    for weight in model.model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"megnet-{digest.hexdigest()[:16]}.hdf5"
+    if not (target.is_file() and Path(str(target) + ".json").is_file()):
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".save-") as tmp:
+            staged = Path(tmp) / target.name
+            model.save_model(str(staged))
+            os.replace(staged, target)
+            os.replace(str(staged) + ".json", str(target) + ".json")
+    return ParentModel.from_files(target, name=target.stem)
 
 
 def load_parent(parent=DEFAULT_PARENT, *, download=True, url=None, timeout=DOWNLOAD_TIMEOUT_S):
