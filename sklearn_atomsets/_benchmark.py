@@ -468,7 +468,7 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     if out_dir is not None and (Path(out_dir) / file).is_file():
         # keep the models an earlier run recorded (each with its own settings); rerun ones are replaced,
         # unless their settings are the same: then their fits of other seeds and folds are kept
-        earlier = json.loads((Path(out_dir) / file).read_text())
+        earlier = _seed_every_fit(json.loads((Path(out_dir) / file).read_text()))
         if earlier.get("task") == task_name:
             labels = {model_label(name, settings, selection): name for name in names}
             for label, m in earlier.get("models", {}).items():
@@ -551,6 +551,16 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
     return entry
 
 
+def _seed_every_fit(result):
+    """Give the fits of a file written before fits recorded their seed the file's seed, so
+    they merge with, and are compared per (seed, fold) with, fits of later runs. In place."""
+    for m in result.get("models", {}).values():
+        for f in m.get("folds", []):
+            if f.get("seed") is None:
+                f["seed"] = result.get("seed", 0)
+    return result
+
+
 def merge_results(results):
     """One result per task (and input kind) from results of runs made in parts.
 
@@ -563,8 +573,9 @@ def merge_results(results):
     merged = {}
     for r in results:
         key = (r["task"], bool(r.get("composition_only")))
+        r = _seed_every_fit(json.loads(json.dumps(r)))  # a copy
         if key not in merged:
-            merged[key] = json.loads(json.dumps(r))  # a copy
+            merged[key] = r
             continue
         into = merged[key]
         for field in ("settings", "selection", "machine", "data_source", "approximate_structures"):

@@ -223,6 +223,30 @@ def test_results_of_a_run_in_parts_are_merged(tmp_path):
     assert [(f["seed"], f["fold"]) for f in m["folds"]] == [(2, 0), (2, 1)]
 
 
+def test_old_single_seed_fits_are_compared_with_later_models_of_the_same_seed(tmp_path):
+    import json
+    import os
+
+    old = dict(_result(), seed=0)  # written before fits recorded their seed
+    assert all("seed" not in f for m in old["models"].values() for f in m["folds"])
+    later = {"task": "matbench_x", "metric": "mae", "unit": "", "settings": {}, "anchors": {}, "seed": 0,
+             "seeds": [0], "models": {"AtomSets-V1 [CHGNet-0.3.0]": _model([0.5, 0.5, 0.5], [0.05, 0.05, 0.05])}}
+    for k, (sub, r) in enumerate([("old", old), ("new", later)]):
+        (tmp_path / sub).mkdir()
+        path = tmp_path / sub / "matbench_x.json"
+        path.write_text(json.dumps(r))
+        os.utime(path, (1000 + k, 1000 + k))
+    for f in later["models"]["AtomSets-V1 [CHGNet-0.3.0]"]["folds"]:
+        f["seed"] = 0
+    (tmp_path / "new" / "matbench_x.json").write_text(json.dumps(later))
+    (result,) = report.load_results(tmp_path)
+    selected = result["models"][report.SELECTED]
+    # every fold has all three candidates: the new model's validation scores are the best on each
+    assert len(selected["candidates"]) == 3 and [f["model"] for f in selected["folds"]] == \
+        ["AtomSets-V1 [CHGNet-0.3.0]"] * 3 and selected["mean"] == 0.5
+    assert {f["seed"] for f in result["models"]["AtomSets"]["folds"]} == {0}
+
+
 def test_the_plan_covers_every_seed_and_fold_once_within_slots():
     spec = importlib.util.spec_from_file_location("estimate", REPO / "benchmarks" / "estimate_protocol_time.py")
     estimate = importlib.util.module_from_spec(spec)
