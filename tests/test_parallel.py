@@ -271,6 +271,30 @@ def test_dask_set_features_and_grid_search_under_the_dask_backend(cluster, diele
     assert len(search.cv_results_["params"]) == 4 and np.isfinite(search.best_score_)
 
 
+def test_partitions_balanced_by_weight_keep_every_row_in_order(dielectric_structures):
+    from sklearn_atomsets import to_dask_frame
+
+    frame = pd.DataFrame({"structure": dielectric_structures[:200], "y": np.arange(200.0)}, index=np.arange(200) * 7)
+    sites = frame["structure"].map(len)
+    by_rows = to_dask_frame(frame, npartitions=4)
+    by_sites = to_dask_frame(frame, npartitions=4, weights=sites)
+    site_totals = lambda ddf: [int(sites.loc[p.index].sum()) for p in (ddf.get_partition(k).compute()  # noqa: E731
+                                                                         for k in range(ddf.npartitions))]
+    balanced, plain = site_totals(by_sites), site_totals(by_rows)
+    assert by_sites.npartitions == 4 and sum(balanced) == sites.sum()
+    # each partition within one structure of an equal share; equal row counts are further off here
+    assert max(balanced) - min(balanced) <= 2 * sites.max() < max(plain) - min(plain)
+    got = by_sites.compute()
+    assert got.index.equals(frame.index) and got["structure"].tolist() == frame["structure"].tolist()
+    assert to_dask_frame(frame, npartitions=4, weights="y").npartitions == 4  # a column name
+    with pytest.raises(ValueError, match="one value per row"):
+        to_dask_frame(frame, npartitions=2, weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        to_dask_frame(frame, npartitions=2, weights=-sites)
+    with pytest.raises(ValueError, match="give npartitions, not chunksize"):
+        to_dask_frame(frame, chunksize=10, weights=sites)
+
+
 def test_string_columns_are_refused_with_the_fix():
     import dask.dataframe as dd
     from pymatgen.core import Lattice, Structure
