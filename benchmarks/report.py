@@ -24,6 +24,21 @@ ORDER = ["matbench_steels", "matbench_expt_gap", "matbench_expt_is_metal", "matb
 
 
 SELECTED = "AtomSets (validation-selected)"
+DEFAULT_PARENT = "Eform_MP_2019"  # models without "[parent]" in their name use the runner's default parent
+
+
+def parent_of(name):
+    """The parent a model row's features came from: 'AtomSets-V1 [CHGNet-0.3.0]' -> 'CHGNet-0.3.0'."""
+    return name[name.index("[") + 1:name.index("]")] if "[" in name and "]" in name else DEFAULT_PARENT
+
+
+def selected_label(parent=None):
+    """The validation-selected row's name: over every candidate, or over one parent's models."""
+    return SELECTED if parent is None else f"AtomSets [{parent}] (validation-selected)"
+
+
+def _is_selected(name):
+    return name.endswith("(validation-selected)")
 CLASSIFICATION_NOTE = (
     "Classification tasks are scored as the leaderboard scores them: ROC-AUC as scored by matbench 0.6, "
     "which turns probabilities into labels at 0.5 first (so it equals balanced accuracy); the anchors are "
@@ -111,18 +126,22 @@ def load_results(folder=RESULTS):
         rescore_classification(r)
         for m in r["models"].values():
             _summarise(m, _max_epochs(r, m))
-        selected = validation_selected(r)
-        if selected:
-            r["models"][SELECTED] = selected
+        rows = {SELECTED: validation_selected(r)}
+        parents = sorted({parent_of(n) for n in r["models"] if _is_atomsets(n)})
+        if len(parents) > 1:  # also per parent, so that each parent's best honest pick is seen
+            rows.update({selected_label(p): validation_selected(r, parent=p) for p in parents})
+        r["models"].update({k: v for k, v in rows.items() if v})
     return results
 
 
 def _is_atomsets(name):
-    return name.startswith(("AtomSets", "MLP-f")) and name != SELECTED
+    return name.startswith(("AtomSets", "MLP-f")) and not _is_selected(name)
 
 
-def validation_selected(result):
+def validation_selected(result, parent=None):
     """Per seed and fold, the AtomSets-family model with the best inner-validation score, scored on the test fold.
+
+    ``parent``: choose among that parent's models only (see :func:`parent_of`).
 
     The choice uses only each fold's training data (the 90/10 split that drives early
     stopping, the same split for every model of a seed), so unlike picking the best mean
@@ -130,10 +149,13 @@ def validation_selected(result):
     """
     lower = result["metric"] == "mae"
     candidates = {name: {(f.get("seed"), f["fold"]): f for f in m["folds"]} for name, m in result["models"].items()
-                  if _is_atomsets(name) and all(f.get("validation_score") is not None for f in m["folds"])}
+                  if _is_atomsets(name) and (parent is None or parent_of(name) == parent)
+                  and all(f.get("validation_score") is not None for f in m["folds"])}
     if len(candidates) < 2:
         return None
     keys = sorted(set.intersection(*(set(c) for c in candidates.values())), key=lambda k: (str(k[0]), k[1]))
+    if not keys:  # no seed and fold that every candidate ran
+        return None
     chosen = []
     for k in keys:
         name = (min if lower else max)(candidates, key=lambda n: candidates[n][k]["validation_score"])
@@ -159,7 +181,7 @@ def best_entry(anchors):
 
 def training(result, name):
     """How a model was trained, from its recorded settings (older files: the run's settings, MSE)."""
-    if name == SELECTED:
+    if _is_selected(name):
         m = result["models"][name]
         seeded = m.get("n_seeds", 1) > 1
         picks = "; ".join(("seed {} ".format(f.get("seed")) if seeded else "") + f"fold {f['fold']}: {f['model']}"
@@ -213,10 +235,13 @@ def markdown_table(results):
     for r in results:
         anchors = r["anchors"]
         ours_best = best_model(r)
+        # with more than one parent in a task, every AtomSets-family row names its parent
+        several = len({parent_of(n) for n in r["models"] if _is_atomsets(n)}) > 1
         for name, m in r["models"].items():
             flag = " **(best here)**" if name == ours_best else ""
+            shown = f"{name} [{DEFAULT_PARENT}]" if several and _is_atomsets(name) and "[" not in name else name
             lines.append(
-                f"| {task_label(r)} | {metric_name(r)} | {name}{flag} | {training(r, name)} | "
+                f"| {task_label(r)} | {metric_name(r)} | {shown}{flag} | {training(r, name)} | "
                 f"{score_cell(m)} | {cap_cell(m)} | {anchors.get('AMMExpress v2020', '')} | "
                 f"{anchors.get('RF-SCM/Magpie', '')} | {anchors.get('MEGNet (kgcnn)', '-')} | {best_entry(anchors)} |"
             )
@@ -265,8 +290,7 @@ def target_check(results):
         tag = " (composition only)" if r.get("composition_only") else ""
         best = (min if lower else max)(atomsets, key=lambda k: atomsets[k]["mean"])
         contenders = [(f"best AtomSets model (picked on test scores) {best}", atomsets[best])]
-        if SELECTED in r["models"]:
-            contenders.append((SELECTED, r["models"][SELECTED]))
+        contenders += [(k, m) for k, m in r["models"].items() if _is_selected(k)]
         for label, m in contenders:
             for anchor in ("RF-SCM/Magpie", "AMMExpress v2020", "MEGNet (kgcnn)"):
                 if anchor not in r["anchors"]:

@@ -245,6 +245,15 @@ def test_old_single_seed_fits_are_compared_with_later_models_of_the_same_seed(tm
     assert len(selected["candidates"]) == 3 and [f["model"] for f in selected["folds"]] == \
         ["AtomSets-V1 [CHGNet-0.3.0]"] * 3 and selected["mean"] == 0.5
     assert {f["seed"] for f in result["models"]["AtomSets"]["folds"]} == {0}
+    # two parents: a selection among each parent's own models too (one with a single candidate has none),
+    # and every AtomSets-family row of the table names its parent
+    megnet_only = result["models"]["AtomSets [Eform_MP_2019] (validation-selected)"]
+    assert megnet_only["candidates"] == ["AtomSets", "AtomSets-V0"]
+    assert [f["model"] for f in megnet_only["folds"]] == ["AtomSets-V0", "AtomSets", "AtomSets-V0"]
+    assert "AtomSets [CHGNet-0.3.0] (validation-selected)" not in result["models"]
+    table = report.markdown_table([result])
+    assert "| AtomSets-V0 [Eform_MP_2019] |" in table and "| AtomSets-V1 [CHGNet-0.3.0] |" in table
+    assert "AtomSets [Eform_MP_2019] (validation-selected) 1.667 vs AMMExpress v2020 1.5" in report.target_check([result])
 
 
 def test_the_plan_covers_every_seed_and_fold_once_within_slots():
