@@ -222,6 +222,13 @@ SEEDS_NOTE = (
 )
 
 
+def row_name(result, name):
+    """A model's name in the tables: with more than one parent in a task, every AtomSets-family
+    row names its parent ('AtomSets-V1' -> 'AtomSets-V1 [Eform_MP_2019]')."""
+    several = len({parent_of(n) for n in result["models"] if _is_atomsets(n)}) > 1
+    return f"{name} [{DEFAULT_PARENT}]" if several and _is_atomsets(name) and "[" not in name else name
+
+
 def markdown_table(results):
     lines = [
         CLASSIFICATION_NOTE,
@@ -235,13 +242,10 @@ def markdown_table(results):
     for r in results:
         anchors = r["anchors"]
         ours_best = best_model(r)
-        # with more than one parent in a task, every AtomSets-family row names its parent
-        several = len({parent_of(n) for n in r["models"] if _is_atomsets(n)}) > 1
         for name, m in r["models"].items():
             flag = " **(best here)**" if name == ours_best else ""
-            shown = f"{name} [{DEFAULT_PARENT}]" if several and _is_atomsets(name) and "[" not in name else name
             lines.append(
-                f"| {task_label(r)} | {metric_name(r)} | {shown}{flag} | {training(r, name)} | "
+                f"| {task_label(r)} | {metric_name(r)} | {row_name(r, name)}{flag} | {training(r, name)} | "
                 f"{score_cell(m)} | {cap_cell(m)} | {anchors.get('AMMExpress v2020', '')} | "
                 f"{anchors.get('RF-SCM/Magpie', '')} | {anchors.get('MEGNet (kgcnn)', '-')} | {best_entry(anchors)} |"
             )

@@ -99,7 +99,7 @@ def matbench_pages(out_dir):
         for name, m in r["models"].items():
             task = (f"{r['task']} ({metric})" + (", composition only" if r.get("composition_only") else "")
                     + (", approx. structures" if r.get("approximate_structures") else ""))
-            lines += [f"   * - {task}", f"     - {name}", f"     - {report.training(r, name)}",
+            lines += [f"   * - {task}", f"     - {report.row_name(r, name)}", f"     - {report.training(r, name)}",
                       f"     - {report.score_cell(m)}", f"     - {report.cap_cell(m)}",
                       f"     - {anchors.get('AMMExpress v2020', '')}", f"     - {anchors.get('RF-SCM/Magpie', '')}",
                       f"     - {anchors.get('MEGNet (kgcnn)', '-')}", f"     - {best}"]
