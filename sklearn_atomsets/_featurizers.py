@@ -497,9 +497,10 @@ class _StructureBase(_MEGNetFeaturizerBase):
         # the weights' content, not the path string: the same path may hold another model
         return self._encoder().content_key()
 
-    def _encode(self, items, pbar):
-        """Encoder outputs per item (dict) or an error, using and filling the cache."""
-        wanted = self._needed_outputs()
+    def _encode(self, items, pbar, wanted=None):
+        """Encoder outputs per item (dict) or an error, using and filling the cache.
+        ``wanted``: the outputs to compute (default: this featurizer's own)."""
+        wanted = self._needed_outputs() if wanted is None else list(wanted)
         parent_key = self._parent_key() if self.cache else None
         results, errors, todo = [None] * len(items), {}, OrderedDict()
         for i, item in enumerate(items):

@@ -253,6 +253,35 @@ def test_composition_only_tasks_run_the_composition_models(monkeypatch, tmp_path
     assert saved["models"]["AtomSets"]["folds"][0]["n_test"] == 60
 
 
+def test_each_structure_is_encoded_once_for_all_models_of_a_run(monkeypatch):
+    from sklearn_atomsets import _benchmark, clear_feature_cache
+    from sklearn_atomsets._featurizers import _StructureBase
+
+    small = dataclasses_replace_folds(load_matbench_task("matbench_jdft2d"), 60, 20)
+    monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name: small)
+    encoded = []
+    original = _StructureBase._encode_structures
+
+    def counting(self, structures, *args, **kwargs):
+        encoded.append(len(structures))
+        return original(self, structures, *args, **kwargs)
+
+    monkeypatch.setattr(_StructureBase, "_encode_structures", counting)
+    run = dict(models=["AtomSets-V1", "AtomSets-V2", "MLP-f"], folds=[0], log=lambda *a: None,
+               settings=TrainingSettings(max_epochs=3, patience=3))
+    clear_feature_cache()
+    filled = run_matbench_task("matbench_jdft2d", **run)
+    assert sum(encoded) == 80 and "encode_s" in filled  # once, for the three models' layers together
+    clear_feature_cache()
+    encoded.clear()
+    monkeypatch.setattr(_benchmark, "_fill_feature_cache", lambda inputs, steps: 0)
+    plain = run_matbench_task("matbench_jdft2d", **run)
+    assert sum(encoded) == 3 * 80  # without it each model runs the parent for its own layers
+    for name in run["models"]:  # and the features, hence the predictions, are the same
+        np.testing.assert_allclose(filled["models"][name]["folds"][0]["y_pred"],
+                                   plain["models"][name]["folds"][0]["y_pred"], rtol=1e-6)
+
+
 def dataclasses_replace_folds(task, n_train, n_test):
     import dataclasses
 
