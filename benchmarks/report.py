@@ -229,6 +229,35 @@ def row_name(result, name):
     return f"{name} [{DEFAULT_PARENT}]" if several and _is_atomsets(name) and "[" not in name else name
 
 
+def parent_comparison(results):
+    """The same models on each parent, side by side: ``(parents, rows)`` for the tasks that
+    ran more than one parent, each row ``[task, model, score per parent..., anchors]``
+    (scores as ``score_cell``'s mean, '' where that parent did not run the model)."""
+    import re
+
+    tasks = [r for r in results if len({parent_of(n) for n in r["models"] if _is_atomsets(n)}) > 1]
+    parents = sorted({parent_of(n) for r in tasks for n in r["models"] if _is_atomsets(n)},
+                     key=lambda p: (p != DEFAULT_PARENT, p))
+    rows = []
+    for r in tasks:
+        by_model = {}
+        for name, m in r["models"].items():
+            if name == SELECTED:
+                continue
+            if _is_selected(name):
+                base, parent = "AtomSets (validation-selected among the parent's models)", parent_of(name)
+            elif _is_atomsets(name):
+                base, parent = re.sub(r"\s*\[[^]]*\]", "", name), parent_of(name)
+            else:
+                continue
+            by_model.setdefault(base, {})[parent] = m["mean"]
+        anchors = "; ".join(f"{k} {v}" for k, v in r["anchors"].items() if k in ("AMMExpress v2020", "MEGNet (kgcnn)"))
+        for base, scores in by_model.items():
+            rows.append([f"{r['task']} ({metric_name(r)})", base] + [f"{scores[p]:.4g}" if p in scores else ""
+                                                                    for p in parents] + [anchors])
+    return parents, rows
+
+
 def markdown_table(results):
     lines = [
         CLASSIFICATION_NOTE,
@@ -370,8 +399,14 @@ def main(argv=None):
         return 1
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
+    parents, rows = parent_comparison(results)
+    by_parent = ""
+    if rows:
+        by_parent = ("\n## The same models on each parent\n\n" + f"| task | model | {' | '.join(parents)} | anchors |\n"
+                     + "|---" * (len(parents) + 3) + "|\n" + "".join(f"| {' | '.join(row)} |\n" for row in rows))
     (out / "matbench_table.md").write_text(
-        "# MatBench v0.1, official folds\n\n" + markdown_table(results) + "\n## Targets\n\n" + target_check(results)
+        "# MatBench v0.1, official folds\n\n" + markdown_table(results) + by_parent + "\n## Targets\n\n"
+        + target_check(results)
     )
     for r in results:
         bar_chart(r, plots / f"{result_key(r)}_bars.png")

@@ -84,6 +84,13 @@ def matbench_pages(out_dir):
 
     results = report.load_results(report.default_results_folder())
     table, plots = out_dir / "matbench_table.rst", out_dir / "matbench_plots.rst"
+    parents, rows = report.parent_comparison(results)
+    comparison = ["*No task has results with more than one parent yet.*"]
+    if rows:
+        comparison = [".. list-table::", "   :header-rows: 1", ""]
+        for row in [["task", "model", *parents, "anchors"], *rows]:
+            comparison += [f"   * - {row[0]}"] + [f"     - {cell}" for cell in row[1:]]
+    (out_dir / "parent_comparison.rst").write_text("\n".join(comparison) + "\n")
     if not results:
         table.write_text("*No MatBench results in benchmarks/results/matbench yet.*\n")
         plots.write_text("")

@@ -254,6 +254,13 @@ def test_old_single_seed_fits_are_compared_with_later_models_of_the_same_seed(tm
     table = report.markdown_table([result])
     assert "| AtomSets-V0 [Eform_MP_2019] |" in table and "| AtomSets-V1 [CHGNet-0.3.0] |" in table
     assert "AtomSets [Eform_MP_2019] (validation-selected) 1.667 vs AMMExpress v2020 1.5" in report.target_check([result])
+    parents, rows = report.parent_comparison([result])
+    assert parents == ["Eform_MP_2019", "CHGNet-0.3.0"]
+    assert ["matbench_x (MAE)", "AtomSets-V1", "", "0.5", "AMMExpress v2020 1.5"] in rows
+    assert ["matbench_x (MAE)", "AtomSets (validation-selected among the parent's models)", "1.667", "",
+            "AMMExpress v2020 1.5"] in rows
+    (one_parent,) = report.load_results(tmp_path / "old")
+    assert report.parent_comparison([one_parent]) == ([], [])
 
 
 def test_the_plan_covers_every_seed_and_fold_once_within_slots():
