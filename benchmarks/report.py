@@ -153,6 +153,11 @@ def validation_selected(result, parent=None):
                   and all(f.get("validation_score") is not None for f in m["folds"])}
     if len(candidates) < 2:
         return None
+    units = {f.get("validation_units") for c in candidates.values() for f in c.values()}
+    if len(units) > 1:
+        raise ValueError(f"{result['task']}: the candidates' inner-validation scores are in different units "
+                         f"({sorted(map(str, units))}); convert the older files first with "
+                         "benchmarks/convert_validation_units.py.")
     keys = sorted(set.intersection(*(set(c) for c in candidates.values())), key=lambda k: (str(k[0]), k[1]))
     if not keys:  # no seed and fold that every candidate ran
         return None

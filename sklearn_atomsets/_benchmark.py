@@ -501,6 +501,8 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         "seed": seeds[0],
         "seeds": seeds,
         "selection": {k: list(v) for k, v in selection.items()} if selection else None,
+        # what the fits' inner-validation scores are (files before 2026-11-26 14:17: standardised targets)
+        "validation_units": VALIDATION_UNITS[info.kind],
         "anchors": ANCHORS.get(task_name, {}),
         "notes": [LEAKAGE_NOTE] if task_name.startswith("matbench_mp_") else [],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -512,7 +514,9 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     if out_dir is not None and (Path(out_dir) / file).is_file():
         # keep the models an earlier run recorded (each with its own settings); rerun ones are replaced,
         # unless their settings are the same: then their fits of other seeds and folds are kept
-        earlier = _seed_every_fit(json.loads((Path(out_dir) / file).read_text()))
+        earlier = json.loads((Path(out_dir) / file).read_text())
+        if earlier.get("validation_units") != result["validation_units"]:
+            _annotate_fits(earlier)  # an older file: its fits carry their seed and units into this one
         if earlier.get("task") == task_name:
             labels = {model_label(name, settings, selection): name for name in names}
             for label, m in earlier.get("models", {}).items():
@@ -600,13 +604,23 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
     return entry
 
 
-def _seed_every_fit(result):
-    """Give the fits of a file written before fits recorded their seed the file's seed, so
-    they merge with, and are compared per (seed, fold) with, fits of later runs. In place."""
+#: What the runner records as each fit's ``validation_score``: regressors' inner-validation MAE in
+#: the target's units, classifiers' ROC-AUC from probabilities. Result files without this field
+#: and with fits that carry no seed were written before the runner recorded either; their
+#: regression scores are MAEs of standardised targets (``benchmarks/convert_validation_units.py``).
+VALIDATION_UNITS = {"regression": "mae in target units", "classification": "roc_auc from probabilities"}
+
+
+def _annotate_fits(result):
+    """Give every fit what it needs to meet fits of other files, in place: its seed (fits of a
+    file written before fits recorded their seed take the file's), so they merge with and are
+    compared per (seed, fold) with fits of later runs; and the file's ``validation_units``
+    (None where the file has none), so that scores in different units are never compared."""
     for m in result.get("models", {}).values():
         for f in m.get("folds", []):
             if f.get("seed") is None:
                 f["seed"] = result.get("seed", 0)
+            f.setdefault("validation_units", result.get("validation_units"))
     return result
 
 
@@ -622,7 +636,7 @@ def merge_results(results):
     merged = {}
     for r in results:
         key = (r["task"], bool(r.get("composition_only")))
-        r = _seed_every_fit(json.loads(json.dumps(r)))  # a copy
+        r = _annotate_fits(json.loads(json.dumps(r)))  # a copy
         if key not in merged:
             merged[key] = r
             continue

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
+
 from .conftest import REPO
 
 spec = importlib.util.spec_from_file_location("report", REPO / "benchmarks" / "report.py")
@@ -261,6 +263,38 @@ def test_old_single_seed_fits_are_compared_with_later_models_of_the_same_seed(tm
             "AMMExpress v2020 1.5"] in rows
     (one_parent,) = report.load_results(tmp_path / "old")
     assert report.parent_comparison([one_parent]) == ([], [])
+
+
+def test_validation_scores_in_different_units_are_never_compared(tmp_path):
+    import json
+
+    spec = importlib.util.spec_from_file_location("convert", REPO / "benchmarks" / "convert_validation_units.py")
+    convert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convert)
+
+    legacy = dict(_result(), seed=0)  # before 2026-11-26: no seeds, validation MAE of standardised targets
+    later = {"task": "matbench_x", "metric": "mae", "unit": "", "settings": {}, "anchors": {}, "seed": 0, "seeds": [0],
+             "validation_units": "mae in target units",
+             "models": {"AtomSets-V1 [CHGNet-0.3.0]": _model([0.5, 0.5, 0.5], [0.3, 0.3, 0.3])}}
+    for f in later["models"]["AtomSets-V1 [CHGNet-0.3.0]"]["folds"]:
+        f["seed"] = 0
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "matbench_x.json").write_text(json.dumps(legacy))
+    (tmp_path / "b" / "matbench_x.json").write_text(json.dumps(later))
+    with pytest.raises(ValueError, match="different units.*convert_validation_units"):
+        report.load_results(tmp_path)
+    # converted: x the population std of each fold's training targets (folds 0, 1, 2: std 1, 2, 4)
+    targets = {0: [0.0, 2.0], 1: [0.0, 4.0], 2: [0.0, 8.0]}
+    assert convert.convert(legacy, targets.get, "2026-11-27") == "converted"
+    assert [f["validation_score"] for f in legacy["models"]["AtomSets"]["folds"]] == [0.9, 0.2, 3.6]
+    assert legacy["models"]["AtomSets"]["folds"][0]["validation_score_standardised"] == 0.9
+    assert convert.convert(legacy, targets.get, "2026-11-27") == "unchanged"  # once only
+    (tmp_path / "a" / "matbench_x.json").write_text(json.dumps(legacy))
+    (result,) = report.load_results(tmp_path)
+    picks = [f["model"] for f in result["models"][report.SELECTED]["folds"]]
+    # converted AtomSets 0.9, 0.2, 3.6; AtomSets-V0 0.1, 1.0, 0.4; the CHGNet model 0.3 on each fold
+    assert picks == ["AtomSets-V0", "AtomSets", "AtomSets-V1 [CHGNet-0.3.0]"]
 
 
 def test_the_plan_covers_every_seed_and_fold_once_within_slots():
