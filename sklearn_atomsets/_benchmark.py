@@ -530,7 +530,10 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
             "Structures rebuilt from 6-decimal text (../shared/data/matbench/approx); targets are exact."
         )
     start = time.perf_counter()
-    run_inputs = [x for fold in folds for part in (task.split(fold)[0], task.split(fold)[2]) for x in part]
+    run_inputs = []
+    for fold in folds:
+        X_train, _, X_test, _ = task.split(fold)
+        run_inputs += [*X_train, *X_test]
     if _fill_feature_cache(run_inputs, [make_model(name, info, settings)[0] for name in names]):
         result["encode_s"] = time.perf_counter() - start
         log(f"{task_name}: every structure encoded once per parent for all models ({result['encode_s']:.1f} s)")
@@ -649,7 +652,7 @@ def merge_results(results):
         for label, m in r["models"].items():
             old = into["models"].get(label)
             if old is None or old.get("settings") != m.get("settings"):
-                into["models"][label] = json.loads(json.dumps(m))
+                into["models"][label] = m  # r is already this call's own copy
                 continue
             fits = {(f.get("seed"), f["fold"]): f for f in old["folds"]}
             fits.update({(f.get("seed"), f["fold"]): f for f in m["folds"]})
