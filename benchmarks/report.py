@@ -39,6 +39,13 @@ def selected_label(parent=None):
 
 def _is_selected(name):
     return name.endswith("(validation-selected)")
+
+
+def parents_in(result):
+    """The parents of a result's AtomSets-family models, sorted."""
+    return sorted({parent_of(n) for n in result["models"] if _is_atomsets(n)})
+
+
 CLASSIFICATION_NOTE = (
     "Classification tasks are scored as the leaderboard scores them: ROC-AUC as scored by matbench 0.6, "
     "which turns probabilities into labels at 0.5 first (so it equals balanced accuracy); the anchors are "
@@ -127,7 +134,7 @@ def load_results(folder=RESULTS):
         for m in r["models"].values():
             _summarise(m, _max_epochs(r, m))
         rows = {SELECTED: validation_selected(r)}
-        parents = sorted({parent_of(n) for n in r["models"] if _is_atomsets(n)})
+        parents = parents_in(r)
         if len(parents) > 1:  # also per parent, so that each parent's best honest pick is seen
             rows.update({selected_label(p): validation_selected(r, parent=p) for p in parents})
         r["models"].update({k: v for k, v in rows.items() if v})
@@ -230,8 +237,9 @@ SEEDS_NOTE = (
 def row_name(result, name):
     """A model's name in the tables: with more than one parent in a task, every AtomSets-family
     row names its parent ('AtomSets-V1' -> 'AtomSets-V1 [Eform_MP_2019]')."""
-    several = len({parent_of(n) for n in result["models"] if _is_atomsets(n)}) > 1
-    return f"{name} [{DEFAULT_PARENT}]" if several and _is_atomsets(name) and "[" not in name else name
+    if _is_atomsets(name) and "[" not in name and len(parents_in(result)) > 1:
+        return f"{name} [{DEFAULT_PARENT}]"
+    return name
 
 
 def parent_comparison(results):
@@ -240,9 +248,8 @@ def parent_comparison(results):
     (scores as ``score_cell``'s mean, '' where that parent did not run the model)."""
     import re
 
-    tasks = [r for r in results if len({parent_of(n) for n in r["models"] if _is_atomsets(n)}) > 1]
-    parents = sorted({parent_of(n) for r in tasks for n in r["models"] if _is_atomsets(n)},
-                     key=lambda p: (p != DEFAULT_PARENT, p))
+    tasks = [r for r in results if len(parents_in(r)) > 1]
+    parents = sorted({p for r in tasks for p in parents_in(r)}, key=lambda p: (p != DEFAULT_PARENT, p))
     rows = []
     for r in tasks:
         by_model = {}

@@ -6,8 +6,9 @@ with 1 and 2 workers (1 thread each), in one run; then project to 1 M structures
 
 One LocalCluster with two workers (1 thread each) is started and warmed up (parent loaded on
 every worker). "1 worker" pins the persisted input and its featurization to the first worker,
-"2 workers" spreads them over both (partitions of equal site counts); the two are alternated ``--repeats`` times and the medians
-reported, because on this shared 2-core machine single runs vary by 20% or more. Only the
+"2 workers" spreads them over both (partitions of equal site counts); the two are alternated
+``--repeats`` times and the medians reported, because on this shared 2-core machine single
+runs vary by 20% or more. Only the
 features come back to the client. So the numbers are steady-state throughput: structures/s,
 speed-up over one worker and scaling efficiency (speed-up / workers). Target: 2 workers >= 1.7x
 one worker. The feature is the parent's readout ``f`` (the whole network runs), the cache is off.
