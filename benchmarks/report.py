@@ -145,6 +145,11 @@ def _is_atomsets(name):
     return name.startswith(("AtomSets", "MLP-f")) and not _is_selected(name)
 
 
+def ensemble_size(model):
+    """How many nets a model row averages (``--ensemble K``; rows named '<model> xK'), 1 for a single net."""
+    return (model.get("settings") or {}).get("ensemble", 1)
+
+
 def validation_selected(result, parent=None):
     """Per seed and fold, the AtomSets-family model with the best inner-validation score, scored on the test fold.
 
@@ -152,11 +157,13 @@ def validation_selected(result, parent=None):
 
     The choice uses only each fold's training data (the 90/10 split that drives early
     stopping, the same split for every model of a seed), so unlike picking the best mean
-    test score it is an honest model selection.
+    test score it is an honest model selection. Seed ensembles (:func:`ensemble_size` > 1)
+    are not candidates: their validation score is the mean of their members' scores, each on
+    the member's own inner split, not a score on the split the single nets share.
     """
     lower = result["metric"] == "mae"
     candidates = {name: {(f.get("seed"), f["fold"]): f for f in m["folds"]} for name, m in result["models"].items()
-                  if _is_atomsets(name) and (parent is None or parent_of(name) == parent)
+                  if _is_atomsets(name) and ensemble_size(m) == 1 and (parent is None or parent_of(name) == parent)
                   and all(f.get("validation_score") is not None for f in m["folds"])}
     if len(candidates) < 2:
         return None
@@ -208,6 +215,9 @@ def training(result, name):
     loss = {"mse": "MSE", "mae": "L1", "huber": "Huber", "cross_entropy": "cross-entropy"}[loss]
     readout = f"{s['readout']} readout, " if "readout" in s and not name.startswith("MLP-f") else ""
     extra = "".join(f", {k.replace('_', ' ')} {s[k]:g}" for k in ("weight_decay", "dropout") if s.get(k))
+    if ensemble_size(result["models"][name]) > 1:
+        extra += (f", seed ensemble of {s['ensemble']} nets (mean prediction; its inner-validation score: "
+                  "the members' mean, each on its own split)")
     selection = s.get("selection")
     if selection:
         grid = ", ".join(f"{k} ∈ {{{', '.join(str(v) for v in vs)}}}" for k, vs in selection.items())

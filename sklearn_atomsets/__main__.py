@@ -59,8 +59,12 @@ def matbench(args):
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.ensemble < 1:
+        print(f"--ensemble should be at least 1, got {args.ensemble}")
+        return 2
     settings = TrainingSettings(max_epochs=args.max_epochs, patience=args.patience, loss=args.loss,
-                                readout=args.readout, lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout)
+                                readout=args.readout, lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout,
+                                ensemble=args.ensemble)
     try:
         selection = None if args.select is None else parse_selection(args.select)
     except ValueError as exc:
@@ -123,6 +127,10 @@ def main(argv=None):
     m.add_argument("--loss", default="auto", choices=["auto", "mse", "mae", "huber"],
                    help="regression training loss (classifiers always use cross-entropy)")
     m.add_argument("--readout", default="mean", choices=["mean", "set2set"], help="AtomSets readout")
+    m.add_argument("--ensemble", type=int, default=1, metavar="K",
+                   help="fit each network model (AtomSets-*, MLP-*) as a seed ensemble of K nets, averaged; its "
+                        "inner-validation score is the mean of the members' (each on its own inner split); the "
+                        "results name it '<model> xK' and record K and the members' seeds (default 1: one net)")
     m.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     m.add_argument("--out", default=None, help="folder for <task>.json results")
     m.set_defaults(func=matbench)

@@ -23,10 +23,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import is_classifier
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from ._baseline import automatminer_style_pipeline
+from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
 from ._featurizers import (
     _CACHE,
@@ -79,6 +81,10 @@ class TrainingSettings:
     The defaults are the paper's protocol: patience 200, and an epoch cap (``max_epochs``,
     2000) meant to be high enough that few fits reach it; every fit records whether it did
     (``hit_cap``), so the cap can be raised where the count says so.
+
+    ``ensemble`` > 1 makes every network model (AtomSets-*, MLP-*) a seed ensemble of that
+    many nets (:class:`~sklearn_atomsets.AtomSetsEnsembleRegressor` / ``Classifier``, whose
+    ``random_state`` is the run's seed); 1 is a single net, and is not recorded.
     """
 
     max_epochs: int = 2000
@@ -90,24 +96,36 @@ class TrainingSettings:
     weight_decay: float = 0.0
     dropout: float = 0.0
     n_estimators: int = 500  # random forest of the baseline
+    ensemble: int = 1  # members of each network model's seed ensemble (1: a single net)
 
 
 def _loss(kind, settings):
     return settings.loss if kind == "regression" else "auto"  # classifiers: cross-entropy
 
 
+def _seed_ensemble(net, settings, seed):
+    """``net`` itself, or with ``settings.ensemble`` > 1 a seed ensemble of it whose members'
+    seeds are drawn from ``seed`` (so every candidate of a selection gets the same members' seeds)."""
+    if settings.ensemble == 1:
+        return net
+    cls = AtomSetsEnsembleClassifier if is_classifier(net) else AtomSetsEnsembleRegressor
+    return cls(net, n_estimators=settings.ensemble, random_state=seed)
+
+
 def _set_estimator(kind, settings, seed, **params):
     cls = AtomSetsRegressor if kind == "regression" else AtomSetsClassifier
-    return cls(max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size,
-               lr=settings.lr, readout=settings.readout, loss=_loss(kind, settings), weight_decay=settings.weight_decay,
-               dropout=settings.dropout, random_state=seed, **params)
+    return _seed_ensemble(cls(
+        max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size, lr=settings.lr,
+        readout=settings.readout, loss=_loss(kind, settings), weight_decay=settings.weight_decay,
+        dropout=settings.dropout, random_state=seed, **params), settings, seed)
 
 
 def _mlpf(kind, settings, seed):
     cls = MLPfRegressor if kind == "regression" else MLPfClassifier
-    return cls(max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size,
-               lr=settings.lr, loss=_loss(kind, settings), weight_decay=settings.weight_decay,
-               dropout=settings.dropout, random_state=seed)
+    return _seed_ensemble(cls(
+        max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size, lr=settings.lr,
+        loss=_loss(kind, settings), weight_decay=settings.weight_decay, dropout=settings.dropout,
+        random_state=seed), settings, seed)
 
 
 def _site_sets(layer):
@@ -180,10 +198,14 @@ def make_model(name, info, settings=None, seed=0):
 
 def model_label(name, settings, selection=None):
     """A model's name in the results: set models with the set2set readout are told apart
-    (unless the readout is one of the selection's choices, made per fit)."""
+    (unless the readout is one of the selection's choices, made per fit), and seed ensembles
+    of K nets end in `` xK`` (``settings.ensemble``)."""
+    label = name
     if MODELS[name][1] == "sets" and settings.readout != "mean" and "readout" not in (selection or {}):
-        return f"{name} ({settings.readout})"
-    return name
+        label = f"{name} ({settings.readout})"
+    if MODELS[name][1] in ("sets", "mlpf") and settings.ensemble > 1:
+        label = f"{label} x{settings.ensemble}"
+    return label
 
 
 #: The selection grid of ``--select`` without values: each protocol choice the runner makes
@@ -253,7 +275,20 @@ def candidate_configs(name, info, selection):
 
 
 def _fit_record(model, max_epochs):
-    """What a fitted net's training says: best epoch, inner-validation score, epochs, cap."""
+    """What a fitted net's training says: best epoch, inner-validation score, epochs, cap.
+
+    A seed ensemble's ``validation_score`` is the mean of its members' ``best_validation_score_``
+    (each member holds out its own inner split, drawn from its seed, so this is the members'
+    average score, not the ensemble's score on one split); ``best_epoch`` and ``epochs_run``
+    are the largest of the members', ``hit_cap`` whether any member hit the cap, and
+    ``members`` lists each member's seed and record.
+    """
+    if isinstance(model, (AtomSetsEnsembleRegressor, AtomSetsEnsembleClassifier)):
+        members = [{"seed": s, **_fit_record(e, max_epochs)} for s, e in zip(model.seeds_, model.estimators_)]
+        return {"best_epoch": max(m["best_epoch"] for m in members),
+                "validation_score": float(np.mean([m["validation_score"] for m in members])),
+                "epochs_run": max(m["epochs_run"] for m in members),
+                "hit_cap": any(m["hit_cap"] for m in members), "members": members}
     if not hasattr(model, "best_epoch_"):
         return {}
     epochs = len(model.net_.history)
@@ -297,11 +332,20 @@ def select_protocol(name, info, F_train, y_train, selection, settings=None, seed
     return best_model, dict(best["config"]), records
 
 
+def _settings_record(settings):
+    """``asdict(settings)``; ``ensemble`` only where it is more than one net (files of
+    single-net runs stay as they were)."""
+    out = asdict(settings)
+    if out["ensemble"] == 1:
+        out.pop("ensemble")
+    return out
+
+
 def _model_settings(name, info, settings):
     """The training settings that matter for one model (the baselines ignore the net's)."""
     if MODELS[name][1].startswith("baseline"):
-        return {"n_estimators": settings.n_estimators}
-    out = asdict(settings)
+        return {"n_estimators": settings.n_estimators}  # never an ensemble
+    out = _settings_record(settings)
     out.pop("n_estimators")
     if MODELS[name][1] == "mlpf":
         out.pop("readout")  # MLP-f reads one fixed-length vector: no readout
@@ -375,9 +419,9 @@ def summarise_fits(folds, max_epochs=None):
     ``mean`` is the mean over seeds of each seed's mean over folds; ``seed_std`` the
     standard deviation over seeds of those fold means (None for one seed); ``std`` the
     standard deviation over folds (averaged over seeds; a single-seed file's old ``std``).
-    ``n_fits`` and ``n_hit_cap`` count the network fits (selection candidates included) and
-    those that stopped at the epoch cap. Fits without a ``seed`` (single-seed files written
-    before seeds were recorded) are one seed.
+    ``n_fits`` and ``n_hit_cap`` count the network fits (selection candidates and seed
+    ensembles' members included) and those that stopped at the epoch cap. Fits without a
+    ``seed`` (single-seed files written before seeds were recorded) are one seed.
 
     Examples
     --------
@@ -399,7 +443,7 @@ def summarise_fits(folds, max_epochs=None):
         "n_seeds": len(seed_means),
     }
     counted = []
-    for c in (c for f in folds for c in f.get("selection", {}).get("candidates", [f])):
+    for c in (m for f in folds for c in f.get("selection", {}).get("candidates", [f]) for m in c.get("members", [c])):
         if "hit_cap" in c:
             counted.append(bool(c["hit_cap"]))
         elif max_epochs is not None and c.get("epochs_run") is not None:
@@ -497,7 +541,7 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         "data_source": task.source,
         "approximate_structures": task.approximate,
         "composition_only": bool(composition_only),
-        "settings": asdict(settings),
+        "settings": _settings_record(settings),
         "seed": seeds[0],
         "seeds": seeds,
         "selection": {k: list(v) for k, v in selection.items()} if selection else None,
@@ -599,8 +643,11 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
     entry = {"seed": seed, "fold": fold, "score": score, **other_scores, "featurize_s": t_featurize, "fit_s": t_fit,
              "features_reused": reused, "n_train": len(y_train), "n_test": len(y_test),
              "y_true": y_test.astype(float).tolist(), "y_pred": pred.tolist()}
+    if settings.ensemble > 1 and MODELS[name][1] in ("sets", "mlpf"):
+        entry["ensemble"] = {"n_estimators": settings.ensemble, "seeds": [int(s) for s in model.seeds_]}
     if selection:
-        entry.update({k: picked[k] for k in ("best_epoch", "validation_score", "epochs_run", "hit_cap")})
+        entry.update({k: picked[k] for k in ("best_epoch", "validation_score", "epochs_run", "hit_cap", "members")
+                      if k in picked})
         entry["selection"] = {"chosen": chosen, "candidates": records}
     else:
         entry.update(_fit_record(model, settings.max_epochs))

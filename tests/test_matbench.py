@@ -300,3 +300,53 @@ def test_cli_seeds_selection_and_bad_selection(capsys, tmp_path):
     assert saved["selection"] == {"readout": ["mean", "set2set"]} and saved["seeds"] == [0, 1]
     assert main(["matbench", "--select", "loss=l2"]) == 2
     assert "not among" in capsys.readouterr().out
+
+
+def test_seed_ensembles_fit_record_and_average_their_members(monkeypatch, tmp_path):
+    """``ensemble=K`` (``--ensemble K``) makes each network model a seed ensemble of K nets: K
+    members per candidate of the selection, recorded with their seeds under the name
+    '<model> xK'; the test predictions are the mean of the chosen candidate's members, and its
+    validation score the mean of theirs."""
+    from sklearn_atomsets import _benchmark
+    from sklearn_atomsets.__main__ import main
+
+    small = dataclasses_replace_folds(load_matbench_task("matbench_steels", download=False), 100, 30)
+    monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name: small)
+    settings = TrainingSettings(max_epochs=4, patience=4, loss="mae", ensemble=3)
+    grid = {"readout": ("mean", "set2set")}
+    run_matbench_task("matbench_steels", models=["AtomSets-V0", "AMM-style"], folds=[0], settings=settings,
+                      selection=grid, out_dir=tmp_path, log=lambda *a: None, seed=7)
+    saved = json.loads((tmp_path / "matbench_steels.json").read_text())
+    assert saved["models"].keys() == {"AtomSets-V0 x3", "AMM-style"}  # the forest is not an ensemble of nets
+    m = saved["models"]["AtomSets-V0 x3"]
+    assert m["settings"]["ensemble"] == 3 and "ensemble" not in saved["models"]["AMM-style"]["settings"]
+    fold = m["folds"][0]
+    seeds = fold["ensemble"]["seeds"]
+    assert fold["ensemble"]["n_estimators"] == 3 and len(set(seeds)) == 3
+    candidates = fold["selection"]["candidates"]
+    assert m["n_fits"] == 2 * 3  # every member of every candidate is a fit
+    for c in candidates:  # every candidate's members have the same seeds, hence the same inner splits
+        assert [x["seed"] for x in c["members"]] == seeds
+        assert np.isclose(c["validation_score"], np.mean([x["validation_score"] for x in c["members"]]))
+    chosen = fold["selection"]["chosen"]
+    assert chosen == min(candidates, key=lambda c: c["validation_score"])["config"]
+    assert fold["validation_score"] == next(c for c in candidates if c["config"] == chosen)["validation_score"]
+    # the predictions are the mean of single nets fitted with the members' seeds
+    X_train, y_train, X_test, _ = small.split(0)
+    single = _benchmark.replace(settings, ensemble=1, **chosen)
+    preds = []
+    for s in seeds:
+        pipe = make_model("AtomSets-V0", small.info, single, seed=s)
+        pipe.fit(list(X_train), y_train.to_numpy())
+        preds.append(pipe.predict(list(X_test)))
+    np.testing.assert_allclose(fold["y_pred"], np.mean(preds, axis=0), rtol=1e-5)
+    assert not np.allclose(preds[0], preds[1])  # the members differ
+    # the default (one net) records no ensemble; the CLI passes --ensemble through
+    plain = run_matbench_task("matbench_steels", models=["AtomSets-V0"], folds=[0], log=lambda *a: None,
+                              settings=TrainingSettings(max_epochs=2, patience=2))
+    assert "ensemble" not in plain["settings"] and "ensemble" not in plain["models"]["AtomSets-V0"]["folds"][0]
+    assert main(["matbench", "--folds", "0", "--max-epochs", "2", "--patience", "2", "--ensemble", "2",
+                 "--out", str(tmp_path / "cli")]) == 0
+    cli = json.loads((tmp_path / "cli" / "matbench_steels.json").read_text())["models"]
+    assert list(cli) == ["AtomSets-V0 x2"] and len(cli["AtomSets-V0 x2"]["folds"][0]["members"]) == 2
+    assert main(["matbench", "--ensemble", "0"]) == 2

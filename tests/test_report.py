@@ -44,6 +44,18 @@ def test_models_without_validation_scores_are_not_candidates():
     assert report.validation_selected(result) is None  # one candidate left: nothing to select
 
 
+def test_seed_ensembles_are_shown_but_not_validation_selected():
+    """An ensemble's validation score is its members' mean over their own inner splits: the
+    validation-selected row does not compare it with the single nets' (one shared split)."""
+    result = _result()
+    result["models"]["AtomSets-V1 x5"] = _model([0.5, 0.5, 0.5], [0.0, 0.0, 0.0])
+    result["models"]["AtomSets-V1 x5"]["settings"]["ensemble"] = 5
+    selected = report.validation_selected(result)
+    assert selected["candidates"] == ["AtomSets", "AtomSets-V0"]
+    assert report.training(result, "AtomSets-V1 x5").startswith(
+        "mean readout, L1 loss, seed ensemble of 5 nets (mean prediction;")
+
+
 def test_targets_state_both_selections():
     result = _result()
     result["models"][report.SELECTED] = report.validation_selected(result)
