@@ -174,8 +174,9 @@ def _search_cubes(lattice, cutoff):
 
 def _widths(lattice, volume):
     """Distance between opposite faces of the cell, per lattice vector."""
-    a, b, c = lattice
-    return volume / np.linalg.norm([np.cross(b, c), np.cross(c, a), np.cross(a, b)], axis=1)
+    # one vectorised cross product (b x c, c x a, a x b): three np.cross calls cost more than
+    # the neighbour search of a small cell
+    return volume / np.linalg.norm(np.cross(lattice[[1, 2, 0]], lattice[[2, 0, 1]]), axis=1)
 
 
 def _one_graph(i, structure, cutoff, max_z):
@@ -190,14 +191,16 @@ def _one_graph(i, structure, cutoff, max_z):
 
     if len(structure) == 0:
         fail("empty, it has no sites.")
-    occupancies = [site.species for site in structure]
-    if any(len(occ) != 1 or next(iter(occ.values())) != 1 for occ in occupancies):
-        fail(
-            "disordered (partially occupied) sites; MEGNet crystal graphs need one "
-            "element per site (megnet cannot featurize disordered structures either). Order it "
-            "first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
-        )
-    species = [next(iter(occ)) for occ in occupancies]
+    species = []
+    for site in structure:
+        occupancy = site.species.items()
+        if len(occupancy) != 1 or next(iter(occupancy))[1] != 1:
+            fail(
+                "disordered (partially occupied) sites; MEGNet crystal graphs need one "
+                "element per site (megnet cannot featurize disordered structures either). Order it "
+                "first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
+            )
+        species.append(next(iter(occupancy))[0])
     dummies = sorted({str(sp) for sp in species if isinstance(sp, DummySpecies)})
     if dummies:
         fail(f"contains dummy species {', '.join(dummies)}, which have no element embedding.")
@@ -229,7 +232,7 @@ def _one_graph(i, structure, cutoff, max_z):
             f"{what} are {dist[k]:.3g} A apart, closer than {MIN_DISTANCE} A, which no chemical bond "
             "is (duplicated sites or wrong units?)."
         )
-    isolated = np.setdiff1d(np.arange(len(z)), center)
+    isolated = np.flatnonzero(np.bincount(center, minlength=len(z)) == 0)
     if isolated.size:
         fail(
             f"site(s) {isolated.tolist()[:10]} have no neighbour within the cutoff of "
