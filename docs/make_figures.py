@@ -60,6 +60,11 @@ def encoder_throughput_table(path):
         "c_ours_all_outputs": "(c) sklearn-atomsets, every output",
         "c_ours_featurizer_outputs": "(c') sklearn-atomsets, featurizer outputs (no per-bond)",
         "c_ours_V1_only": "(c'') sklearn-atomsets, V1 only",
+        "c0_unreduced_all_outputs": "(c) without the symmetry reduction",
+        "c0_unreduced_featurizer_outputs": "(c') without the symmetry reduction",
+        "c0_unreduced_V1_only": "(c'') without the symmetry reduction",
+        "p_no_symmetry_reduction_on": "(p) crystals with no symmetry (sites shaken), reduction on",
+        "p_no_symmetry_reduction_off": "(p) crystals with no symmetry (sites shaken), reduction off",
     }
     lines = [
         f"Measured by ``{data['command'].strip()}`` on {data['n_structures']} MatBench dielectric structures, "
