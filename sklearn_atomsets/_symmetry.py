@@ -66,7 +66,7 @@ class _Bonds:
     order: np.ndarray  # positions in the batch, grouped by sending site
     send: np.ndarray
     receive: np.ndarray
-    length: np.ndarray  # rounded length as an integer: exact equality, no float comparison
+    length: np.ndarray  # integer id of the length (see _length_ids): compared exactly
     start: np.ndarray  # first bond of each site in ``order``
     degree: np.ndarray
 
@@ -120,32 +120,36 @@ def _refine(graphs, bonds):
     return None
 
 
-def _sorted_twins(colour, bonds, graphs):
+def _representatives(colour):
+    """Each class's lowest site."""
+    rep = np.full(int(colour.max()) + 1, len(colour), dtype=np.int64)
+    np.minimum.at(rep, colour, np.arange(len(colour)))
+    return rep
+
+
+def _sorted_twins(colour, rep, bonds, graphs):
     """For each bond (in ``bonds.order``), its twin among the bonds of its site's class
-    representative (the class's lowest site), or ``None`` if some site's multiset of
-    (neighbour colour, length) differs from its representative's: then ``colour`` is not a
-    stable colouring and must not be used.
+    representative ``rep``, or ``None`` if some site's multiset of (neighbour colour,
+    length) differs from its representative's: then ``colour`` is not a stable colouring
+    and must not be used.
 
     Sites of one class have one degree (degree is part of the first colour), so their sorted
     multisets line up position by position; equal multisets everywhere is exactly stability.
     """
-    n_atoms = len(colour)
-    rep = np.full(int(colour.max()) + 1, n_atoms, dtype=np.int64)
-    np.minimum.at(rep, colour, np.arange(n_atoms))
     rep_of = rep[colour]
     for label in (bonds.degree, graphs.atomic_numbers, graphs.atom_graph):
         if not np.array_equal(label, label[rep_of]):
-            return None, rep
+            return None
     pair = colour[bonds.receive].astype(np.int64) * (int(bonds.length.max()) + 1) + bonds.length
     within = np.argsort(bonds.send * (int(pair.max()) + 1) + pair, kind="stable")  # by site, then pair
     sorted_pair = pair[within]
     position = np.arange(len(pair)) - bonds.start[bonds.send]
     twin_sorted = bonds.start[rep[colour[bonds.send]]] + position
     if not np.array_equal(sorted_pair, sorted_pair[twin_sorted]):
-        return None, rep
+        return None
     twin = np.empty(len(pair), dtype=np.int64)
     twin[within] = within[twin_sorted]  # bond within[k] has the twin within[twin_sorted[k]]
-    return twin, rep
+    return twin
 
 
 def equivalence_classes(graphs: CrystalGraphBatch, decimals: int = DEFAULT_DECIMALS):
@@ -162,7 +166,7 @@ def equivalence_classes(graphs: CrystalGraphBatch, decimals: int = DEFAULT_DECIM
     colour = _refine(graphs, bonds)
     if colour is None:
         return None
-    twin, _ = _sorted_twins(colour, bonds, graphs)
+    twin = _sorted_twins(colour, _representatives(colour), bonds, graphs)
     return None if twin is None else colour
 
 
@@ -202,7 +206,13 @@ def reduce_graphs(graphs: CrystalGraphBatch, decimals: int = DEFAULT_DECIMALS, m
     colour = _refine(graphs, bonds)
     if colour is None or colour.max() + 1 == n_atoms:
         return None
-    twin, rep = _sorted_twins(colour, bonds, graphs)
+    rep = _representatives(colour)
+    is_rep = np.zeros(n_atoms, dtype=bool)
+    is_rep[rep] = True
+    kept = is_rep[graphs.index1]
+    if int(kept.sum()) > (1.0 - min_gain) * len(kept):  # decided before the exact check's sort
+        return None
+    twin = _sorted_twins(colour, rep, bonds, graphs)
     if twin is None:
         return None
     # Classes renumbered in the order of their representatives, so that the reduced atoms
@@ -213,12 +223,6 @@ def reduce_graphs(graphs: CrystalGraphBatch, decimals: int = DEFAULT_DECIMALS, m
     atom_class, rep = renumber[colour], rep[by_site]
     multiplicity = np.bincount(atom_class, minlength=len(rep))
 
-    is_rep = np.zeros(n_atoms, dtype=bool)
-    is_rep[rep] = True
-    kept = is_rep[graphs.index1]
-    n_kept = int(kept.sum())
-    if n_kept > (1.0 - min_gain) * len(kept):
-        return None
     row = np.cumsum(kept) - 1  # reduced row of each kept bond (batch order)
     bond_index = np.empty(len(kept), dtype=np.int64)
     bond_index[bonds.order] = row[bonds.order[twin]]
