@@ -32,13 +32,18 @@ def parent_of(name):
     return name[name.index("[") + 1:name.index("]")] if "[" in name and "]" in name else DEFAULT_PARENT
 
 
-def selected_label(parent=None):
-    """The validation-selected row's name: over every candidate, or over one parent's models."""
-    return SELECTED if parent is None else f"AtomSets [{parent}] (validation-selected)"
+THRESHOLD_SUFFIX = " (validation threshold)"  # network classifiers whose threshold was chosen on inner validation
+
+
+def selected_label(parent=None, threshold=False):
+    """The validation-selected row's name: over every candidate, or over one parent's models;
+    ``threshold``: over the models whose decision threshold was chosen on inner validation."""
+    name = SELECTED if parent is None else f"AtomSets [{parent}] (validation-selected)"
+    return name[:-1] + ", validation threshold)" if threshold else name
 
 
 def _is_selected(name):
-    return name.endswith("(validation-selected)")
+    return "(validation-selected" in name
 
 
 def parents_in(result):
@@ -62,8 +67,9 @@ def metric_name(result):
 def rescore_classification(result):
     """Score every classification fold from its stored test predictions, both ways.
 
-    ``score`` becomes ROC-AUC as matbench scores it (labels at 0.5; what the leaderboard
-    anchors report) and ``rocauc_proba`` ROC-AUC from the probabilities; the model means follow.
+    ``score`` becomes ROC-AUC as matbench scores it (labels at 0.5, or at the fold's recorded
+    ``threshold`` where one was chosen on inner validation; what the leaderboard anchors
+    report) and ``rocauc_proba`` ROC-AUC from the probabilities; the model means follow.
     Files written before the runner recorded both (their ``score`` was from probabilities)
     are corrected this way, from the predictions, never by hand.
     """
@@ -73,7 +79,7 @@ def rescore_classification(result):
         return result
     for m in result["models"].values():
         for f in m["folds"]:
-            scores = classification_scores(f["y_true"], f["y_pred"])
+            scores = classification_scores(f["y_true"], f["y_pred"], f.get("threshold"))
             f["score"] = scores.pop("rocauc")
             f.update(scores)
         _summarise(m, _max_epochs(result, m))
@@ -137,6 +143,8 @@ def load_results(folder=RESULTS):
         parents = parents_in(r)
         if len(parents) > 1:  # also per parent, so that each parent's best honest pick is seen
             rows.update({selected_label(p): validation_selected(r, parent=p) for p in parents})
+        if any(name.endswith(THRESHOLD_SUFFIX) for name in r["models"]):
+            rows[selected_label(threshold=True)] = validation_selected(r, threshold=True)
         r["models"].update({k: v for k, v in rows.items() if v})
     return results
 
@@ -150,10 +158,12 @@ def ensemble_size(model):
     return (model.get("settings") or {}).get("ensemble", 1)
 
 
-def validation_selected(result, parent=None):
+def validation_selected(result, parent=None, threshold=False):
     """Per seed and fold, the AtomSets-family model with the best inner-validation score, scored on the test fold.
 
     ``parent``: choose among that parent's models only (see :func:`parent_of`).
+    ``threshold``: choose among the classifiers whose decision threshold was chosen on inner
+    validation (rows ending in :data:`THRESHOLD_SUFFIX`) instead of those at matbench's 0.5.
 
     The choice uses only each fold's training data (the 90/10 split that drives early
     stopping, the same split for every model of a seed), so unlike picking the best mean
@@ -164,6 +174,7 @@ def validation_selected(result, parent=None):
     lower = result["metric"] == "mae"
     candidates = {name: {(f.get("seed"), f["fold"]): f for f in m["folds"]} for name, m in result["models"].items()
                   if _is_atomsets(name) and ensemble_size(m) == 1 and (parent is None or parent_of(name) == parent)
+                  and name.endswith(THRESHOLD_SUFFIX) == threshold
                   and all(f.get("validation_score") is not None for f in m["folds"])}
     if len(candidates) < 2:
         return None
@@ -215,6 +226,8 @@ def training(result, name):
     loss = {"mse": "MSE", "mae": "L1", "huber": "Huber", "cross_entropy": "cross-entropy"}[loss]
     readout = f"{s['readout']} readout, " if "readout" in s and not name.startswith("MLP-f") else ""
     extra = "".join(f", {k.replace('_', ' ')} {s[k]:g}" for k in ("weight_decay", "dropout") if s.get(k))
+    if s.get("threshold") == "validation":
+        extra += ", decision threshold chosen on inner validation (highest balanced accuracy)"
     if ensemble_size(result["models"][name]) > 1:
         extra += (f", seed ensemble of {s['ensemble']} nets (mean prediction; its inner-validation score: "
                   "the members' mean, each on its own split)")
@@ -264,7 +277,7 @@ def parent_comparison(results):
     for r in tasks:
         by_model = {}
         for name, m in r["models"].items():
-            if name == SELECTED:
+            if name in (SELECTED, selected_label(threshold=True)):
                 continue
             if _is_selected(name):
                 base, parent = "AtomSets (validation-selected among the parent's models)", parent_of(name)

@@ -64,7 +64,7 @@ def matbench(args):
         return 2
     settings = TrainingSettings(max_epochs=args.max_epochs, patience=args.patience, loss=args.loss,
                                 readout=args.readout, lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout,
-                                ensemble=args.ensemble)
+                                ensemble=args.ensemble, threshold=args.threshold)
     try:
         selection = None if args.select is None else parse_selection(args.select)
     except ValueError as exc:
@@ -131,6 +131,10 @@ def main(argv=None):
                    help="fit each network model (AtomSets-*, MLP-*) as a seed ensemble of K nets, averaged; its "
                         "inner-validation score is the mean of the members' (each on its own inner split); the "
                         "results name it '<model> xK' and record K and the members' seeds (default 1: one net)")
+    m.add_argument("--threshold", default="0.5", choices=["0.5", "validation"],
+                   help="network classifiers' decision threshold: matbench's 0.5, or the one that maximises "
+                        "balanced accuracy (the leaderboard's labels ROC-AUC) on each net's inner validation split; "
+                        "the results name such a model '<model> (validation threshold)'")
     m.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     m.add_argument("--out", default=None, help="folder for <task>.json results")
     m.set_defaults(func=matbench)

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import is_classifier
 from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, roc_auc_score
+from sklearn.model_selection import TunedThresholdClassifierCV
 from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing
 
 from ._baseline import automatminer_style_pipeline
 from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
@@ -85,6 +87,11 @@ class TrainingSettings:
     ``ensemble`` > 1 makes every network model (AtomSets-*, MLP-*) a seed ensemble of that
     many nets (:class:`~sklearn_atomsets.AtomSetsEnsembleRegressor` / ``Classifier``, whose
     ``random_state`` is the run's seed); 1 is a single net, and is not recorded.
+
+    ``threshold`` is how a network classifier turns probabilities into the labels the
+    leaderboard scores: ``"0.5"`` leaves it to matbench (positive above 0.5; not recorded),
+    ``"validation"`` chooses the threshold that maximises balanced accuracy (the leaderboard's
+    labels ROC-AUC) on the net's own inner validation split (:func:`tune_threshold`).
     """
 
     max_epochs: int = 2000
@@ -97,6 +104,7 @@ class TrainingSettings:
     dropout: float = 0.0
     n_estimators: int = 500  # random forest of the baseline
     ensemble: int = 1  # members of each network model's seed ensemble (1: a single net)
+    threshold: str = "0.5"  # network classifiers' decision threshold: "0.5" (matbench's) or "validation"
 
 
 def _loss(kind, settings):
@@ -196,16 +204,41 @@ def make_model(name, info, settings=None, seed=0):
                                        n_estimators=settings.n_estimators, random_state=seed)
 
 
-def model_label(name, settings, selection=None):
+def model_label(name, settings, selection=None, kind=None):
     """A model's name in the results: set models with the set2set readout are told apart
-    (unless the readout is one of the selection's choices, made per fit), and seed ensembles
-    of K nets end in `` xK`` (``settings.ensemble``)."""
+    (unless the readout is one of the selection's choices, made per fit), seed ensembles
+    of K nets end in `` xK`` (``settings.ensemble``), and network classifiers whose decision
+    threshold was chosen on inner validation (``kind="classification"``) in `` (validation threshold)``."""
     label = name
     if MODELS[name][1] == "sets" and settings.readout != "mean" and "readout" not in (selection or {}):
         label = f"{name} ({settings.readout})"
     if MODELS[name][1] in ("sets", "mlpf") and settings.ensemble > 1:
         label = f"{label} x{settings.ensemble}"
+    if _tunes_threshold(name, settings, kind):
+        label = f"{label} (validation threshold)"
     return label
+
+
+def _tunes_threshold(name, settings, kind):
+    return kind == "classification" and settings.threshold == "validation" and MODELS[name][1] in ("sets", "mlpf")
+
+
+def tune_threshold(model, X_train, y_train):
+    """A fitted network classifier with its decision threshold chosen on its inner validation split.
+
+    scikit-learn's :class:`~sklearn.model_selection.TunedThresholdClassifierCV` (``cv="prefit"``,
+    ``refit=False``) searches the threshold that maximises balanced accuracy, the number the
+    leaderboard's labels ROC-AUC equals, on the samples ``model.validation_indices_`` of the
+    training data: the split that early stopping already held out. The test fold is not an
+    argument. The returned classifier predicts positive where the probability is at least
+    ``best_threshold_``.
+    """
+    if getattr(model, "validation_indices_", None) is None:
+        raise ValueError(f"{type(model).__name__} has no inner validation split to choose a threshold on "
+                         "(a seed ensemble's members each hold out their own; a net needs validation_fraction).")
+    idx = model.validation_indices_
+    tuned = TunedThresholdClassifierCV(model, scoring="balanced_accuracy", cv="prefit", refit=False)
+    return tuned.fit(_safe_indexing(X_train, idx), np.asarray(y_train)[idx])
 
 
 #: The selection grid of ``--select`` without values: each protocol choice the runner makes
@@ -338,6 +371,8 @@ def _settings_record(settings):
     out = asdict(settings)
     if out["ensemble"] == 1:
         out.pop("ensemble")
+    if out["threshold"] == "0.5":
+        out.pop("threshold")
     return out
 
 
@@ -347,6 +382,8 @@ def _model_settings(name, info, settings):
         return {"n_estimators": settings.n_estimators}  # never an ensemble
     out = _settings_record(settings)
     out.pop("n_estimators")
+    if info.kind == "regression":
+        out.pop("threshold", None)
     if MODELS[name][1] == "mlpf":
         out.pop("readout")  # MLP-f reads one fixed-length vector: no readout
     out["loss"] = _loss(info.kind, settings)
@@ -366,7 +403,7 @@ def _recorded_settings(name, info, settings, selection):
     return out
 
 
-def classification_scores(y_true, proba):
+def classification_scores(y_true, proba, threshold=None):
     """A binary test fold's ROC-AUC two ways, from the positive class's probabilities.
 
     ``"rocauc"`` is ROC-AUC *as scored by matbench* (0.6, the package that scores leaderboard
@@ -378,8 +415,10 @@ def classification_scores(y_true, proba):
     ``"rocauc_proba"`` is ROC-AUC from the probabilities themselves (the usual definition).
     ``"balanced_accuracy"`` is given for reference.
 
-    The labels are the estimators' own ``predict`` (the most probable class, i.e. the same
-    0.5 threshold); no threshold is tuned, on test or elsewhere.
+    The labels are matbench's (probability above 0.5, the estimators' own most probable
+    class) unless ``threshold`` is given: a threshold chosen on inner validation
+    (:func:`tune_threshold`), positive where the probability is at least it; those labels
+    are then what a submission would hand matbench. No threshold is chosen on test.
 
     Examples
     --------
@@ -390,7 +429,7 @@ def classification_scores(y_true, proba):
     """
     y_true = np.asarray(y_true).astype(bool)
     proba = np.asarray(proba, dtype=float)
-    labels = proba > MATBENCH_THRESHOLD
+    labels = proba > MATBENCH_THRESHOLD if threshold is None else proba >= threshold
     return {
         "rocauc": float(roc_auc_score(y_true, labels)),
         "rocauc_proba": float(roc_auc_score(y_true, proba)),
@@ -404,7 +443,13 @@ def _score(info, y_true, model, X_test_features):
         y_pred = model.predict(X_test_features)
         return float(mean_absolute_error(y_true, y_pred)), {}, np.asarray(y_pred, dtype=float)
     proba = model.predict_proba(X_test_features)[:, list(model.classes_).index(True)]
-    scores = classification_scores(y_true, proba)
+    threshold = getattr(model, "best_threshold_", None)
+    scores = classification_scores(y_true, proba, threshold)
+    if threshold is not None:
+        labels = model.predict(X_test_features)
+        assert np.array_equal(np.asarray(labels, dtype=bool), proba >= threshold), "labels disagree with the threshold"
+        scores.update(threshold=float(threshold), threshold_validation_balanced_accuracy=float(model.best_score_),
+                      rocauc_at_half=classification_scores(y_true, proba)["rocauc"])
     return scores.pop("rocauc"), scores, proba
 
 
@@ -526,6 +571,11 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         the composition models; results go to ``<task>_composition_only.json``.
     """
     settings = settings or TrainingSettings()
+    if settings.threshold not in ("0.5", "validation"):
+        raise ValueError(f"threshold should be '0.5' or 'validation', got {settings.threshold!r}.")
+    if settings.threshold == "validation" and settings.ensemble > 1:
+        raise ValueError("A threshold chosen on inner validation needs single nets: a seed ensemble's members "
+                         "each hold out their own split, so none is held out from the ensemble.")
     seeds = [seed] if seeds is None else [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds should be distinct integers, got {seeds}.")
@@ -562,7 +612,7 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         if earlier.get("validation_units") != result["validation_units"]:
             _annotate_fits(earlier)  # an older file: its fits carry their seed and units into this one
         if earlier.get("task") == task_name:
-            labels = {model_label(name, settings, selection): name for name in names}
+            labels = {model_label(name, settings, selection, info.kind): name for name in names}
             for label, m in earlier.get("models", {}).items():
                 if label not in labels:
                     result["models"][label] = m
@@ -582,7 +632,7 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         result["encode_s"] = time.perf_counter() - start
         log(f"{task_name}: every structure encoded once per parent for all models ({result['encode_s']:.1f} s)")
     for name in names:
-        label = model_label(name, settings, selection)
+        label = model_label(name, settings, selection, info.kind)
         candidates = candidate_configs(name, info, selection) if selection else []
         fits = []
         for fold in folds:
@@ -637,6 +687,9 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
         picked = next(r for r in records if r["config"] == chosen)
     else:
         model.fit(F_train, y_train.to_numpy())
+    net = model
+    if _tunes_threshold(name, settings, info.kind):
+        model = tune_threshold(net, F_train, y_train.to_numpy())
     t_fit = time.perf_counter() - start
     # the test part is read here, once the model (and its configuration) is fixed
     score, other_scores, pred = _score(info, y_test.to_numpy(), model, F_test)
@@ -644,13 +697,13 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
              "features_reused": reused, "n_train": len(y_train), "n_test": len(y_test),
              "y_true": y_test.astype(float).tolist(), "y_pred": pred.tolist()}
     if settings.ensemble > 1 and MODELS[name][1] in ("sets", "mlpf"):
-        entry["ensemble"] = {"n_estimators": settings.ensemble, "seeds": [int(s) for s in model.seeds_]}
+        entry["ensemble"] = {"n_estimators": settings.ensemble, "seeds": [int(s) for s in net.seeds_]}
     if selection:
         entry.update({k: picked[k] for k in ("best_epoch", "validation_score", "epochs_run", "hit_cap", "members")
                       if k in picked})
         entry["selection"] = {"chosen": chosen, "candidates": records}
     else:
-        entry.update(_fit_record(model, settings.max_epochs))
+        entry.update(_fit_record(net, settings.max_epochs))
     return entry
 
 

@@ -33,7 +33,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import _num_samples, check_is_fitted, column_or_1d
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, EpochScoring
 from skorch.dataset import ValidSplit
@@ -187,6 +187,11 @@ def _roc_auc(net, X, y):
     return roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
 
 
+def _n_samples(X):
+    X = _from_pandas(X)
+    return X.shape[0] if hasattr(X, "shape") else _num_samples(X)
+
+
 def _positions(positions, limit=10):
     shown = ", ".join(str(int(i)) for i in positions[:limit])
     return shown + (f", ... ({len(positions) - limit} more)" if len(positions) > limit else "")
@@ -304,7 +309,7 @@ class _AtomSetsBase(BaseEstimator):
                 )
             return X, y, positions[:0]
         X = _from_pandas(X)
-        n = X.shape[0] if hasattr(X, "shape") else len(X)
+        n = _n_samples(X)
         if y is not None and len(y) != n:
             raise ValueError(f"X has {n} samples but y has {len(y)}.")
         keep = np.setdiff1d(np.arange(n), positions)
@@ -388,6 +393,17 @@ class _AtomSetsBase(BaseEstimator):
         if self.verbose == 1:
             print(self._fit_summary(time.perf_counter() - start), flush=True)
         return net
+
+    def _record_validation_split(self, dataset, y_for_split, fitted_positions):
+        """``validation_indices_``: the inner validation samples' positions in the ``X`` given to fit.
+
+        skorch's ``ValidSplit`` draws the split from its integer seed, so asking the net for
+        its split again returns the one it trained with.
+        """
+        self.validation_indices_ = None
+        if self.net_.train_split is not None:
+            _, valid = self.net_.get_split_datasets(dataset, y_for_split)
+            self.validation_indices_ = fitted_positions[np.sort(np.asarray(valid.indices))]
 
     def _fit_summary(self, seconds):
         """verbose=1: one line per fit."""
@@ -537,6 +553,9 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         Epoch whose weights were kept.
     best_validation_score_ : float or None
         Validation MAE of that epoch, in the units of ``y``.
+    validation_indices_ : ndarray or None
+        Positions in the ``X`` given to ``fit`` of the inner validation samples (held out
+        for early stopping); None without a validation split.
 
     Examples
     --------
@@ -565,7 +584,8 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         """Train on sets ``X`` and targets ``y`` (raw units: eV, GPa, log10 GPa, ...)."""
         self._check_params()
         _require_y(self, y)
-        X, y, _ = self._split_missing(X, y, fitting=True)
+        n_given = _n_samples(X)
+        X, y, missing = self._split_missing(X, y, fitting=True)
         packed = self._pack(X, fitting=True)
         y = self._check_targets(y, packed.n_sets)
         self._y_ndim = y.ndim
@@ -577,7 +597,9 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         score = functools.partial(_mae_in_target_units, scale=self.target_scale_)
         net = self._net(scaled.shape[1], LOSSES[self.loss if self.loss != "auto" else "mse"], self._score_name, score, True, seed, False)
-        self.net_ = self._train(net, _PackedDataset(packed, scaled), None, seed)
+        dataset = _PackedDataset(packed, scaled)
+        self.net_ = self._train(net, dataset, None, seed)
+        self._record_validation_split(dataset, None, np.setdiff1d(np.arange(n_given), missing))
         return self
 
     @property
@@ -628,6 +650,11 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
     best_epoch_ : int
     best_validation_score_ : float or None
         Validation ROC-AUC of the kept epoch.
+    validation_indices_ : ndarray or None
+        Positions in the ``X`` given to ``fit`` of the inner validation samples (held out
+        for early stopping; stratified); None without a validation split. E.g. to choose a
+        decision threshold on them: ``TunedThresholdClassifierCV(clf, cv="prefit",
+        refit=False).fit(X[clf.validation_indices_], y[clf.validation_indices_])``.
 
     Examples
     --------
@@ -651,7 +678,8 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
         """Train on sets ``X`` and class labels ``y``."""
         self._check_params()
         _require_y(self, y)
-        X, y, _ = self._split_missing(X, y, fitting=True)
+        n_given = _n_samples(X)
+        X, y, missing = self._split_missing(X, y, fitting=True)
         packed = self._pack(X, fitting=True)
         y = column_or_1d(y, warn=True)
         if len(y) != packed.n_sets:
@@ -680,7 +708,9 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
                 )
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         net = self._net(len(self.classes_), torch.nn.CrossEntropyLoss, self._score_name, _roc_auc, False, seed, True)
-        self.net_ = self._train(net, _PackedDataset(packed, codes), codes, seed)
+        dataset = _PackedDataset(packed, codes)
+        self.net_ = self._train(net, dataset, codes, seed)
+        self._record_validation_split(dataset, codes, np.setdiff1d(np.arange(n_given), missing))
         return self
 
     def predict_proba(self, X):

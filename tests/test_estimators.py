@@ -257,3 +257,29 @@ def test_n_jobs_sets_torch_threads_for_fit_only(n_jobs, expected):
 def test_predict_before_fit():
     with pytest.raises(NotFittedError):
         AtomSetsClassifier().predict(np.ones((2, 2)))
+
+
+def test_validation_indices_are_the_split_early_stopping_scored(data):
+    """validation_indices_ name the held-out samples in the caller's X (missing rows counted):
+    the kept epoch's recorded score is recomputed exactly from predictions on them."""
+    from sklearn.metrics import mean_absolute_error, roc_auc_score
+
+    X, y = data
+    X_gaps = [np.nan, *X[:150], np.nan, *X[150:]]  # two rows without a set shift the positions
+    y_gaps = np.array([0.0, *y[:150], 0.0, *y[150:]])
+    reg = AtomSetsRegressor(max_epochs=15, random_state=2, handle_missing="ignore")
+    with pytest.warns(UserWarning, match="2 of 302"):
+        reg.fit(X_gaps, y_gaps)
+    idx = reg.validation_indices_
+    assert len(idx) == 30 and 0 not in idx and 151 not in idx and len(set(idx)) == 30
+    held_out = [X_gaps[i] for i in idx]
+    np.testing.assert_allclose(mean_absolute_error(y_gaps[idx], reg.predict(held_out)), reg.best_validation_score_,
+                               rtol=1e-5)
+
+    labels = y > np.median(y)
+    clf = AtomSetsClassifier(max_epochs=15, random_state=2).fit(X, labels)
+    idx = clf.validation_indices_
+    assert len(idx) == 30 and labels[idx].sum() == 15  # stratified
+    proba = clf.predict_proba([X[i] for i in idx])[:, 1]
+    assert roc_auc_score(labels[idx], proba) == pytest.approx(clf.best_validation_score_, abs=1e-12)
+    assert AtomSetsClassifier(max_epochs=2, validation_fraction=None).fit(X, labels).validation_indices_ is None

@@ -350,3 +350,65 @@ def test_seed_ensembles_fit_record_and_average_their_members(monkeypatch, tmp_pa
     cli = json.loads((tmp_path / "cli" / "matbench_steels.json").read_text())["models"]
     assert list(cli) == ["AtomSets-V0 x2"] and len(cli["AtomSets-V0 x2"]["folds"][0]["members"]) == 2
     assert main(["matbench", "--ensemble", "0"]) == 2
+
+
+def test_a_threshold_chosen_on_inner_validation_never_reads_the_test_fold(monkeypatch):
+    """--threshold validation: each network classifier's threshold is the one with the best
+    balanced accuracy on its own inner validation split; the test fold is scored on labels at
+    that threshold, exactly as matbench scores submitted labels; poisoning the test targets
+    changes the score but neither the threshold nor its validation score."""
+    from matbench.data_ops import score_array
+
+    from sklearn_atomsets import _benchmark
+
+    settings = TrainingSettings(max_epochs=8, patience=8, threshold="validation")
+    run = dict(models=["AtomSets"], folds=[0], settings=settings, log=lambda *a: None)
+    clean = run_matbench_task("matbench_expt_is_metal", **run)["models"]
+    assert list(clean) == ["AtomSets (validation threshold)"]
+    for name, kind, label in [("AMM-style", "classification", "AMM-style"), ("AtomSets", "regression", "AtomSets"),
+                              ("MLP-f", "classification", "MLP-f (validation threshold)")]:  # trees keep matbench's 0.5
+        assert _benchmark.model_label(name, settings, kind=kind) == label
+    fold = clean["AtomSets (validation threshold)"]["folds"][0]
+    assert clean["AtomSets (validation threshold)"]["settings"]["threshold"] == "validation"
+    proba = np.array(fold["y_pred"])
+    labels = proba >= fold["threshold"]
+    y_true = [bool(v) for v in fold["y_true"]]
+    assert fold["score"] == score_array(y_true, labels.tolist(), "classification")["rocauc"]
+    assert fold["rocauc_at_half"] == score_array(y_true, proba.tolist(), "classification")["rocauc"]
+    assert 0 < fold["threshold"] < 1 and 0.5 < fold["threshold_validation_balanced_accuracy"] <= 1
+    # test targets that a test-reading threshold would chase: positive exactly above another cut
+    task = load_matbench_task("matbench_expt_is_metal", download=False)
+    other = float(np.quantile(proba, 0.8))
+    poisoned = _poison_test_fold(task, 0, proba > other)
+    monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name, **kw: poisoned)
+    dirty = run_matbench_task("matbench_expt_is_metal", **run)["models"]["AtomSets (validation threshold)"]["folds"][0]
+    assert dirty["y_true"] != fold["y_true"] and dirty["score"] != fold["score"]
+    for key in ("threshold", "threshold_validation_balanced_accuracy", "validation_score", "y_pred"):
+        assert dirty[key] == fold[key]
+
+
+def test_tune_threshold_maximises_balanced_accuracy_on_the_inner_split_only():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from sklearn_atomsets import AtomSetsClassifier, AtomSetsEnsembleClassifier
+    from sklearn_atomsets._benchmark import tune_threshold
+
+    rng = np.random.default_rng(1)
+    X = [rng.integers(1, 40, size=rng.integers(1, 5)) for _ in range(400)]
+    y = np.array([x.mean() > 24 for x in X])  # imbalanced: about a quarter positive
+    clf = AtomSetsClassifier(max_epochs=20, random_state=0).fit(X, y)
+    tuned = tune_threshold(clf, X, y)
+    assert tuned.estimator_ is clf  # not refitted
+    idx = clf.validation_indices_
+    p_valid = clf.predict_proba([X[i] for i in idx])[:, 1]
+    at = lambda t: balanced_accuracy_score(y[idx], p_valid >= t)  # noqa: E731
+    assert tuned.best_score_ == pytest.approx(at(tuned.best_threshold_))
+    assert at(tuned.best_threshold_) >= max(at(t) for t in (0.5, *np.linspace(0.05, 0.95, 19)))
+    p_all = clf.predict_proba(X)[:, 1]
+    np.testing.assert_array_equal(tuned.predict(X), p_all >= tuned.best_threshold_)
+    ensemble = AtomSetsEnsembleClassifier(AtomSetsClassifier(max_epochs=2), n_estimators=2, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="no inner validation split"):
+        tune_threshold(ensemble, X, y)
+    with pytest.raises(ValueError, match="single nets"):
+        run_matbench_task("matbench_glass", models=["AtomSets"], folds=[0],
+                          settings=TrainingSettings(ensemble=2, threshold="validation"))

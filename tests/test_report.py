@@ -77,12 +77,38 @@ def test_table_names_the_pick_of_each_fold_and_the_best_entry():
     assert report.best_entry({"Dummy": 3.0}) == ""
 
 
+def test_thresholds_chosen_on_validation_have_their_own_selected_row_and_rescoring():
+    """Rows '<model> (validation threshold)' are selected among themselves (their probabilities,
+    hence validation ROC-AUC, may equal the 0.5 rows'), and their folds are rescored at the
+    recorded threshold, not at 0.5."""
+    result = _result()
+    tuned = _model([0.8, 0.8, 0.8], [0.0, 0.0, 0.0])
+    tuned["settings"]["threshold"] = "validation"
+    result["models"]["AtomSets (validation threshold)"] = tuned
+    assert report.validation_selected(result)["candidates"] == ["AtomSets", "AtomSets-V0"]
+    assert report.validation_selected(result, threshold=True) is None  # one tuned candidate: nothing to select
+    result["models"]["AtomSets-V0 (validation threshold)"] = _model([0.7, 0.7, 0.7], [0.5, 0.5, 0.5])
+    picked = report.validation_selected(result, threshold=True)
+    assert picked["candidates"] == ["AtomSets (validation threshold)", "AtomSets-V0 (validation threshold)"]
+    assert report.selected_label(threshold=True) == "AtomSets (validation-selected, validation threshold)"
+    assert report.training(result, "AtomSets (validation threshold)").endswith(
+        "decision threshold chosen on inner validation (highest balanced accuracy), ≤10 epochs, patience 2")
+    clf = {"task": "t", "metric": "rocauc", "models": {"m": {"folds": [
+        {"y_true": [0, 0, 1, 1], "y_pred": [0.1, 0.3, 0.35, 0.9], "threshold": 0.35, "score": 0.0}]}}}
+    report.rescore_classification(clf)
+    assert clf["models"]["m"]["folds"][0]["score"] == 1.0  # labels 0,0,1,1 (>= 0.35); at 0.5: 0,0,0,1, i.e. 0.75
+    del clf["models"]["m"]["folds"][0]["threshold"]
+    report.rescore_classification(clf)
+    assert clf["models"]["m"]["folds"][0]["score"] == 0.75
+
+
 def _stored_classification_results():
+    """Every stored classification result file (subfolders included: threshold runs, parts)."""
     import json
 
     folder = REPO / "benchmarks" / "results" / "matbench"
-    results = [json.loads((folder / f"{task}.json").read_text())
-               for task in ("matbench_expt_is_metal", "matbench_glass") if (folder / f"{task}.json").is_file()]
+    results = [json.loads(p.read_text()) for task in ("matbench_expt_is_metal", "matbench_glass")
+               for p in sorted(folder.rglob(f"{task}.json"))]
     if not results:
         import pytest
 
@@ -104,8 +130,10 @@ def test_classification_is_scored_exactly_as_matbench_scores_the_leaderboard():
         for m in result["models"].values():
             for f in m["folds"]:
                 y_true = [bool(v) for v in f["y_true"]]
-                ours = classification_scores(y_true, f["y_pred"])
-                theirs = score_array(y_true, [float(p) for p in f["y_pred"]], "classification")
+                ours = classification_scores(y_true, f["y_pred"], f.get("threshold"))
+                # a threshold chosen on inner validation: the submission is its labels
+                submitted = [float(p) if "threshold" not in f else p >= f["threshold"] for p in f["y_pred"]]
+                theirs = score_array(y_true, submitted, "classification")
                 assert ours["rocauc"] == theirs["rocauc"]
                 assert np.isclose(ours["rocauc"], theirs["balanced_accuracy"])
                 n_checked += 1
