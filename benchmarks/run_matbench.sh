@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The MatBench table with the full protocol, unattended, in parts (see benchmarks/README.md, "Protocol"):
 # 3 seeds (inner split + initialisation), patience 200, epoch cap 2000 (each fit records whether it hit it),
-# every network fit's loss (regressors) and readout chosen on inner-validation scores (--select), all 13
+# every network fit's loss (regressors) and readout chosen on inner-validation scores (--select), network
+# classifiers' decision thresholds chosen on the same inner split (--threshold validation), all 13
 # tasks (log_gvrh, log_kvrh, perovskites, mp_gap, mp_is_metal, mp_e_form from their composition-only copies).
 # About 100 h on 2 cores by benchmarks/estimate_protocol_time.py -- an ESTIMATE scaled from recorded fit
 # times -- so the jobs are packed into parts (benchmarks/matbench_plan.tsv, written by that script): a part
@@ -18,7 +19,7 @@ PLAN=${PLAN:-benchmarks/matbench_plan.tsv}
 WHICH=${1:-list}
 RESULTS=${2:-benchmarks/results}
 OUT=$RESULTS/matbench_seeds/jobs
-PROTOCOL=(--select --max-epochs 2000 --patience 200 --threads 1)
+PROTOCOL=(--select --threshold validation --max-epochs 2000 --patience 200 --threads 1)
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"  # e.g. EXTRA_ARGS="--max-epochs 3" for a dry run (later flags win)
 export MATMINER_DATA=${MATMINER_DATA:-$PWD/../shared/data/matbench}
 

@@ -188,8 +188,7 @@ def _roc_auc(net, X, y):
 
 
 def _n_samples(X):
-    X = _from_pandas(X)
-    return X.shape[0] if hasattr(X, "shape") else _num_samples(X)
+    return _num_samples(_from_pandas(X))
 
 
 def _positions(positions, limit=10):
