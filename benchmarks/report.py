@@ -2,8 +2,8 @@
 
     python benchmarks/report.py [results folder] [output folder]
 
-Reads every ``matbench_*.json`` under the results folder (default: ``results/matbench_seeds``,
-where ``benchmarks/run_matbench.sh`` writes the full protocol's jobs, once it holds any, else
+Reads every ``matbench_*.json`` under the results folder (default: per task, ``results/matbench_seeds``,
+where ``benchmarks/run_matbench.sh`` writes the full protocol's jobs, where it holds that task, else
 ``results/matbench``, the single-seed run), merges the parts of each task, and writes
 ``matbench_table.md``, one bar chart per task against the leaderboard anchors, and a parity
 plot (regression) for each task's best model.
@@ -119,10 +119,15 @@ def task_label(result):
     return label
 
 
-def default_results_folder():
-    """The full protocol's results (``results/matbench_seeds``) once there are any, else the
-    single-seed run's (``results/matbench``)."""
-    return SEEDED_RESULTS if any(SEEDED_RESULTS.rglob("matbench_*.json")) else RESULTS
+def load_default_results(seeded=SEEDED_RESULTS, first=RESULTS):
+    """Per task, the full protocol's results (``results/matbench_seeds``, written by
+    ``run_matbench.sh`` in parts) where it has run that task, else the first, single-seed
+    pass's (``results/matbench``): a table never mixes the two protocols within a task."""
+    full = load_results(seeded) if Path(seeded).is_dir() else []
+    done = {result_key(r) for r in full}
+    rank = {t: k for k, t in enumerate(ORDER)}
+    results = full + [r for r in load_results(first) if result_key(r) not in done]
+    return sorted(results, key=lambda r: (rank.get(r["task"], len(ORDER)), r["task"], bool(r.get("composition_only"))))
 
 
 def load_results(folder=RESULTS):
@@ -426,9 +431,14 @@ def parity_plot(result, path):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    folder = Path(argv[0]) if argv else default_results_folder()
     out = Path(argv[1]) if len(argv) > 1 else HERE / "results"
-    results = load_results(folder)
+    if argv:
+        folder = Path(argv[0])
+        # run_matbench.sh passes <results>/matbench_seeds: its tasks, the others from <results>/matbench
+        results = (load_default_results(folder, folder.parent / "matbench") if folder.name == SEEDED_RESULTS.name
+                   else load_results(folder))
+    else:
+        folder, results = f"{SEEDED_RESULTS} or {RESULTS}", load_default_results()
     if not results:
         print(f"no results in {folder}")
         return 1

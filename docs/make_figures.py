@@ -87,7 +87,7 @@ def matbench_pages(out_dir):
     sys.path.insert(0, str(DOCS.parent / "benchmarks"))
     import report
 
-    results = report.load_results(report.default_results_folder())
+    results = report.load_default_results()
     table, plots = out_dir / "matbench_table.rst", out_dir / "matbench_plots.rst"
     parents, rows = report.parent_comparison(results)
     comparison = ["*No task has results with more than one parent yet.*"]

@@ -360,3 +360,22 @@ def test_the_plan_covers_every_seed_and_fold_once_within_slots():
     # the structure tasks come first, the composition-only ones in later parts
     first_comp = min(p for p, _, _, _, comp, *_ in jobs if comp)
     assert all(p < first_comp for p, _, _, _, comp, *_ in jobs if not comp)
+
+
+def test_default_results_take_each_task_from_the_full_protocol_where_it_ran(tmp_path):
+    """A task that run_matbench.sh's full protocol has run comes from matbench_seeds alone (no
+    mixing of protocols within a task); the others still come from the first pass."""
+    import json
+
+    seeded, first = tmp_path / "matbench_seeds", tmp_path / "matbench"
+    for folder, task, score in [(first, "matbench_steels", 1.0), (first, "matbench_jdft2d", 2.0),
+                                (seeded / "jobs" / "p01", "matbench_steels", 3.0)]:
+        folder.mkdir(parents=True, exist_ok=True)
+        result = _result() | {"task": task}
+        result["models"] = {"AtomSets": _model([score] * 3, [0.1] * 3)}
+        (folder / f"{task}.json").write_text(json.dumps(result))
+    results = report.load_default_results(seeded, first)
+    assert [(r["task"], r["models"]["AtomSets"]["mean"]) for r in results] == [
+        ("matbench_steels", 3.0), ("matbench_jdft2d", 2.0)]
+    assert [r["task"] for r in report.load_default_results(tmp_path / "none", first)] == [
+        "matbench_steels", "matbench_jdft2d"]
