@@ -447,7 +447,8 @@ def _score(info, y_true, model, X_test_features):
     scores = classification_scores(y_true, proba, threshold)
     if threshold is not None:
         labels = model.predict(X_test_features)
-        assert np.array_equal(np.asarray(labels, dtype=bool), proba >= threshold), "labels disagree with the threshold"
+        if not np.array_equal(np.asarray(labels, dtype=bool), proba >= threshold):  # scikit-learn's rule changed?
+            raise RuntimeError("The tuned classifier's labels are not 'probability >= best_threshold_'.")
         scores.update(threshold=float(threshold), threshold_validation_balanced_accuracy=float(model.best_score_),
                       rocauc_at_half=classification_scores(y_true, proba)["rocauc"])
     return scores.pop("rocauc"), scores, proba
