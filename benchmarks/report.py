@@ -3,7 +3,7 @@
     python benchmarks/report.py [results folder] [output folder]
 
 Reads every ``matbench_*.json`` under the results folder (default: per task, ``results/matbench_seeds``,
-where ``benchmarks/run_matbench.sh`` writes the full protocol's jobs, where it holds that task, else
+where ``benchmarks/run_matbench.sh`` writes the full protocol's jobs, once all that task's jobs are done, else
 ``results/matbench``, the single-seed run), merges the parts of each task, and writes
 ``matbench_table.md``, one bar chart per task against the leaderboard anchors, and a parity
 plot (regression) for each task's best model.
@@ -119,11 +119,28 @@ def task_label(result):
     return label
 
 
-def load_default_results(seeded=SEEDED_RESULTS, first=RESULTS):
+PLAN = HERE / "matbench_plan.tsv"  # run_matbench.sh's jobs
+
+
+def complete_tasks(seeded=SEEDED_RESULTS, plan=PLAN):
+    """``(task, composition_only)`` pairs whose every job of ``plan`` has finished (a ``done``
+    file in ``<seeded>/jobs/<job>/``)."""
+    jobs = {}
+    for line in Path(plan).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            _, _, job, task, composition_only, *_ = line.split("\t")
+            jobs.setdefault((task, composition_only == "1"), []).append(job)
+    return {key for key, names in jobs.items() if all((Path(seeded) / "jobs" / j / "done").is_file() for j in names)}
+
+
+def load_default_results(seeded=SEEDED_RESULTS, first=RESULTS, plan=PLAN):
     """Per task, the full protocol's results (``results/matbench_seeds``, written by
-    ``run_matbench.sh`` in parts) where it has run that task, else the first, single-seed
-    pass's (``results/matbench``): a table never mixes the two protocols within a task."""
-    full = load_results(seeded) if Path(seeded).is_dir() else []
+    ``run_matbench.sh`` in parts) once every job of the plan for that task has finished, else
+    the first, single-seed pass's (``results/matbench``): a table never mixes the two
+    protocols within a task, nor shows a task's full protocol with some of its models missing."""
+    complete = complete_tasks(seeded, plan)
+    full = [r for r in (load_results(seeded) if Path(seeded).is_dir() else [])
+            if (r["task"], bool(r.get("composition_only"))) in complete]
     done = {result_key(r) for r in full}
     rank = {t: k for k, t in enumerate(ORDER)}
     results = full + [r for r in load_results(first) if result_key(r) not in done]
@@ -435,7 +452,7 @@ def main(argv=None):
     if argv:
         folder = Path(argv[0])
         # run_matbench.sh passes <results>/matbench_seeds: its tasks, the others from <results>/matbench
-        results = (load_default_results(folder, folder.parent / "matbench") if folder.name == SEEDED_RESULTS.name
+        results = (load_default_results(folder, folder.parent / "matbench", PLAN) if folder.name == SEEDED_RESULTS.name
                    else load_results(folder))
     else:
         folder, results = f"{SEEDED_RESULTS} or {RESULTS}", load_default_results()

@@ -363,8 +363,8 @@ def test_the_plan_covers_every_seed_and_fold_once_within_slots():
 
 
 def test_default_results_take_each_task_from_the_full_protocol_where_it_ran(tmp_path):
-    """A task that run_matbench.sh's full protocol has run comes from matbench_seeds alone (no
-    mixing of protocols within a task); the others still come from the first pass."""
+    """A task all of whose plan jobs the full protocol has finished comes from matbench_seeds
+    alone (no mixing of protocols within a task); the others still come from the first pass."""
     import json
 
     seeded, first = tmp_path / "matbench_seeds", tmp_path / "matbench"
@@ -374,8 +374,18 @@ def test_default_results_take_each_task_from_the_full_protocol_where_it_ran(tmp_
         result = _result() | {"task": task}
         result["models"] = {"AtomSets": _model([score] * 3, [0.1] * 3)}
         (folder / f"{task}.json").write_text(json.dumps(result))
-    results = report.load_default_results(seeded, first)
+    plan = tmp_path / "plan.tsv"
+    plan.write_text("# part\tslot\tjob\ttask\tcomposition_only\tmodel\tseeds\tfolds\testimated_s\n"
+                    "1\t1\tp01\tmatbench_steels\t0\tAtomSets\t0 1 2\t0 1 2 3 4\t10\n"
+                    "1\t2\tp02\tmatbench_steels\t0\tAMM-style\t0 1 2\t0 1 2 3 4\t10\n")
+    # one of steels' two jobs done: steels still comes from the first pass
+    (seeded / "jobs" / "p01" / "done").write_text("")
+    assert [r["models"]["AtomSets"]["mean"] for r in report.load_default_results(seeded, first, plan)] == [1.0, 2.0]
+    (seeded / "jobs" / "p02").mkdir()
+    (seeded / "jobs" / "p02" / "done").write_text("")
+    assert report.complete_tasks(seeded, plan) == {("matbench_steels", False)}
+    results = report.load_default_results(seeded, first, plan)
     assert [(r["task"], r["models"]["AtomSets"]["mean"]) for r in results] == [
         ("matbench_steels", 3.0), ("matbench_jdft2d", 2.0)]
-    assert [r["task"] for r in report.load_default_results(tmp_path / "none", first)] == [
+    assert [r["task"] for r in report.load_default_results(tmp_path / "none", first, plan)] == [
         "matbench_steels", "matbench_jdft2d"]
