@@ -142,9 +142,13 @@ def load_default_results(seeded=SEEDED_RESULTS, first=RESULTS, plan=PLAN):
     full = [r for r in (load_results(seeded) if Path(seeded).is_dir() else [])
             if (r["task"], bool(r.get("composition_only"))) in complete]
     done = {result_key(r) for r in full}
-    rank = {t: k for k, t in enumerate(ORDER)}
-    results = full + [r for r in load_results(first) if result_key(r) not in done]
-    return sorted(results, key=lambda r: (rank.get(r["task"], len(ORDER)), r["task"], bool(r.get("composition_only"))))
+    return sorted(full + [r for r in load_results(first) if result_key(r) not in done], key=_table_order)
+
+
+def _table_order(result):
+    """Tasks in :data:`ORDER` (others after them, by name), a task's composition-only run last."""
+    return ORDER.index(result["task"]) if result["task"] in ORDER else len(ORDER), result["task"], \
+        bool(result.get("composition_only"))
 
 
 def load_results(folder=RESULTS):
@@ -155,8 +159,7 @@ def load_results(folder=RESULTS):
 
     paths = sorted(Path(folder).rglob("matbench_*.json"), key=lambda p: (p.stat().st_mtime, str(p)))
     files = merge_results([json.loads(p.read_text()) for p in paths])
-    rank = {t: k for k, t in enumerate(ORDER)}
-    results = sorted(files, key=lambda r: (rank.get(r["task"], len(ORDER)), r["task"], bool(r.get("composition_only"))))
+    results = sorted(files, key=_table_order)
     for r in results:
         rescore_classification(r)
         for m in r["models"].values():

@@ -33,7 +33,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import _num_samples, check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, EpochScoring
 from skorch.dataset import ValidSplit
@@ -187,10 +187,6 @@ def _roc_auc(net, X, y):
     return roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
 
 
-def _n_samples(X):
-    return _num_samples(_from_pandas(X))
-
-
 def _positions(positions, limit=10):
     shown = ", ".join(str(int(i)) for i in positions[:limit])
     return shown + (f", ... ({len(positions) - limit} more)" if len(positions) > limit else "")
@@ -308,7 +304,7 @@ class _AtomSetsBase(BaseEstimator):
                 )
             return X, y, positions[:0]
         X = _from_pandas(X)
-        n = _n_samples(X)
+        n = X.shape[0] if hasattr(X, "shape") else len(X)
         if y is not None and len(y) != n:
             raise ValueError(f"X has {n} samples but y has {len(y)}.")
         keep = np.setdiff1d(np.arange(n), positions)
@@ -393,8 +389,9 @@ class _AtomSetsBase(BaseEstimator):
             print(self._fit_summary(time.perf_counter() - start), flush=True)
         return net
 
-    def _record_validation_split(self, dataset, y_for_split, fitted_positions):
-        """``validation_indices_``: the inner validation samples' positions in the ``X`` given to fit.
+    def _record_validation_split(self, dataset, y_for_split, missing):
+        """``validation_indices_``: the inner validation samples' positions in the ``X`` given to
+        fit, whose rows at the positions ``missing`` (no set) are not in ``dataset``.
 
         skorch's ``ValidSplit`` draws the split from its integer seed, so asking the net for
         its split again returns the one it trained with.
@@ -402,7 +399,8 @@ class _AtomSetsBase(BaseEstimator):
         self.validation_indices_ = None
         if self.net_.train_split is not None:
             _, valid = self.net_.get_split_datasets(dataset, y_for_split)
-            self.validation_indices_ = fitted_positions[np.sort(np.asarray(valid.indices))]
+            fitted = np.delete(np.arange(len(dataset) + len(missing)), missing)
+            self.validation_indices_ = fitted[np.sort(np.asarray(valid.indices))]
 
     def _fit_summary(self, seconds):
         """verbose=1: one line per fit."""
@@ -583,7 +581,6 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         """Train on sets ``X`` and targets ``y`` (raw units: eV, GPa, log10 GPa, ...)."""
         self._check_params()
         _require_y(self, y)
-        n_given = _n_samples(X)
         X, y, missing = self._split_missing(X, y, fitting=True)
         packed = self._pack(X, fitting=True)
         y = self._check_targets(y, packed.n_sets)
@@ -598,7 +595,7 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         net = self._net(scaled.shape[1], LOSSES[self.loss if self.loss != "auto" else "mse"], self._score_name, score, True, seed, False)
         dataset = _PackedDataset(packed, scaled)
         self.net_ = self._train(net, dataset, None, seed)
-        self._record_validation_split(dataset, None, np.setdiff1d(np.arange(n_given), missing))
+        self._record_validation_split(dataset, None, missing)
         return self
 
     @property
@@ -677,7 +674,6 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
         """Train on sets ``X`` and class labels ``y``."""
         self._check_params()
         _require_y(self, y)
-        n_given = _n_samples(X)
         X, y, missing = self._split_missing(X, y, fitting=True)
         packed = self._pack(X, fitting=True)
         y = column_or_1d(y, warn=True)
@@ -709,7 +705,7 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
         net = self._net(len(self.classes_), torch.nn.CrossEntropyLoss, self._score_name, _roc_auc, False, seed, True)
         dataset = _PackedDataset(packed, codes)
         self.net_ = self._train(net, dataset, codes, seed)
-        self._record_validation_split(dataset, codes, np.setdiff1d(np.arange(n_given), missing))
+        self._record_validation_split(dataset, codes, missing)
         return self
 
     def predict_proba(self, X):
