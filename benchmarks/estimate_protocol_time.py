@@ -2,9 +2,12 @@
 
     python benchmarks/estimate_protocol_time.py [results folder] [--seeds 3] [--patience 200] [--cap 2000]
     python benchmarks/estimate_protocol_time.py --plan benchmarks/matbench_plan.tsv   # also write the parts
+    python benchmarks/estimate_protocol_time.py --plan benchmarks/matbench_plan.tsv --keep-parts 5
+        # parts 1-5 of the existing plan kept as they are (their finished jobs keep their folders)
 
-Reads the single-seed results (``benchmarks/results/matbench/<task>.json``: per fit
-``fit_s``, ``featurize_s``, ``epochs_run``, ``best_epoch``) and scales them to the protocol of
+Reads the single-seed results (``benchmarks/results/matbench/<task>.json``, and the other
+parents' runs in its ``chgnet/`` folder: per fit ``fit_s``, ``featurize_s``, ``epochs_run``,
+``best_epoch``, and per selection candidate where a run selected) and scales them to the protocol of
 ``benchmarks/run_matbench.sh``: ``--seeds`` seeds, patience ``--patience``, epoch cap
 ``--cap`` and, for every network fit, the selection candidates of ``--select`` (regressors:
 loss mse/mae/huber x readout mean/set2set = 6 fits; classifiers: 2 readouts; MLP-f: 3 losses
@@ -13,7 +16,9 @@ printed with the numbers.
 
 - Seconds per epoch of a model are its recorded ``fit_s / epochs_run`` (mean readout); the
   set2set readout's are its recorded ones where the run has them, else the mean readout's
-  times the median set2set/mean ratio of the runs that have both.
+  times the median set2set/mean ratio of the runs that have both. A fold that recorded
+  selection candidates (readouts) is estimated from each candidate's own times and epochs,
+  times the 3 losses where only readouts were candidates.
 - Epochs of a new fit: ``best + patience``, capped, where ``best`` is the recorded best epoch
   of a fit that stopped early, and twice it (at most the cap) for a fit that hit the old cap.
 - The featurizer runs once per fold (the runner reuses its output across seeds); the
@@ -57,6 +62,13 @@ def _net_estimate(folds, s2s_folds, s2s_ratio, kind, is_mlpf, old_cap, args):
     n_loss = 3 if kind == "regression" else 1
     total = 0.0
     for k, f in enumerate(folds):
+        candidates = f.get("selection", {}).get("candidates")
+        if candidates:  # a selecting run: each candidate's own time per epoch and epochs
+            losses = 1 if any("loss" in c["config"] for c in candidates) else n_loss
+            fits = losses * sum(c["fit_s"] / c["epochs_run"] * _new_epochs(c, old_cap, args.patience, args.cap)
+                                for c in candidates)
+            total += args.seeds * fits + f["featurize_s"]
+            continue
         per_epoch = f["fit_s"] / f["epochs_run"]
         epochs = _new_epochs(f, old_cap, args.patience, args.cap)
         mean_s = per_epoch * epochs
@@ -73,8 +85,17 @@ def _net_estimate(folds, s2s_folds, s2s_ratio, kind, is_mlpf, old_cap, args):
     return total
 
 
+PARENT_FOLDERS = ("chgnet",)  # first-pass runs of the same tasks on other parents (their models' names say which)
+
+
 def estimate(folder, args):
     files = {p.stem: json.loads(p.read_text()) for p in Path(folder).glob("matbench_*.json")}
+    for sub in PARENT_FOLDERS:
+        for p in Path(folder, sub).glob("matbench_*.json"):
+            other = json.loads(p.read_text())
+            if p.stem not in files or other["settings"]["max_epochs"] != files[p.stem]["settings"]["max_epochs"]:
+                raise SystemExit(f"{p}: no run of its task in {folder} with the same epoch cap to estimate beside")
+            files[p.stem]["models"].update(other["models"])
     ratios = []
     for r in files.values():
         for name, m in r["models"].items():
@@ -116,7 +137,7 @@ def estimate(folder, args):
     return rows, s2s_ratio
 
 
-def plan(rows, seeds, slot_s):
+def plan(rows, seeds, slot_s, first_part=1):
     """Jobs packed into parts of two slots (processes) of about ``slot_s`` estimated seconds.
 
     A (task, model) is one job when its estimate fits a slot, else one job per seed, else
@@ -143,7 +164,7 @@ def plan(rows, seeds, slot_s):
         return 0 if not job[1] else 2 if job[0] in ("matbench_mp_gap", "matbench_mp_e_form") else 1
 
     jobs.sort(key=lambda j: (group(j), -j[-1]))
-    slots, first_part = [], 1  # slots: [part, slot, used seconds, jobs]
+    slots = []  # [part, slot, used seconds, jobs]
     for g in sorted({group(j) for j in jobs}):
         group_slots = []
         for job in (j for j in jobs if group(j) == g):
@@ -170,6 +191,10 @@ def main(argv=None):
     parser.add_argument("--patience", type=int, default=200)
     parser.add_argument("--cap", type=int, default=2000)
     parser.add_argument("--plan", default=None, help="write the parts of run_matbench.sh to this TSV file")
+    parser.add_argument("--keep-parts", type=int, default=0,
+                        help="keep parts 1..K of the existing --plan file as they are (job names, and so the "
+                             "folders of finished jobs, unchanged) and pack only the (task, model) pairs they "
+                             "lack into parts K+1, ...")
     parser.add_argument("--slot-hours", type=float, default=2.5,
                         help="estimated hours per process and part (a part is two processes; 2.5 leaves "
                              "room in a 3-hour window for the estimate's error)")
@@ -188,18 +213,27 @@ def main(argv=None):
     print(f"total {total / 3600:.1f} process-hours; on 2 cores (two 1-thread processes) about "
           f"{total / 7200:.1f} h, i.e. at least {int(-(-total // (2 * 3 * 3600)))} three-hour windows")
     if args.plan:
-        jobs = plan(rows, list(range(args.seeds)), args.slot_hours * 3600)
+        kept = []
+        if args.keep_parts:
+            kept = [line for line in Path(args.plan).read_text().splitlines()
+                    if line.strip() and not line.startswith("#") and int(line.split("\t")[0]) <= args.keep_parts]
+            have = {(t, c == "1", m) for _, _, _, t, c, m, *_ in (line.split("\t") for line in kept)}
+            rows = [(t, m, s) for t, m, s in rows
+                    if (t.replace(" (composition only)", ""), t.endswith("(composition only)"), m) not in have]
+        jobs = plan(rows, list(range(args.seeds)), args.slot_hours * 3600, first_part=args.keep_parts + 1)
         lines = ["# part\tslot\tjob\ttask\tcomposition_only\tmodel\tseeds\tfolds\testimated_s",
                  f"# written by: python benchmarks/estimate_protocol_time.py --plan ... --seeds {args.seeds} "
-                 f"--patience {args.patience} --cap {args.cap} --slot-hours {args.slot_hours} (an ESTIMATE)"]
+                 f"--patience {args.patience} --cap {args.cap} --slot-hours {args.slot_hours}"
+                 + (f" --keep-parts {args.keep_parts}" if args.keep_parts else "") + " (an ESTIMATE)"]
+        lines += kept
         lines += ["\t".join([str(p), str(sl), j, t, str(int(c)), m, " ".join(map(str, se)), " ".join(map(str, fo)),
                              f"{s:.0f}"]) for p, sl, j, t, c, m, se, fo, s in jobs]
         Path(args.plan).write_text("\n".join(lines) + "\n")
-        parts = max(j[0] for j in jobs)
         longest = {}
-        for p, sl, *_, s in jobs:
+        for p, sl, *_, s in [(int(f[0]), int(f[1]), float(f[-1])) for f in (line.split("\t") for line in kept)] + jobs:
             longest[(p, sl)] = longest.get((p, sl), 0) + s
-        print(f"plan: {len(jobs)} jobs in {parts} parts -> {args.plan}; estimated longest slot "
+        parts = max(p for p, _ in longest)
+        print(f"plan: {len(kept) + len(jobs)} jobs in {parts} parts -> {args.plan}; estimated longest slot "
               f"{max(longest.values()) / 3600:.2f} h")
     return 0
 

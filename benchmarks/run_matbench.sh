@@ -4,14 +4,16 @@
 # every network fit's loss (regressors) and readout chosen on inner-validation scores (--select), network
 # classifiers' decision thresholds chosen on the same inner split (--threshold validation), all 13
 # tasks (log_gvrh, log_kvrh, perovskites, mp_gap, mp_is_metal, mp_e_form from their composition-only copies).
-# About 100 h on 2 cores by benchmarks/estimate_protocol_time.py -- an ESTIMATE scaled from recorded fit
+# About 107 h on 2 cores by benchmarks/estimate_protocol_time.py -- an ESTIMATE scaled from recorded fit
 # times -- so the jobs are packed into parts (benchmarks/matbench_plan.tsv, written by that script): a part
 # is two 1-thread processes of at most 2.5 estimated hours each, i.e. one 3-hour window on 2 cores.
-# Parts 1-5 are the seven tasks with structures (the main table). Finished jobs are skipped on a rerun,
-# so an interrupted part can simply be started again. After each part the report is rewritten.
+# Parts 1-9 are the seven tasks with structures (the main table; 1-5 the MEGNet parent's models and the
+# baselines, 6-9 the CHGNet parent's). Finished jobs are skipped on a rerun, so an interrupted part can
+# simply be started again. After each part (or list of jobs) the report is rewritten.
 #   bash benchmarks/run_matbench.sh list                  # the parts, their tasks and estimates
 #   bash benchmarks/run_matbench.sh 1                     # one part (also a range: 1-5, or: all)
 #   bash benchmarks/run_matbench.sh 1-5 [results folder]  # default benchmarks/results
+#   JOBS="p05s1j03 p05s1j05" bash benchmarks/run_matbench.sh jobs [results folder]  # these jobs, one after another
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -30,11 +32,12 @@ case $WHICH in
             END { for (k in h) printf "part %s: %.2f h estimated:%s\n", k, h[k], t[k] }' "$PLAN" | sort -n -k2
         exit 0 ;;
     all) first=1; end=$last ;;
+    jobs) ;;
     *-*) first=${WHICH%-*}; end=${WHICH#*-} ;;
     *) first=$WHICH; end=$WHICH ;;
 esac
 
-run_slot() {  # the jobs of one part's slot, one after the other
+run_slot() {  # the jobs of one part's slot (or, for part "jobs", the plan's jobs named in $JOBS), in turn
     local part=$1 slot=$2 failed=0
     while IFS=$'\t' read -r _ _ job task comp model seeds folds _; do
         local dir=$OUT/$job
@@ -50,12 +53,19 @@ run_slot() {  # the jobs of one part's slot, one after the other
         else
             echo "FAILED $job (see $dir/log.txt)"; failed=1
         fi
-    done < <(awk -F'\t' -v p="$part" -v s="$slot" '!/^#/ && $1 == p && $2 == s' "$PLAN")
+    done < <(awk -F'\t' -v p="$part" -v s="$slot" -v jobs=" ${JOBS:-} " \
+        '!/^#/ && (p == "jobs" ? index(jobs, " " $3 " ") : $1 == p && $2 == s)' "$PLAN")
     return $failed
 }
 
 start=$(date +%s)
 status=0
+if [[ $WHICH == jobs ]]; then
+    run_slot jobs - || status=1
+    echo "jobs ${JOBS:-} wall time: $(( $(date +%s) - start )) s"
+    "$PY" benchmarks/report.py "$RESULTS/matbench_seeds" "$RESULTS"
+    exit $status
+fi
 for ((part = first; part <= end; part++)); do
     part_start=$(date +%s)
     run_slot "$part" 1 & one=$!
