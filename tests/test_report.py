@@ -337,10 +337,15 @@ def test_validation_scores_in_different_units_are_never_compared(tmp_path):
     assert picks == ["AtomSets-V0", "AtomSets", "AtomSets-V1 [CHGNet-0.3.0]"]
 
 
-def test_the_plan_covers_every_seed_and_fold_once_within_slots():
+def _estimate_module():
     spec = importlib.util.spec_from_file_location("estimate", REPO / "benchmarks" / "estimate_protocol_time.py")
     estimate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(estimate)
+    return estimate
+
+
+def test_the_plan_covers_every_seed_and_fold_once_within_slots():
+    estimate = _estimate_module()
     rows = [("matbench_steels", "AtomSets", 100.0), ("matbench_steels", "AMM-style", 30.0),
             ("matbench_dielectric", "AtomSets-V1", 250.0),  # > slot: one job per seed
             ("matbench_mp_e_form (composition only)", "AtomSets", 1500.0)]  # > slot per seed: per seed and fold
@@ -360,6 +365,32 @@ def test_the_plan_covers_every_seed_and_fold_once_within_slots():
     # the structure tasks come first, the composition-only ones in later parts
     first_comp = min(p for p, _, _, _, comp, *_ in jobs if comp)
     assert all(p < first_comp for p, _, _, _, comp, *_ in jobs if not comp)
+
+
+def test_the_committed_plan_is_what_the_script_writes_and_keeps_finished_parts(tmp_path, capsys):
+    """benchmarks/matbench_plan.tsv: every (task, model) the estimate prices -- the CHGNet
+    parent's first-pass models included -- once per seed and fold; re-planned with
+    --keep-parts 5 (as it was written) it comes out the same, parts 1-5 line for line."""
+    estimate = _estimate_module()
+    committed = (REPO / "benchmarks" / "matbench_plan.tsv").read_text()
+    plan = tmp_path / "plan.tsv"
+    # a stale plan: parts 1-5 as committed, the later parts lost -- they are packed again
+    plan.write_text("".join(line + "\n" for line in committed.splitlines()
+                            if line.startswith("#") or int(line.split("\t")[0]) <= 5))
+    assert estimate.main([str(REPO / "benchmarks" / "results" / "matbench"), "--plan", str(plan), "--keep-parts", "5"]) == 0
+    assert plan.read_text() == committed
+    covered = {}
+    for line in committed.splitlines():
+        if not line.startswith("#"):
+            _, _, _, task, comp, model, seeds, folds, _ = line.split("\t")
+            for s in seeds.split():
+                for k in folds.split():
+                    covered[(task, comp, model, s, k)] = covered.get((task, comp, model, s, k), 0) + 1
+    assert set(covered.values()) == {1}
+    pairs = {(t, c, m) for t, c, m, *_ in covered}
+    assert len(covered) == 15 * len(pairs)
+    assert ("matbench_jdft2d", "0", "AtomSets-V1 [CHGNet-0.3.0]") in pairs
+    assert "214.3 process-hours" in capsys.readouterr().out
 
 
 def test_default_results_take_each_task_from_the_full_protocol_where_it_ran(tmp_path):
