@@ -339,7 +339,23 @@ class _AtomSetsBase(BaseEstimator):
         return packed
 
     # -- training -------------------------------------------------------------------------
-    def _net(self, n_outputs, criterion, score_name, score, lower_is_better, seed, stratified):
+    def _fit(self, X, y):
+        """The fit both estimators share; ``_encode_targets`` is what differs (scaled targets and
+        an L1/L2/Huber loss, or class codes, cross-entropy and a stratified split)."""
+        self._check_params()
+        _require_y(self, y)
+        X, y, missing = self._split_missing(X, y, fitting=True)
+        packed = self._pack(X, fitting=True)
+        targets, n_outputs, criterion, score, y_for_split = self._encode_targets(y, packed.n_sets)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        net = self._net(n_outputs, criterion, score, seed, stratified=y_for_split is not None)
+        dataset = _PackedDataset(packed, targets)
+        self.net_ = self._train(net, dataset, y_for_split, seed)
+        self._record_validation_split(dataset, y_for_split, missing)
+        return self
+
+    def _net(self, n_outputs, criterion, score, seed, stratified):
+        score_name, lower_is_better = self._score_name, self._lower_is_better
         callbacks = []
         train_split = None
         if self.validation_fraction:
@@ -579,24 +595,19 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
 
     def fit(self, X, y):
         """Train on sets ``X`` and targets ``y`` (raw units: eV, GPa, log10 GPa, ...)."""
-        self._check_params()
-        _require_y(self, y)
-        X, y, missing = self._split_missing(X, y, fitting=True)
-        packed = self._pack(X, fitting=True)
-        y = self._check_targets(y, packed.n_sets)
+        return self._fit(X, y)
+
+    def _encode_targets(self, y, n_sets):
+        """Targets standardised per column (the net's outputs are scaled back in ``predict``)."""
+        y = self._check_targets(y, n_sets)
         self._y_ndim = y.ndim
         y2 = y.reshape(len(y), -1)
         self.target_mean_ = y2.mean(axis=0)
         scale = y2.std(axis=0)
         self.target_scale_ = np.where(scale > 0, scale, 1.0)
         scaled = ((y2 - self.target_mean_) / self.target_scale_).astype(np.float32)
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         score = functools.partial(_mae_in_target_units, scale=self.target_scale_)
-        net = self._net(scaled.shape[1], LOSSES[self.loss if self.loss != "auto" else "mse"], self._score_name, score, True, seed, False)
-        dataset = _PackedDataset(packed, scaled)
-        self.net_ = self._train(net, dataset, None, seed)
-        self._record_validation_split(dataset, None, missing)
-        return self
+        return scaled, scaled.shape[1], LOSSES[self.loss if self.loss != "auto" else "mse"], score, None
 
     @property
     def _prior(self):
@@ -672,13 +683,13 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
 
     def fit(self, X, y):
         """Train on sets ``X`` and class labels ``y``."""
-        self._check_params()
-        _require_y(self, y)
-        X, y, missing = self._split_missing(X, y, fitting=True)
-        packed = self._pack(X, fitting=True)
+        return self._fit(X, y)
+
+    def _encode_targets(self, y, n_sets):
+        """Class codes (``classes_`` order); the inner validation split is stratified on them."""
         y = column_or_1d(y, warn=True)
-        if len(y) != packed.n_sets:
-            raise ValueError(f"X has {packed.n_sets} samples but y has {len(y)}.")
+        if len(y) != n_sets:
+            raise ValueError(f"X has {n_sets} samples but y has {len(y)}.")
         if type_of_target(y) == "continuous":
             raise ValueError("Unknown label type: continuous. AtomSetsClassifier needs class labels.")
         if y.dtype.kind == "f" and not np.isfinite(y).all():
@@ -701,12 +712,7 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
                     f"{smallest} samples). Use more data, a larger validation_fraction, or "
                     "validation_fraction=None (no early stopping)."
                 )
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        net = self._net(len(self.classes_), torch.nn.CrossEntropyLoss, self._score_name, _roc_auc, False, seed, True)
-        dataset = _PackedDataset(packed, codes)
-        self.net_ = self._train(net, dataset, codes, seed)
-        self._record_validation_split(dataset, codes, missing)
-        return self
+        return codes, len(self.classes_), torch.nn.CrossEntropyLoss, _roc_auc, codes
 
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_`` (see ``handle_missing``
