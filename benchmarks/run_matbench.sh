@@ -32,7 +32,12 @@ case $WHICH in
             END { for (k in h) printf "part %s: %.2f h estimated:%s\n", k, h[k], t[k] }' "$PLAN" | sort -n -k2
         exit 0 ;;
     all) first=1; end=$last ;;
-    jobs) ;;
+    jobs)
+        [[ -n ${JOBS:-} ]] || { echo "jobs: name them, e.g. JOBS=\"p05s1j03 p05s1j06\" $0 jobs" >&2; exit 2; }
+        for job in $JOBS; do
+            awk -F'\t' -v j="$job" '!/^#/ && $3 == j { found = 1 } END { exit !found }' "$PLAN" \
+                || { echo "jobs: $job is not a job of $PLAN" >&2; exit 2; }
+        done ;;
     *-*) first=${WHICH%-*}; end=${WHICH#*-} ;;
     *) first=$WHICH; end=$WHICH ;;
 esac
