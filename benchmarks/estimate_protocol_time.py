@@ -213,11 +213,12 @@ def main(argv=None):
     print(f"total {total / 3600:.1f} process-hours; on 2 cores (two 1-thread processes) about "
           f"{total / 7200:.1f} h, i.e. at least {int(-(-total // (2 * 3 * 3600)))} three-hour windows")
     if args.plan:
-        kept = []
+        kept = []  # the fields of the existing plan's lines in parts 1..K
         if args.keep_parts:
-            kept = [line for line in Path(args.plan).read_text().splitlines()
-                    if line.strip() and not line.startswith("#") and int(line.split("\t")[0]) <= args.keep_parts]
-            have = {(t, c == "1", m) for _, _, _, t, c, m, *_ in (line.split("\t") for line in kept)}
+            fields = (line.split("\t") for line in Path(args.plan).read_text().splitlines()
+                      if line.strip() and not line.startswith("#"))
+            kept = [f for f in fields if int(f[0]) <= args.keep_parts]
+            have = {(t, c == "1", m) for _, _, _, t, c, m, *_ in kept}
             rows = [(t, m, s) for t, m, s in rows
                     if (t.replace(" (composition only)", ""), t.endswith("(composition only)"), m) not in have]
         jobs = plan(rows, list(range(args.seeds)), args.slot_hours * 3600, first_part=args.keep_parts + 1)
@@ -225,12 +226,12 @@ def main(argv=None):
                  f"# written by: python benchmarks/estimate_protocol_time.py --plan ... --seeds {args.seeds} "
                  f"--patience {args.patience} --cap {args.cap} --slot-hours {args.slot_hours}"
                  + (f" --keep-parts {args.keep_parts}" if args.keep_parts else "") + " (an ESTIMATE)"]
-        lines += kept
+        lines += ["\t".join(f) for f in kept]
         lines += ["\t".join([str(p), str(sl), j, t, str(int(c)), m, " ".join(map(str, se)), " ".join(map(str, fo)),
                              f"{s:.0f}"]) for p, sl, j, t, c, m, se, fo, s in jobs]
         Path(args.plan).write_text("\n".join(lines) + "\n")
         longest = {}
-        for p, sl, *_, s in [(int(f[0]), int(f[1]), float(f[-1])) for f in (line.split("\t") for line in kept)] + jobs:
+        for p, sl, *_, s in [(int(f[0]), int(f[1]), float(f[-1])) for f in kept] + jobs:
             longest[(p, sl)] = longest.get((p, sl), 0) + s
         parts = max(p for p, _ in longest)
         print(f"plan: {len(kept) + len(jobs)} jobs in {parts} parts -> {args.plan}; estimated longest slot "
