@@ -14,6 +14,11 @@
 #   bash benchmarks/run_matbench.sh 1                     # one part (also a range: 1-5, or: all)
 #   bash benchmarks/run_matbench.sh 1-5 [results folder]  # default benchmarks/results
 #   JOBS="p05s1j03 p05s1j05" bash benchmarks/run_matbench.sh jobs [results folder]  # these jobs, one after another
+#   WORKERS=2 JOBS="p03s1j00 p03s2j01" bash benchmarks/run_matbench.sh jobs   # one process per (job, seed), 2 at a time
+# With WORKERS, each seed of a job is its own 1-thread process writing to jobs/<job>/seed<S>/ (with its own done
+# file); the job's done file follows once all its seeds are. Same fits as the job in one process (a seed's inner
+# split and initialisation depend on the seed only), packed finer: for a machine with more cores than queues, or
+# to fill two cores with the seeds of fewer jobs. The report merges the seed folders like the jobs of a task.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -42,22 +47,44 @@ case $WHICH in
     *) first=$WHICH; end=$WHICH ;;
 esac
 
+run_one() {  # run_one <dir> <task> <composition_only> <model> <seeds> <folds>: one runner call into <dir>
+    local dir=$1 task=$2 comp=$3 model=$4 seeds=$5 folds=$6 extra=()
+    mkdir -p "$dir"
+    [[ $comp == 1 ]] && extra=(--composition-only)
+    # shellcheck disable=SC2086  # seeds and folds are space-separated lists
+    "$PY" -m sklearn_atomsets matbench --tasks "$task" --models "$model" --seeds $seeds --folds $folds \
+        "${PROTOCOL[@]}" "${extra[@]}" "${EXTRA[@]}" --out "$dir" </dev/null >"$dir/log.txt" 2>&1 && touch "$dir/done"
+}
+
+run_seeds() {  # the plan's jobs named in $JOBS, one process per (job, seed), $WORKERS at a time
+    local job task comp model seeds folds seed
+    while IFS=$'\t' read -r _ _ job task comp model seeds folds _; do
+        if [[ -f $OUT/$job/done ]]; then echo "skip $job (done)"; continue; fi
+        for seed in $seeds; do
+            local dir=$OUT/$job/seed$seed
+            if [[ -f $dir/done ]]; then echo "skip $job seed $seed (done)"; continue; fi
+            while (( $(jobs -rp | wc -l) >= WORKERS )); do wait -n || true; done
+            echo "start $job seed $seed: $task $model folds $folds"
+            { run_one "$dir" "$task" "$comp" "$model" "$seed" "$folds" || echo "FAILED $job seed $seed (see $dir/log.txt)"; } &
+        done
+    done < <(awk -F'\t' -v jobs=" $JOBS " '!/^#/ && index(jobs, " " $3 " ")' "$PLAN")
+    wait
+    local failed=0
+    while IFS=$'\t' read -r _ _ job _ _ _ seeds _ _; do
+        [[ -f $OUT/$job/done ]] && continue
+        for seed in $seeds; do [[ -f $OUT/$job/seed$seed/done ]] || { failed=1; continue 2; }; done
+        touch "$OUT/$job/done"
+    done < <(awk -F'\t' -v jobs=" $JOBS " '!/^#/ && index(jobs, " " $3 " ")' "$PLAN")
+    return $failed
+}
+
 run_slot() {  # the jobs of one part's slot (or, for part "jobs", the plan's jobs named in $JOBS), in turn
     local part=$1 slot=$2 failed=0
     while IFS=$'\t' read -r _ _ job task comp model seeds folds _; do
         local dir=$OUT/$job
         if [[ -f $dir/done ]]; then echo "skip $job (done)"; continue; fi
-        mkdir -p "$dir"
-        local extra=()
-        [[ $comp == 1 ]] && extra=(--composition-only)
-        echo "start $job: $task ${extra[*]} $model seeds $seeds folds $folds"
-        # shellcheck disable=SC2086  # seeds and folds are space-separated lists
-        if "$PY" -m sklearn_atomsets matbench --tasks "$task" --models "$model" --seeds $seeds --folds $folds \
-                "${PROTOCOL[@]}" "${extra[@]}" "${EXTRA[@]}" --out "$dir" </dev/null >"$dir/log.txt" 2>&1; then
-            touch "$dir/done"
-        else
-            echo "FAILED $job (see $dir/log.txt)"; failed=1
-        fi
+        echo "start $job: $task $model seeds $seeds folds $folds"
+        run_one "$dir" "$task" "$comp" "$model" "$seeds" "$folds" || { echo "FAILED $job (see $dir/log.txt)"; failed=1; }
     done < <(awk -F'\t' -v p="$part" -v s="$slot" -v jobs=" ${JOBS:-} " \
         '!/^#/ && (p == "jobs" ? index(jobs, " " $3 " ") : $1 == p && $2 == s)' "$PLAN")
     return $failed
@@ -66,7 +93,9 @@ run_slot() {  # the jobs of one part's slot (or, for part "jobs", the plan's job
 start=$(date +%s)
 status=0
 if [[ $WHICH == jobs ]]; then
-    run_slot jobs - || status=1
+    if [[ ${WORKERS:-1} =~ ^[0-9]+$ ]] && (( ${WORKERS:-1} > 1 )); then run_seeds || status=1
+    elif [[ ${WORKERS:-1} == 1 ]]; then run_slot jobs - || status=1
+    else echo "jobs: WORKERS must be a whole number of processes, got '$WORKERS'" >&2; exit 2; fi
     echo "jobs ${JOBS:-} wall time: $(( $(date +%s) - start )) s"
     "$PY" benchmarks/report.py "$RESULTS/matbench_seeds" "$RESULTS"
     exit $status

@@ -420,3 +420,59 @@ def test_default_results_take_each_task_from_the_full_protocol_where_it_ran(tmp_
         ("matbench_steels", 3.0), ("matbench_jdft2d", 2.0)]
     assert [r["task"] for r in report.load_default_results(tmp_path / "none", first, plan)] == [
         "matbench_steels", "matbench_jdft2d"]
+
+
+_FAKE_PYTHON = """#!/usr/bin/env bash
+# stands in for the runner: records its call, counts the calls running beside it, fails where told
+[[ $1 == -m ]] || exit 0  # the report step
+out=${@: -1}; seeds=$(echo "$@" | sed 's/.*--seeds \\(.*\\) --folds.*/\\1/')
+echo "$seeds $out" >> "$FAKE_DIR/calls"
+touch "$FAKE_DIR/running.$$"; ls "$FAKE_DIR"/running.* | wc -l >> "$FAKE_DIR/beside"
+sleep 0.4; rm "$FAKE_DIR/running.$$"
+[[ " $FAIL " == *" $out "* ]] && exit 1
+echo '{}' > "$out/matbench_fake.json"
+"""
+
+
+def _run_script(tmp_path, jobs, workers, fail=""):
+    import subprocess
+
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(tmp_path / "python"), "PLAN": str(tmp_path / "plan.tsv"),
+           "JOBS": jobs, "WORKERS": workers, "FAKE_DIR": str(tmp_path), "FAIL": fail, "MATMINER_DATA": "-"}
+    return subprocess.run(["bash", str(REPO / "benchmarks" / "run_matbench.sh"), "jobs", str(tmp_path / "res")],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_run_matbench_workers_run_each_seed_once_and_finish_a_job_only_with_all_its_seeds(tmp_path):
+    (tmp_path / "python").write_text(_FAKE_PYTHON)
+    (tmp_path / "python").chmod(0o755)
+    (tmp_path / "plan.tsv").write_text("# part\tslot\tjob\n"
+                                       "1\t1\tpa\tmatbench_steels\t0\tAtomSets\t0 1 2\t0 1 2 3 4\t10\n"
+                                       "1\t2\tpb\tmatbench_steels\t0\tAMM-style\t0 1\t0 1\t10\n"
+                                       "2\t1\tpc\tmatbench_glass\t0\tAtomSets\t0\t0\t10\n")
+    jobs = tmp_path / "res" / "matbench_seeds" / "jobs"
+    failing = f"{jobs}/pa/seed1"
+    run = _run_script(tmp_path, "pa pb", "2", fail=failing)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"FAILED pa seed 1 (see {failing}/log.txt)" in run.stdout
+    calls = sorted((tmp_path / "calls").read_text().splitlines())
+    assert calls == sorted(f"{s} {jobs}/{j}/seed{s}" for j, seeds in (("pa", "012"), ("pb", "01")) for s in seeds)
+    beside = [int(n) for n in (tmp_path / "beside").read_text().split()]
+    assert max(beside) == 2  # two at a time, never more
+    assert not (jobs / "pa" / "done").exists() and (jobs / "pa" / "seed0" / "done").exists()
+    assert (jobs / "pb" / "done").exists() and not (jobs / "pc").exists()
+
+    (tmp_path / "calls").unlink()
+    run = _run_script(tmp_path, "pa pb", "2")  # the rerun does only what is missing
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == [f"1 {jobs}/pa/seed1"]
+    assert (jobs / "pa" / "done").exists() and "skip pb (done)" in run.stdout
+
+    for bad in ("0", "two"):
+        run = _run_script(tmp_path, "pc", bad)
+        assert run.returncode == 2 and "WORKERS must be a whole number" in run.stderr
+    assert not (jobs / "pc").exists()
+    (tmp_path / "calls").unlink()
+    run = _run_script(tmp_path, "pc", "1")  # one process per job, as without WORKERS
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == [f"0 {jobs}/pc"] and (jobs / "pc" / "done").exists()
