@@ -4,6 +4,8 @@
     python benchmarks/estimate_protocol_time.py --plan benchmarks/matbench_plan.tsv   # also write the parts
     python benchmarks/estimate_protocol_time.py --plan benchmarks/matbench_plan.tsv --keep-parts 5
         # parts 1-5 of the existing plan kept as they are (their finished jobs keep their folders)
+    python benchmarks/estimate_protocol_time.py --plan ... --forest-factor 2.8 --net-factor 1.5
+        # the later parts packed from estimates times these factors (see "Calibration")
 
 Reads the single-seed results (``benchmarks/results/matbench/<task>.json``, and the other
 parents' runs in its ``chgnet/`` folder: per fit ``fit_s``, ``featurize_s``, ``epochs_run``,
@@ -26,12 +28,20 @@ printed with the numbers.
 - Composition-only tasks (no recorded run): per-row, per-epoch times and epochs of the
   composition task of the same kind (expt_gap for regression, expt_is_metal for
   classification), scaled linearly with the number of rows.
+
+Calibration: with ``--plan``, every finished job of that plan whose logs say its wall time
+(``results/matbench_seeds/jobs/<job>/log.txt``, and ``seed<S>/log.txt`` for a job run with
+``WORKERS``) is compared with this estimate for its seeds and folds, and the ratio of the sums
+is printed for the forest baselines and the networks apart (measured, under whatever else ran
+beside them). ``--forest-factor`` / ``--net-factor`` scale the estimates of the jobs being
+packed; the plan's header records them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -137,6 +147,30 @@ def estimate(folder, args):
     return rows, s2s_ratio
 
 
+def _family(model):
+    return "forests" if model.startswith("AMM-style") else "networks"
+
+
+def measured_ratios(plan_lines, jobs_dir, rows, n_seeds):
+    """``{family: (measured s, estimated s, n jobs)}`` over the finished jobs of ``plan_lines``
+    (split fields) whose every log records a wall time; ``rows`` the estimate's (task, model, s)."""
+    per_pair = {(t.replace(" (composition only)", ""), t.endswith("(composition only)"), m): s for t, m, s in rows}
+    sums = {}
+    for _, _, job, task, comp, model, seeds, folds, _ in plan_lines:
+        folder = Path(jobs_dir, job)
+        logs = [folder / "log.txt"] if (folder / "log.txt").is_file() else sorted(folder.glob("seed*/log.txt"))
+        estimated = per_pair.get((task, comp == "1", model))
+        if not (folder / "done").is_file() or not logs or estimated is None:
+            continue
+        walls = [re.findall(r"^wall time (\d+) s$", p.read_text(), re.M) for p in logs]
+        if not all(walls):
+            continue
+        m, e, n = sums.get(_family(model), (0.0, 0.0, 0))
+        share = len(seeds.split()) * len(folds.split()) / (n_seeds * 5)
+        sums[_family(model)] = (m + sum(float(w[-1]) for w in walls), e + estimated * share, n + 1)
+    return sums
+
+
 def plan(rows, seeds, slot_s, first_part=1):
     """Jobs packed into parts of two slots (processes) of about ``slot_s`` estimated seconds.
 
@@ -198,10 +232,25 @@ def main(argv=None):
     parser.add_argument("--slot-hours", type=float, default=2.5,
                         help="estimated hours per process and part (a part is two processes; 2.5 leaves "
                              "room in a 3-hour window for the estimate's error)")
+    parser.add_argument("--forest-factor", type=float, default=1.0,
+                        help="multiply the forest baselines' estimates of the jobs being packed by this")
+    parser.add_argument("--net-factor", type=float, default=1.0,
+                        help="multiply the networks' estimates of the jobs being packed by this")
+    parser.add_argument("--jobs", default=HERE / "results" / "matbench_seeds" / "jobs",
+                        help="where run_matbench.sh keeps the plan's jobs (for the calibration printout)")
     args = parser.parse_args(argv)
     rows, ratio = estimate(args.folder, args)
+    existing = Path(args.plan) if args.plan else None
+    fields = [line.split("\t") for line in (existing.read_text() if existing and existing.is_file() else "").splitlines()
+              if line.strip() and not line.startswith("#")]  # the existing plan's jobs
+    for family, (m, e, n) in sorted(measured_ratios(fields, args.jobs, rows, args.seeds).items()):
+        print(f"calibration: {family}, {n} finished jobs with logged wall times: measured {m / 3600:.2f} h, "
+              f"estimated {e / 3600:.2f} h, ratio {m / e:.2f}")
+    factor = {"forests": args.forest_factor, "networks": args.net_factor}
+    rows = [(t, m, s * factor[_family(m)]) for t, m, s in rows]
     print(f"ESTIMATE (not a measurement): {args.seeds} seeds, patience {args.patience}, cap {args.cap}, "
-          f"default selection grid; set2set/mean time per epoch, median of recorded pairs: {ratio:.2f}")
+          f"default selection grid; set2set/mean time per epoch, median of recorded pairs: {ratio:.2f}; "
+          f"times {args.forest_factor:g} for forests, {args.net_factor:g} for networks")
     by_task = {}
     for task, name, seconds in rows:
         by_task.setdefault(task, []).append((name, seconds))
@@ -215,8 +264,6 @@ def main(argv=None):
     if args.plan:
         kept = []  # the fields of the existing plan's lines in parts 1..K
         if args.keep_parts:
-            fields = (line.split("\t") for line in Path(args.plan).read_text().splitlines()
-                      if line.strip() and not line.startswith("#"))
             kept = [f for f in fields if int(f[0]) <= args.keep_parts]
             have = {(t, c == "1", m) for _, _, _, t, c, m, *_ in kept}
             rows = [(t, m, s) for t, m, s in rows
@@ -225,7 +272,9 @@ def main(argv=None):
         lines = ["# part\tslot\tjob\ttask\tcomposition_only\tmodel\tseeds\tfolds\testimated_s",
                  f"# written by: python benchmarks/estimate_protocol_time.py --plan ... --seeds {args.seeds} "
                  f"--patience {args.patience} --cap {args.cap} --slot-hours {args.slot_hours}"
-                 + (f" --keep-parts {args.keep_parts}" if args.keep_parts else "") + " (an ESTIMATE)"]
+                 + (f" --keep-parts {args.keep_parts}" if args.keep_parts else "")
+                 + (f" --forest-factor {args.forest_factor:g}" if args.forest_factor != 1 else "")
+                 + (f" --net-factor {args.net_factor:g}" if args.net_factor != 1 else "") + " (an ESTIMATE)"]
         lines += ["\t".join(f) for f in kept]
         lines += ["\t".join([str(p), str(sl), j, t, str(int(c)), m, " ".join(map(str, se)), " ".join(map(str, fo)),
                              f"{s:.0f}"]) for p, sl, j, t, c, m, se, fo, s in jobs]

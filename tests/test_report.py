@@ -373,11 +373,14 @@ def test_the_committed_plan_is_what_the_script_writes_and_keeps_finished_parts(t
     --keep-parts 5 (as it was written) it comes out the same, parts 1-5 line for line."""
     estimate = _estimate_module()
     committed = (REPO / "benchmarks" / "matbench_plan.tsv").read_text()
+    written_by = committed.splitlines()[1]  # "# written by: python ... --plan ... <flags> (an ESTIMATE)"
+    flags = written_by.split("--plan ... ")[1].removesuffix(" (an ESTIMATE)").split()
+    keep = int(flags[flags.index("--keep-parts") + 1])
     plan = tmp_path / "plan.tsv"
-    # a stale plan: parts 1-5 as committed, the later parts lost -- they are packed again
+    # a stale plan: the kept parts as committed, the later parts lost -- they are packed again
     plan.write_text("".join(line + "\n" for line in committed.splitlines()
-                            if line.startswith("#") or int(line.split("\t")[0]) <= 5))
-    assert estimate.main([str(REPO / "benchmarks" / "results" / "matbench"), "--plan", str(plan), "--keep-parts", "5"]) == 0
+                            if line.startswith("#") or int(line.split("\t")[0]) <= keep))
+    assert estimate.main([str(REPO / "benchmarks" / "results" / "matbench"), "--plan", str(plan), *flags]) == 0
     assert plan.read_text() == committed
     covered = {}
     for line in committed.splitlines():
@@ -391,6 +394,26 @@ def test_the_committed_plan_is_what_the_script_writes_and_keeps_finished_parts(t
     assert len(covered) == 15 * len(pairs)
     assert ("matbench_jdft2d", "0", "AtomSets-V1 [CHGNet-0.3.0]") in pairs
     assert "214.3 process-hours" in capsys.readouterr().out
+
+
+def test_calibration_compares_logged_wall_times_of_finished_jobs_with_the_estimate(tmp_path):
+    estimate = _estimate_module()
+    rows = [("matbench_steels", "AtomSets", 300.0), ("matbench_steels", "AMM-style", 30.0),
+            ("matbench_mp_gap (composition only)", "AMM-style", 600.0)]
+    lines = [["1", "1", "a", "matbench_steels", "0", "AtomSets", "0 1 2", "0 1 2 3 4", "300"],
+             ["1", "2", "b", "matbench_steels", "0", "AMM-style", "0 1 2", "0 1 2 3 4", "30"],
+             ["2", "1", "c", "matbench_mp_gap", "1", "AMM-style", "1", "0 1 2 3 4", "200"],
+             ["2", "2", "d", "matbench_mp_gap", "1", "AMM-style", "2", "0", "40"],  # not done
+             ["3", "1", "e", "matbench_mp_gap", "1", "AMM-style", "0", "0 1 2 3 4", "200"]]  # no wall time logged
+    for job, logs in {"a": {"seed0": 100, "seed1": 200, "seed2": 300}, "b": {"": 90}, "c": {"": 500},
+                      "d": {"": 1}, "e": {"": None}}.items():
+        for sub, wall in logs.items():
+            (tmp_path / job / sub).mkdir(parents=True, exist_ok=True)
+            (tmp_path / job / sub / "log.txt").write_text("fold 0 ...\n" + (f"wall time {wall} s\n" if wall else ""))
+        if job != "d":
+            (tmp_path / job / "done").touch()
+    sums = estimate.measured_ratios(lines, tmp_path, rows, n_seeds=3)
+    assert sums == {"networks": (600.0, 300.0, 1), "forests": (590.0, 30.0 + 200.0, 2)}
 
 
 def test_default_results_take_each_task_from_the_full_protocol_where_it_ran(tmp_path):
