@@ -151,10 +151,19 @@ def _family(model):
     return "forests" if model.startswith("AMM-style") else "networks"
 
 
+def _key(task, model):
+    """An estimate row's (task, model) as the plan names it: (task, composition_only, model)."""
+    return task.replace(" (composition only)", ""), task.endswith("(composition only)"), model
+
+
+def _by_pair(rows):
+    return {_key(t, m): s for t, m, s in rows}
+
+
 def measured_ratios(plan_lines, jobs_dir, rows, n_seeds):
     """``{family: (measured s, estimated s, n jobs)}`` over the finished jobs of ``plan_lines``
     (split fields) whose every log records a wall time; ``rows`` the estimate's (task, model, s)."""
-    per_pair = {(t.replace(" (composition only)", ""), t.endswith("(composition only)"), m): s for t, m, s in rows}
+    per_pair = _by_pair(rows)
     sums = {}
     for _, _, job, task, comp, model, seeds, folds, _ in plan_lines:
         folder = Path(jobs_dir, job)
@@ -227,8 +236,8 @@ def main(argv=None):
     parser.add_argument("--plan", default=None, help="write the parts of run_matbench.sh to this TSV file")
     parser.add_argument("--keep-parts", type=int, default=0,
                         help="keep parts 1..K of the existing --plan file as they are (job names, and so the "
-                             "folders of finished jobs, unchanged) and pack only the (task, model) pairs they "
-                             "lack into parts K+1, ...")
+                             "folders of finished jobs, unchanged; only their estimates computed again) and pack "
+                             "only the (task, model) pairs they lack into parts K+1, ...")
     parser.add_argument("--slot-hours", type=float, default=2.5,
                         help="estimated hours per process and part (a part is two processes; 2.5 leaves "
                              "room in a 3-hour window for the estimate's error)")
@@ -264,10 +273,12 @@ def main(argv=None):
     if args.plan:
         kept = []  # the fields of the existing plan's lines in parts 1..K
         if args.keep_parts:
-            kept = [f for f in fields if int(f[0]) <= args.keep_parts]
+            # kept line for line, but estimated again (and so with the factors) from this run's estimate
+            per_pair = _by_pair(rows)
+            kept = [f[:8] + [f"{per_pair[(f[3], f[4] == '1', f[5])] * len(f[6].split()) * len(f[7].split()) / (args.seeds * 5):.0f}"]
+                    for f in fields if int(f[0]) <= args.keep_parts]
             have = {(t, c == "1", m) for _, _, _, t, c, m, *_ in kept}
-            rows = [(t, m, s) for t, m, s in rows
-                    if (t.replace(" (composition only)", ""), t.endswith("(composition only)"), m) not in have]
+            rows = [(t, m, s) for t, m, s in rows if _key(t, m) not in have]
         jobs = plan(rows, list(range(args.seeds)), args.slot_hours * 3600, first_part=args.keep_parts + 1)
         lines = ["# part\tslot\tjob\ttask\tcomposition_only\tmodel\tseeds\tfolds\testimated_s",
                  f"# written by: python benchmarks/estimate_protocol_time.py --plan ... --seeds {args.seeds} "
