@@ -10,7 +10,7 @@
 # Parts 1-9 are the seven tasks with structures (the main table; 1-5 the MEGNet parent's models and the
 # baselines, 6-9 the CHGNet parent's). Finished jobs are skipped on a rerun, so an interrupted part can
 # simply be started again. After each part (or list of jobs) the report is rewritten.
-#   bash benchmarks/run_matbench.sh list                  # the parts, their tasks and estimates
+#   bash benchmarks/run_matbench.sh list [results folder] # the parts, their tasks, estimates and finished jobs
 #   bash benchmarks/run_matbench.sh 1                     # one part (also a range: 1-5, or: all)
 #   bash benchmarks/run_matbench.sh 1-5 [results folder]  # default benchmarks/results
 #   JOBS="p05s1j03 p05s1j05" bash benchmarks/run_matbench.sh jobs [results folder]  # these jobs, one after another
@@ -33,8 +33,13 @@ export MATMINER_DATA=${MATMINER_DATA:-$PWD/../shared/data/matbench}
 last=$(awk -F'\t' '!/^#/ { if ($1 > m) m = $1 } END { print m }' "$PLAN")
 case $WHICH in
     list)
-        awk -F'\t' '!/^#/ { h[$1 " slot " $2] += $9 / 3600; t[$1 " slot " $2] = t[$1 " slot " $2] " " $4 "/" $6 }
-            END { for (k in h) printf "part %s: %.2f h estimated:%s\n", k, h[k], t[k] }' "$PLAN" | sort -n -k2
+        finished=" $(cd "$OUT" 2>/dev/null && for d in */done; do [[ -f $d ]] && printf '%s ' "${d%/done}"; done; true) "
+        awk -F'\t' -v finished="$finished" '!/^#/ { k = $1 " slot " $2; h[k] += $9 / 3600; t[k] = t[k] " " $4 "/" $6
+                n[k]++; if (index(finished, " " $3 " ")) d[k]++ }
+            END { for (k in h) printf "part %s: %.2f h estimated, %d/%d jobs done:%s\n", k, h[k], d[k], n[k], t[k] }' \
+            "$PLAN" | sort -n -k2
+        awk -F'\t' -v finished="$finished" '!/^#/ { n++; if (index(finished, " " $3 " ")) d++; else left += $9 / 3600 }
+            END { printf "%d/%d jobs done; the others %.1f process-hours estimated\n", d, n, left }' "$PLAN"
         exit 0 ;;
     all) first=1; end=$last ;;
     jobs)

@@ -457,12 +457,12 @@ echo '{}' > "$out/matbench_fake.json"
 """
 
 
-def _run_script(tmp_path, jobs, workers, fail=""):
+def _run_script(tmp_path, jobs, workers, fail="", which="jobs"):
     import subprocess
 
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(tmp_path / "python"), "PLAN": str(tmp_path / "plan.tsv"),
            "JOBS": jobs, "WORKERS": workers, "FAKE_DIR": str(tmp_path), "FAIL": fail, "MATMINER_DATA": "-"}
-    return subprocess.run(["bash", str(REPO / "benchmarks" / "run_matbench.sh"), "jobs", str(tmp_path / "res")],
+    return subprocess.run(["bash", str(REPO / "benchmarks" / "run_matbench.sh"), which, str(tmp_path / "res")],
                           env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -484,6 +484,9 @@ def test_run_matbench_workers_run_each_seed_once_and_finish_a_job_only_with_all_
     assert max(beside) == 2  # two at a time, never more
     assert not (jobs / "pa" / "done").exists() and (jobs / "pa" / "seed0" / "done").exists()
     assert (jobs / "pb" / "done").exists() and not (jobs / "pc").exists()
+    listed = _run_script(tmp_path, "", "1", which="list").stdout.splitlines()
+    assert listed[0].startswith("part 1 slot 1: 0.00 h estimated, 0/1 jobs done")
+    assert listed[1].startswith("part 1 slot 2: 0.00 h estimated, 1/1 jobs done") and listed[-1].startswith("1/3 jobs")
 
     (tmp_path / "calls").unlink()
     run = _run_script(tmp_path, "pa pb", "2")  # the rerun does only what is missing
