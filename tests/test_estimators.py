@@ -80,6 +80,17 @@ def test_early_stopping_restores_the_best_epoch(data):
     assert AtomSetsRegressor(max_epochs=3, validation_fraction=None).fit(X, y).best_validation_score_ is None
 
 
+@pytest.mark.parametrize("optimizer, fused", [(torch.optim.Adam, True), (torch.optim.AdamW, True),
+                                               (torch.optim.SGD, None)])
+def test_adam_runs_fused_where_torch_can_and_other_optimizers_as_given(data, optimizer, fused):
+    from sklearn_atomsets import _estimators
+
+    _estimators._fused_supported.cache_clear()
+    X, y = data
+    net = AtomSetsRegressor(max_epochs=2, random_state=0, optimizer=optimizer).fit(X, y).net_
+    assert isinstance(net.optimizer_, optimizer) and net.optimizer_.defaults.get("fused") is fused
+
+
 def test_two_fits_with_the_same_random_state_are_identical(data):
     X, y = data
     a = AtomSetsRegressor(max_epochs=10, random_state=3, readout="set2set").fit(X, y).predict(X)
