@@ -4,8 +4,9 @@
     python benchmarks/estimate_protocol_time.py --plan benchmarks/matbench_plan.tsv   # also write the parts
     python benchmarks/estimate_protocol_time.py --plan benchmarks/matbench_plan.tsv --keep-parts 5
         # parts 1-5 of the existing plan kept as they are (their finished jobs keep their folders)
-    python benchmarks/estimate_protocol_time.py --plan ... --forest-factor 2.8 --net-factor 1.5
-        # the later parts packed from estimates times these factors (see "Calibration")
+    python benchmarks/estimate_protocol_time.py --plan ... --keep-parts 9 --drop-unstarted --forest-factor 2.7 --net-factor 1.7
+        # of parts 1-9 only the jobs already run (or with a seed run) kept; everything else packed
+        # again from the estimates times these factors (see "Calibration")
 
 Reads the single-seed results (``benchmarks/results/matbench/<task>.json``, and the other
 parents' runs in its ``chgnet/`` folder: per fit ``fit_s``, ``featurize_s``, ``epochs_run``,
@@ -160,6 +161,12 @@ def _by_pair(rows):
     return {_key(t, m): s for t, m, s in rows}
 
 
+def _started(jobs_dir, job):
+    """Whether run_matbench.sh finished ``job`` or one of its seeds (``WORKERS``)."""
+    folder = Path(jobs_dir, job)
+    return (folder / "done").is_file() or any(folder.glob("seed*/done"))
+
+
 def measured_ratios(plan_lines, jobs_dir, rows, n_seeds):
     """``{family: (measured s, estimated s, n jobs)}`` over the finished jobs of ``plan_lines``
     (split fields) whose every log records a wall time; ``rows`` the estimate's (task, model, s)."""
@@ -238,6 +245,9 @@ def main(argv=None):
                         help="keep parts 1..K of the existing --plan file as they are (job names, and so the "
                              "folders of finished jobs, unchanged; only their estimates computed again) and pack "
                              "only the (task, model) pairs they lack into parts K+1, ...")
+    parser.add_argument("--drop-unstarted", action="store_true",
+                        help="of the kept parts, keep only the jobs that are done or have a finished seed (in "
+                             "--jobs); the others are packed again with the rest")
     parser.add_argument("--slot-hours", type=float, default=2.5,
                         help="estimated hours per process and part (a part is two processes; 2.5 leaves "
                              "room in a 3-hour window for the estimate's error)")
@@ -277,6 +287,8 @@ def main(argv=None):
             per_pair = _by_pair(rows)
             kept = [f[:8] + [f"{per_pair[(f[3], f[4] == '1', f[5])] * len(f[6].split()) * len(f[7].split()) / (args.seeds * 5):.0f}"]
                     for f in fields if int(f[0]) <= args.keep_parts]
+            if args.drop_unstarted:
+                kept = [f for f in kept if _started(args.jobs, f[2])]
             have = {(t, c == "1", m) for _, _, _, t, c, m, *_ in kept}
             rows = [(t, m, s) for t, m, s in rows if _key(t, m) not in have]
         jobs = plan(rows, list(range(args.seeds)), args.slot_hours * 3600, first_part=args.keep_parts + 1)
@@ -284,6 +296,7 @@ def main(argv=None):
                  f"# written by: python benchmarks/estimate_protocol_time.py --plan ... --seeds {args.seeds} "
                  f"--patience {args.patience} --cap {args.cap} --slot-hours {args.slot_hours}"
                  + (f" --keep-parts {args.keep_parts}" if args.keep_parts else "")
+                 + (" --drop-unstarted" if args.drop_unstarted else "")
                  + (f" --forest-factor {args.forest_factor:g}" if args.forest_factor != 1 else "")
                  + (f" --net-factor {args.net_factor:g}" if args.net_factor != 1 else "") + " (an ESTIMATE)"]
         lines += ["\t".join(f) for f in kept]

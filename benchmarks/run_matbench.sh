@@ -4,11 +4,13 @@
 # every network fit's loss (regressors) and readout chosen on inner-validation scores (--select), network
 # classifiers' decision thresholds chosen on the same inner split (--threshold validation), all 13
 # tasks (log_gvrh, log_kvrh, perovskites, mp_gap, mp_is_metal, mp_e_form from their composition-only copies).
-# About 107 h on 2 cores by benchmarks/estimate_protocol_time.py -- an ESTIMATE scaled from recorded fit
-# times -- so the jobs are packed into parts (benchmarks/matbench_plan.tsv, written by that script): a part
-# is two 1-thread processes of at most 2.5 estimated hours each, i.e. one 3-hour window on 2 cores.
-# Parts 1-9 are the seven tasks with structures (the main table; 1-5 the MEGNet parent's models and the
-# baselines, 6-9 the CHGNet parent's). Finished jobs are skipped on a rerun, so an interrupted part can
+# About 190 h on 2 cores by benchmarks/estimate_protocol_time.py -- an ESTIMATE scaled from recorded fit
+# times and calibrated on the finished jobs' logged wall times -- so the jobs are packed into parts
+# (benchmarks/matbench_plan.tsv, written by that script): a part is two 1-thread processes of at most 2.5
+# estimated hours each, i.e. one 3-hour window on 2 cores (one seed and fold of the mp_gap / mp_e_form
+# networks is estimated above that on its own). Parts 1-22 are the seven tasks with structures (the main
+# table; 1-9 the jobs run or started before the calibration, 10-22 the rest), 23-36 the four smaller
+# composition-only tasks, 37-75 mp_gap and mp_e_form. Finished jobs are skipped on a rerun, so an interrupted part can
 # simply be started again. After each part (or list of jobs) the report is rewritten.
 #   bash benchmarks/run_matbench.sh list [results folder] # the parts, their tasks, estimates and finished jobs
 #   bash benchmarks/run_matbench.sh 1                     # one part (also a range: 1-5, or: all)
