@@ -61,7 +61,7 @@ class WeightedSet2Set(nn.Module):
         # the same for every set; later, q*_{t-1} = [h_{t-1}, r_{t-1}] and the state h_{t-1}
         # are the same h, so W_ih q* + W_hh h is one product with [W_ih,h + W_hh, W_ih,r].
         # Same function and gradients (tests/test_atomsets_module.py); a training step of a
-        # set2set net about 10-15% faster (benchmarks/atomsets_epoch_speed.py --cases s2s).
+        # set2set net about 1.1x faster (benchmarks/training_step_speed.py).
         if not _REDUCED_SET2SET:
             return self._forward_cell(x, weights, segment, n_sets)
         d = x.shape[1]

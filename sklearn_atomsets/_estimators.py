@@ -55,8 +55,8 @@ _MERGE_ROWS = True
 
 #: Adam and AdamW run as torch's fused kernel (one call per step for all parameters instead
 #: of about ten ops per parameter tensor) where the device supports it: the same update up to
-#: rounding; a mean-readout training step about 30% faster on the CPU
-#: (benchmarks/atomsets_epoch_speed.py --cases speedups). Off only to measure.
+#: rounding; a mean-readout training step about 1.35x faster on the CPU
+#: (benchmarks/training_step_speed.py). Off only to measure.
 _FUSED_ADAM = True
 
 
@@ -70,6 +70,7 @@ def _fused_supported(optimizer, device):
     except (RuntimeError, TypeError, ValueError):
         return False
     return True
+
 
 #: A dataset-wide table of distinct rows is used when it has at most this fraction of the
 #: rows (V0 and atomic numbers: <= 94 elements; site sets rarely repeat across crystals).
