@@ -161,6 +161,13 @@ def _by_pair(rows):
     return {_key(t, m): s for t, m, s in rows}
 
 
+def _job_estimate(per_pair, fields, n_seeds):
+    """A plan line's (split fields) estimate: its (task, model)'s, for its share of seeds and folds."""
+    _, _, _, task, comp, model, seeds, folds, *_ = fields
+    estimated = per_pair.get((task, comp == "1", model))
+    return None if estimated is None else estimated * len(seeds.split()) * len(folds.split()) / (n_seeds * 5)
+
+
 def _started(jobs_dir, job):
     """Whether run_matbench.sh finished ``job`` or one of its seeds (``WORKERS``)."""
     folder = Path(jobs_dir, job)
@@ -172,18 +179,18 @@ def measured_ratios(plan_lines, jobs_dir, rows, n_seeds):
     (split fields) whose every log records a wall time; ``rows`` the estimate's (task, model, s)."""
     per_pair = _by_pair(rows)
     sums = {}
-    for _, _, job, task, comp, model, seeds, folds, _ in plan_lines:
+    for fields in plan_lines:
+        job, model = fields[2], fields[5]
         folder = Path(jobs_dir, job)
         logs = [folder / "log.txt"] if (folder / "log.txt").is_file() else sorted(folder.glob("seed*/log.txt"))
-        estimated = per_pair.get((task, comp == "1", model))
+        estimated = _job_estimate(per_pair, fields, n_seeds)
         if not (folder / "done").is_file() or not logs or estimated is None:
             continue
         walls = [re.findall(r"^wall time (\d+) s$", p.read_text(), re.M) for p in logs]
         if not all(walls):
             continue
         m, e, n = sums.get(_family(model), (0.0, 0.0, 0))
-        share = len(seeds.split()) * len(folds.split()) / (n_seeds * 5)
-        sums[_family(model)] = (m + sum(float(w[-1]) for w in walls), e + estimated * share, n + 1)
+        sums[_family(model)] = (m + sum(float(w[-1]) for w in walls), e + estimated, n + 1)
     return sums
 
 
@@ -285,8 +292,7 @@ def main(argv=None):
         if args.keep_parts:
             # kept line for line, but estimated again (and so with the factors) from this run's estimate
             per_pair = _by_pair(rows)
-            kept = [f[:8] + [f"{per_pair[(f[3], f[4] == '1', f[5])] * len(f[6].split()) * len(f[7].split()) / (args.seeds * 5):.0f}"]
-                    for f in fields if int(f[0]) <= args.keep_parts]
+            kept = [f[:8] + [f"{_job_estimate(per_pair, f, args.seeds):.0f}"] for f in fields if int(f[0]) <= args.keep_parts]
             if args.drop_unstarted:
                 kept = [f for f in kept if _started(args.jobs, f[2])]
             have = {(t, c == "1", m) for _, _, _, t, c, m, *_ in kept}

@@ -63,6 +63,10 @@ run_one() {  # run_one <dir> <task> <composition_only> <model> <seeds> <folds>: 
         "${PROTOCOL[@]}" "${extra[@]}" "${EXTRA[@]}" --out "$dir" </dev/null >"$dir/log.txt" 2>&1 && touch "$dir/done"
 }
 
+named_jobs() {  # the plan's lines of the jobs named in $JOBS
+    awk -F'\t' -v jobs=" $JOBS " '!/^#/ && index(jobs, " " $3 " ")' "$PLAN"
+}
+
 run_seeds() {  # the plan's jobs named in $JOBS, one process per (job, seed), $WORKERS at a time
     local job task comp model seeds folds seed
     while IFS=$'\t' read -r _ _ job task comp model seeds folds _; do
@@ -74,14 +78,14 @@ run_seeds() {  # the plan's jobs named in $JOBS, one process per (job, seed), $W
             echo "start $job seed $seed: $task $model folds $folds"
             { run_one "$dir" "$task" "$comp" "$model" "$seed" "$folds" || echo "FAILED $job seed $seed (see $dir/log.txt)"; } &
         done
-    done < <(awk -F'\t' -v jobs=" $JOBS " '!/^#/ && index(jobs, " " $3 " ")' "$PLAN")
+    done < <(named_jobs)
     wait
     local failed=0
     while IFS=$'\t' read -r _ _ job _ _ _ seeds _ _; do
         [[ -f $OUT/$job/done ]] && continue
         for seed in $seeds; do [[ -f $OUT/$job/seed$seed/done ]] || { failed=1; continue 2; }; done
         touch "$OUT/$job/done"
-    done < <(awk -F'\t' -v jobs=" $JOBS " '!/^#/ && index(jobs, " " $3 " ")' "$PLAN")
+    done < <(named_jobs)
     return $failed
 }
 
