@@ -170,6 +170,8 @@ def load_results(folder=RESULTS):
             rows.update({selected_label(p): validation_selected(r, parent=p) for p in parents})
         if any(name.endswith(THRESHOLD_SUFFIX) for name in r["models"]):
             rows[selected_label(threshold=True)] = validation_selected(r, threshold=True)
+        for k in ensembles_of_selected(r):
+            rows[f"{SELECTED} x{k}"] = validation_selected(r, ensemble=k)
         r["models"].update({k: v for k, v in rows.items() if v})
     return results
 
@@ -183,22 +185,38 @@ def ensemble_size(model):
     return (model.get("settings") or {}).get("ensemble", 1)
 
 
-def validation_selected(result, parent=None, threshold=False):
+def _of_selected(model):
+    """Whether a seed ensemble row grew from its selected net (``--select`` with ``--ensemble K``):
+    then each fold's validation score is that first member's, on the split the seed's single nets share."""
+    return all(f.get("ensemble", {}).get("of_selected") for f in model["folds"])
+
+
+def ensembles_of_selected(result):
+    """The sizes K of the result's ensemble rows that grew from selected nets (sorted)."""
+    return sorted({ensemble_size(m) for n, m in result["models"].items()
+                   if _is_atomsets(n) and ensemble_size(m) > 1 and _of_selected(m)})
+
+
+def validation_selected(result, parent=None, threshold=False, ensemble=1):
     """Per seed and fold, the AtomSets-family model with the best inner-validation score, scored on the test fold.
 
     ``parent``: choose among that parent's models only (see :func:`parent_of`).
     ``threshold``: choose among the classifiers whose decision threshold was chosen on inner
     validation (rows ending in :data:`THRESHOLD_SUFFIX`) instead of those at matbench's 0.5.
+    ``ensemble``: choose among the seed ensembles of that size that grew from their selected
+    net (``--select --ensemble K``): the choice is made on those first members' scores, so it
+    is the choice among the single nets, and the pick's ensemble is what is scored.
 
     The choice uses only each fold's training data (the 90/10 split that drives early
     stopping, the same split for every model of a seed), so unlike picking the best mean
-    test score it is an honest model selection. Seed ensembles (:func:`ensemble_size` > 1)
-    are not candidates: their validation score is the mean of their members' scores, each on
-    the member's own inner split, not a score on the split the single nets share.
+    test score it is an honest model selection. Other seed ensembles are not candidates:
+    their validation score is the mean of their members' scores, each on the member's own
+    inner split, not a score on the split the single nets share.
     """
     lower = result["metric"] == "mae"
     candidates = {name: {(f.get("seed"), f["fold"]): f for f in m["folds"]} for name, m in result["models"].items()
-                  if _is_atomsets(name) and ensemble_size(m) == 1 and (parent is None or parent_of(name) == parent)
+                  if _is_atomsets(name) and ensemble_size(m) == ensemble and (ensemble == 1 or _of_selected(m))
+                  and (parent is None or parent_of(name) == parent)
                   and name.endswith(THRESHOLD_SUFFIX) == threshold
                   and all(f.get("validation_score") is not None for f in m["folds"])}
     if len(candidates) < 2:
@@ -253,7 +271,10 @@ def training(result, name):
     extra = "".join(f", {k.replace('_', ' ')} {s[k]:g}" for k in ("weight_decay", "dropout") if s.get(k))
     if s.get("threshold") == "validation":
         extra += ", decision threshold chosen on inner validation (highest balanced accuracy)"
-    if ensemble_size(result["models"][name]) > 1:
+    if ensemble_size(result["models"][name]) > 1 and _of_selected(result["models"][name]):
+        extra += (f", then a seed ensemble of {s['ensemble']} nets of the chosen configuration (the chosen net "
+                  "and its clones with other seeds; mean prediction; its inner-validation score: the chosen net's)")
+    elif ensemble_size(result["models"][name]) > 1:
         extra += (f", seed ensemble of {s['ensemble']} nets (mean prediction; its inner-validation score: "
                   "the members' mean, each on its own split)")
     selection = s.get("selection")
@@ -302,7 +323,7 @@ def parent_comparison(results):
     for r in tasks:
         by_model = {}
         for name, m in r["models"].items():
-            if name in (SELECTED, selected_label(threshold=True)):
+            if name in (SELECTED, selected_label(threshold=True)) or name.startswith(f"{SELECTED} x"):
                 continue
             if _is_selected(name):
                 base, parent = "AtomSets (validation-selected among the parent's models)", parent_of(name)

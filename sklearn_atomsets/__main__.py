@@ -129,8 +129,10 @@ def main(argv=None):
     m.add_argument("--readout", default="mean", choices=["mean", "set2set"], help="AtomSets readout")
     m.add_argument("--ensemble", type=int, default=1, metavar="K",
                    help="fit each network model (AtomSets-*, MLP-*) as a seed ensemble of K nets, averaged; its "
-                        "inner-validation score is the mean of the members' (each on its own inner split); the "
-                        "results name it '<model> xK' and record K and the members' seeds (default 1: one net)")
+                        "inner-validation score is the mean of the members' (each on its own inner split); with "
+                        "--select, the configuration is chosen on single nets and the chosen net is the first "
+                        "member (K-1 more fits; its score is the chosen net's); the results name it '<model> xK' "
+                        "and record K and the members' seeds (default 1: one net)")
     m.add_argument("--threshold", default="0.5", choices=["0.5", "validation"],
                    help="network classifiers' decision threshold: matbench's 0.5, or the one that maximises "
                         "balanced accuracy (the leaderboard's labels ROC-AUC) on each net's inner validation split; "

@@ -86,7 +86,9 @@ class TrainingSettings:
 
     ``ensemble`` > 1 makes every network model (AtomSets-*, MLP-*) a seed ensemble of that
     many nets (:class:`~sklearn_atomsets.AtomSetsEnsembleRegressor` / ``Classifier``, whose
-    ``random_state`` is the run's seed); 1 is a single net, and is not recorded.
+    ``random_state`` is the run's seed); 1 is a single net, and is not recorded. With a
+    selection, the configuration is chosen on single nets and the chosen net then grows into
+    the ensemble (``fit_from``: K - 1 more fits), whose validation score stays the chosen net's.
 
     ``threshold`` is how a network classifier turns probabilities into the labels the
     leaderboard scores: ``"0.5"`` leaves it to matbench (positive above 0.5; not recorded),
@@ -489,7 +491,9 @@ def summarise_fits(folds, max_epochs=None):
         "n_seeds": len(seed_means),
     }
     counted = []
-    for c in (m for f in folds for c in f.get("selection", {}).get("candidates", [f]) for m in c.get("members", [c])):
+    fits = [m for f in folds for c in f.get("selection", {}).get("candidates", [f]) for m in c.get("members", [c])]
+    fits += [m for f in folds if "selection" in f for m in f.get("ensemble", {}).get("members", [])]
+    for c in fits:
         if "hit_cap" in c:
             counted.append(bool(c["hit_cap"]))
         elif max_epochs is not None and c.get("epochs_run") is not None:
@@ -574,14 +578,14 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     settings = settings or TrainingSettings()
     if settings.threshold not in ("0.5", "validation"):
         raise ValueError(f"threshold should be '0.5' or 'validation', got {settings.threshold!r}.")
-    if settings.threshold == "validation" and settings.ensemble > 1:
-        raise ValueError("A threshold chosen on inner validation needs single nets: a seed ensemble's members "
-                         "each hold out their own split, so none is held out from the ensemble.")
     seeds = [seed] if seeds is None else [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds should be distinct integers, got {seeds}.")
     task = load_matbench_composition_task(task_name) if composition_only else load_matbench_task(task_name)
     info = task.info
+    if settings.threshold == "validation" and settings.ensemble > 1 and info.kind == "classification":
+        raise ValueError("A threshold chosen on inner validation needs single nets: a seed ensemble's members "
+                         "each hold out their own split, so none is held out from the ensemble.")
     names = models_for(info, models)
     file = f"{task_name}_composition_only.json" if composition_only else f"{task_name}.json"
     result = {
@@ -683,9 +687,13 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
         F_test = rest.transform(F_test)
     t_featurize = time.perf_counter() - start
     start = time.perf_counter()
+    grow = bool(selection) and settings.ensemble > 1  # select on single nets, then the ensemble of the pick
     if selection:
-        model, chosen, records = select_protocol(name, info, F_train, y_train.to_numpy(), selection, settings, seed)
+        single = replace(settings, ensemble=1) if grow else settings
+        model, chosen, records = select_protocol(name, info, F_train, y_train.to_numpy(), selection, single, seed)
         picked = next(r for r in records if r["config"] == chosen)
+        if grow:
+            model = _seed_ensemble(model, settings, seed).fit_from(model, F_train, y_train.to_numpy())
     else:
         model.fit(F_train, y_train.to_numpy())
     net = model
@@ -703,6 +711,10 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
         entry.update({k: picked[k] for k in ("best_epoch", "validation_score", "epochs_run", "hit_cap", "members")
                       if k in picked})
         entry["selection"] = {"chosen": chosen, "candidates": records}
+        if grow:  # the selected net is the first member: its validation_score is on the seed's shared split
+            entry["ensemble"]["of_selected"] = True
+            entry["ensemble"]["members"] = [{"seed": s, **_fit_record(e, settings.max_epochs)}
+                                            for s, e in zip(net.seeds_[1:], net.estimators_[1:])]
     else:
         entry.update(_fit_record(net, settings.max_epochs))
     return entry

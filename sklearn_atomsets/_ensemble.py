@@ -42,9 +42,34 @@ class _SeedEnsemble(BaseEstimator):
         base = self._default() if self.estimator is None else self.estimator
         if "random_state" not in base.get_params():
             raise ValueError(f"estimator {type(base).__name__} has no random_state parameter to vary.")
-        seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=self.n_estimators)
-        self.seeds_ = [int(s) for s in seeds]
+        self.seeds_ = self._draw_seeds()
         self.estimators_ = [clone(base).set_params(random_state=s).fit(X, y) for s in self.seeds_]
+        return self._fitted()
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit_from(self, fitted, X, y):
+        """Fit the ensemble around ``fitted``, a member already trained on ``X, y``.
+
+        ``fitted`` becomes the first member as it is (its ``random_state`` is the first of
+        ``seeds_``); only the other ``n_estimators - 1`` members are trained, clones of it
+        with the seeds ``fit`` would give them. For a net chosen among candidates (a
+        configuration selected on its inner validation split): the ensemble of the selection
+        costs ``n_estimators - 1`` more fits, not ``n_estimators`` per candidate. ``estimator``
+        is not used.
+        """
+        check_is_fitted(fitted)
+        seed = fitted.get_params().get("random_state")
+        if not isinstance(seed, numbers.Integral):
+            raise ValueError(f"fitted needs an integer random_state (its seed as a member), got {seed!r}.")
+        self.seeds_ = [int(seed)] + self._draw_seeds()[1:]
+        self.estimators_ = [fitted] + [clone(fitted).set_params(random_state=s).fit(X, y) for s in self.seeds_[1:]]
+        return self._fitted()
+
+    def _draw_seeds(self):
+        seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=self.n_estimators)
+        return [int(s) for s in seeds]
+
+    def _fitted(self):
         return self
 
     @property
@@ -134,8 +159,7 @@ class AtomSetsEnsembleClassifier(ClassifierMixin, _SeedEnsemble):
     def _default(self):
         return AtomSetsClassifier()
 
-    def fit(self, X, y):
-        super().fit(X, y)
+    def _fitted(self):
         self.classes_ = self.estimators_[0].classes_
         for e in self.estimators_[1:]:
             if list(e.classes_) != list(self.classes_):  # cannot happen with the same y; checked anyway

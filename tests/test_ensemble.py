@@ -67,3 +67,30 @@ def test_classifier_averages_probabilities():
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
     assert clf.classes_.tolist() == [False, True] and clf.score(X, labels) > 0
+
+
+@pytest.mark.parametrize("cls, base", [(AtomSetsEnsembleRegressor, AtomSetsRegressor),
+                                       (AtomSetsEnsembleClassifier, AtomSetsClassifier)])
+def test_fit_from_keeps_the_fitted_net_and_trains_the_members_fit_would(cls, base):
+    """``fit_from(fitted, X, y)``: the fitted net is the first member, untouched; the others are
+    the members ``fit`` trains with the same random_state (same seeds, same predictions)."""
+    X, y = _data(80)
+    if cls is AtomSetsEnsembleClassifier:
+        y = y > np.median(y)
+    first = base(max_epochs=4, patience=4, random_state=11).fit(X, y)
+    before = first.predict(X[:10])
+    grown = cls(n_estimators=3, random_state=5).fit_from(first, X, y)
+    full = cls(base(max_epochs=4, patience=4), n_estimators=3, random_state=5).fit(X, y)
+    assert grown.estimators_[0] is first and grown.seeds_[0] == 11 and grown.seeds_[1:] == full.seeds_[1:]
+    np.testing.assert_array_equal(first.predict(X[:10]), before)  # not refitted
+    for a, b in zip(grown.estimators_[1:], full.estimators_[1:]):
+        np.testing.assert_allclose(a.predict_proba(X) if hasattr(a, "predict_proba") else a.predict(X),
+                                   b.predict_proba(X) if hasattr(b, "predict_proba") else b.predict(X), rtol=1e-6)
+    if cls is AtomSetsEnsembleClassifier:
+        assert grown.classes_.tolist() == [False, True]
+    with pytest.raises(NotFittedError):
+        cls(n_estimators=2).fit_from(base(), X, y)
+    with pytest.raises(ValueError, match="integer random_state"):
+        cls(n_estimators=2).fit_from(base(max_epochs=2, random_state=None).fit(X, y), X, y)
+    with pytest.raises(InvalidParameterError, match="n_estimators"):
+        cls(n_estimators=0).fit_from(first, X, y)

@@ -302,43 +302,46 @@ def test_cli_seeds_selection_and_bad_selection(capsys, tmp_path):
     assert "not among" in capsys.readouterr().out
 
 
-def test_seed_ensembles_fit_record_and_average_their_members(monkeypatch, tmp_path):
-    """``ensemble=K`` (``--ensemble K``) makes each network model a seed ensemble of K nets: K
-    members per candidate of the selection, recorded with their seeds under the name
-    '<model> xK'; the test predictions are the mean of the chosen candidate's members, and its
-    validation score the mean of theirs."""
+def test_seed_ensembles_grow_from_the_net_selected_on_inner_validation(monkeypatch, tmp_path):
+    """``ensemble=K`` with a selection (``--select --ensemble K``): the configuration is chosen
+    on single nets exactly as without the ensemble, and the chosen net grows into an ensemble of
+    K (K - 1 more fits with other seeds). The row '<model> xK' records the members' seeds and
+    fits; its validation score is the chosen net's; its test predictions are the mean of single
+    nets of the chosen configuration fitted with the members' seeds."""
     from sklearn_atomsets import _benchmark
     from sklearn_atomsets.__main__ import main
 
     small = dataclasses_replace_folds(load_matbench_task("matbench_steels", download=False), 100, 30)
     monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name: small)
-    settings = TrainingSettings(max_epochs=4, patience=4, loss="mae", ensemble=3)
+    settings = TrainingSettings(max_epochs=4, patience=4, loss="mae", ensemble=3, threshold="validation")
     grid = {"readout": ("mean", "set2set")}
-    run_matbench_task("matbench_steels", models=["AtomSets-V0", "AMM-style"], folds=[0], settings=settings,
-                      selection=grid, out_dir=tmp_path, log=lambda *a: None, seed=7)
+    run = dict(models=["AtomSets-V0", "AMM-style"], folds=[0], selection=grid, log=lambda *a: None, seed=7)
+    run_matbench_task("matbench_steels", settings=settings, out_dir=tmp_path, **run)
     saved = json.loads((tmp_path / "matbench_steels.json").read_text())
     assert saved["models"].keys() == {"AtomSets-V0 x3", "AMM-style"}  # the forest is not an ensemble of nets
     m = saved["models"]["AtomSets-V0 x3"]
     assert m["settings"]["ensemble"] == 3 and "ensemble" not in saved["models"]["AMM-style"]["settings"]
     fold = m["folds"][0]
     seeds = fold["ensemble"]["seeds"]
-    assert fold["ensemble"]["n_estimators"] == 3 and len(set(seeds)) == 3
-    candidates = fold["selection"]["candidates"]
-    assert m["n_fits"] == 2 * 3  # every member of every candidate is a fit
-    for c in candidates:  # every candidate's members have the same seeds, hence the same inner splits
-        assert [x["seed"] for x in c["members"]] == seeds
-        assert np.isclose(c["validation_score"], np.mean([x["validation_score"] for x in c["members"]]))
+    assert fold["ensemble"]["n_estimators"] == 3 and fold["ensemble"]["of_selected"] and len(set(seeds)) == 3
+    assert seeds[0] == 7 and [x["seed"] for x in fold["ensemble"]["members"]] == seeds[1:]
+    assert m["n_fits"] == 2 + 2  # two single-net candidates, then two more members
+    # the selection is the single nets' selection, scores and all
+    single_run = run_matbench_task("matbench_steels", settings=_benchmark.replace(settings, ensemble=1), **run)
+    single = single_run["models"]["AtomSets-V0"]["folds"][0]
+    scores = lambda f: [(c["config"], c["validation_score"]) for c in f["selection"]["candidates"]]  # noqa: E731
+    assert fold["selection"]["chosen"] == single["selection"]["chosen"] and scores(fold) == scores(single)
+    assert fold["validation_score"] == single["validation_score"]
     chosen = fold["selection"]["chosen"]
-    assert chosen == min(candidates, key=lambda c: c["validation_score"])["config"]
-    assert fold["validation_score"] == next(c for c in candidates if c["config"] == chosen)["validation_score"]
-    # the predictions are the mean of single nets fitted with the members' seeds
+    # the predictions are the mean of single nets of the chosen configuration fitted with the members' seeds
     X_train, y_train, X_test, _ = small.split(0)
-    single = _benchmark.replace(settings, ensemble=1, **chosen)
+    config = _benchmark.replace(settings, ensemble=1, **chosen)
     preds = []
     for s in seeds:
-        pipe = make_model("AtomSets-V0", small.info, single, seed=s)
+        pipe = make_model("AtomSets-V0", small.info, config, seed=s)
         pipe.fit(list(X_train), y_train.to_numpy())
         preds.append(pipe.predict(list(X_test)))
+    np.testing.assert_allclose(preds[0], single["y_pred"], rtol=1e-5)  # the first member is the chosen net
     np.testing.assert_allclose(fold["y_pred"], np.mean(preds, axis=0), rtol=1e-5)
     assert not np.allclose(preds[0], preds[1])  # the members differ
     # the default (one net) records no ensemble; the CLI passes --ensemble through

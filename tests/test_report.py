@@ -56,6 +56,31 @@ def test_seed_ensembles_are_shown_but_not_validation_selected():
         "mean readout, L1 loss, seed ensemble of 5 nets (mean prediction;")
 
 
+def test_ensembles_grown_from_selected_nets_get_their_own_selected_row():
+    """Rows '<model> x5' of ``--select --ensemble 5`` carry their chosen (first) net's validation
+    score on the shared split: the 'validation-selected x5' row picks among them on those scores,
+    the same picks as the single nets' row, and scores the picks' ensembles. Ensembles without
+    that mark (members' mean scores) stay out, and a model with only some folds grown is no candidate."""
+    result = _result()
+    for name, scores in (("AtomSets x5", [0.8, 0.8, 0.8]), ("AtomSets-V0 x5", [1.5, 1.5, 1.5])):
+        single = result["models"][name[:-3]]
+        grown = _model(scores, [f["validation_score"] for f in single["folds"]])
+        grown["settings"]["ensemble"] = 5
+        for f in grown["folds"]:
+            f["ensemble"] = {"n_estimators": 5, "seeds": [0, 1, 2, 3, 4], "of_selected": True}
+        result["models"][name] = grown
+    assert report.ensembles_of_selected(result) == [5]
+    assert report.validation_selected(result)["candidates"] == ["AtomSets", "AtomSets-V0"]
+    picked = report.validation_selected(result, ensemble=5)
+    assert picked["candidates"] == ["AtomSets x5", "AtomSets-V0 x5"]
+    assert [f["model"] for f in picked["folds"]] == ["AtomSets-V0 x5", "AtomSets x5", "AtomSets-V0 x5"]
+    assert picked["mean"] == pytest.approx((1.5 + 0.8 + 1.5) / 3)
+    assert "then a seed ensemble of 5 nets of the chosen configuration" in report.training(result, "AtomSets x5")
+    del result["models"]["AtomSets-V0 x5"]["folds"][1]["ensemble"]["of_selected"]
+    assert report.ensembles_of_selected(result) == [5]
+    assert report.validation_selected(result, ensemble=5) is None  # one candidate left
+
+
 def test_targets_state_both_selections():
     result = _result()
     result["models"][report.SELECTED] = report.validation_selected(result)
