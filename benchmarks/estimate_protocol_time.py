@@ -7,6 +7,9 @@
     python benchmarks/estimate_protocol_time.py --plan ... --keep-parts 9 --drop-unstarted --forest-factor 2.7 --net-factor 1.7
         # of parts 1-9 only the jobs already run (or with a seed run) kept; everything else packed
         # again from the estimates times these factors (see "Calibration")
+    python benchmarks/estimate_protocol_time.py --plan ... --keep-parts 75 ... --ensemble 5 --ensemble-max-samples 1000
+        # the plan as it is, plus seed ensembles of 5 nets of every network model of the tasks with
+        # at most 1000 samples, in new parts
 
 Reads the single-seed results (``benchmarks/results/matbench/<task>.json``, and the other
 parents' runs in its ``chgnet/`` folder: per fit ``fit_s``, ``featurize_s``, ``epochs_run``,
@@ -26,6 +29,8 @@ printed with the numbers.
   of a fit that stopped early, and twice it (at most the cap) for a fit that hit the old cap.
 - The featurizer runs once per fold (the runner reuses its output across seeds); the
   baselines' forests are fitted once per seed.
+- A seed ensemble of K nets grown from the selected net (``--ensemble K``): the single net's
+  estimate times (candidates + K - 1) / candidates.
 - Composition-only tasks (no recorded run): per-row, per-epoch times and epochs of the
   composition task of the same kind (expt_gap for regression, expt_is_metal for
   classification), scaled linearly with the number of rows.
@@ -131,6 +136,11 @@ def estimate(folder, args):
                 s2s = r["models"].get(f"{name} (set2set)", {}).get("folds")
                 seconds = _net_estimate(m["folds"], s2s, s2s_ratio, kind, name.startswith("MLP-f"), old_cap, args)
             rows.append((task, name, seconds))
+            if args.ensemble > 1 and r["n_samples"] <= args.ensemble_max_samples and not name.startswith("AMM-style"):
+                if kind == "classification":  # thresholds are chosen on a single net's inner split
+                    raise SystemExit(f"{task}: seed ensembles of classifiers cannot have a validation threshold")
+                n = 3 if name.startswith("MLP-f") else 6  # the selection's candidates: losses (x readouts)
+                rows.append((task, f"{name} x{args.ensemble}", seconds * (n + args.ensemble - 1) / n))
     for task, (n_rows, kind) in COMPOSITION_ONLY.items():
         ref = files.get(REFERENCE[kind])
         if ref is None:
@@ -262,6 +272,12 @@ def main(argv=None):
                         help="multiply the forest baselines' estimates of the jobs being packed by this")
     parser.add_argument("--net-factor", type=float, default=1.0,
                         help="multiply the networks' estimates of the jobs being packed by this")
+    parser.add_argument("--ensemble", type=int, default=1, metavar="K",
+                        help="also plan each network model of the tasks with at most --ensemble-max-samples "
+                             "samples as a seed ensemble of K nets grown from its selected net ('<model> xK': "
+                             "run_matbench.sh passes --ensemble K; K-1 fits more than the selection)")
+    parser.add_argument("--ensemble-max-samples", type=int, default=1000,
+                        help="the largest task (samples) whose networks get the seed ensembles of --ensemble")
     parser.add_argument("--jobs", default=HERE / "results" / "matbench_seeds" / "jobs",
                         help="where run_matbench.sh keeps the plan's jobs (for the calibration printout)")
     args = parser.parse_args(argv)
@@ -304,7 +320,9 @@ def main(argv=None):
                  + (f" --keep-parts {args.keep_parts}" if args.keep_parts else "")
                  + (" --drop-unstarted" if args.drop_unstarted else "")
                  + (f" --forest-factor {args.forest_factor:g}" if args.forest_factor != 1 else "")
-                 + (f" --net-factor {args.net_factor:g}" if args.net_factor != 1 else "") + " (an ESTIMATE)"]
+                 + (f" --net-factor {args.net_factor:g}" if args.net_factor != 1 else "")
+                 + (f" --ensemble {args.ensemble} --ensemble-max-samples {args.ensemble_max_samples}"
+                    if args.ensemble > 1 else "") + " (an ESTIMATE)"]
         lines += ["\t".join(f) for f in kept]
         lines += ["\t".join([str(p), str(sl), j, t, str(int(c)), m, " ".join(map(str, se)), " ".join(map(str, fo)),
                              f"{s:.0f}"]) for p, sl, j, t, c, m, se, fo, s in jobs]

@@ -12,6 +12,7 @@ plot (regression) for each task's best model.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -122,15 +123,36 @@ def task_label(result):
 PLAN = HERE / "matbench_plan.tsv"  # run_matbench.sh's jobs
 
 
-def complete_tasks(seeded=SEEDED_RESULTS, plan=PLAN):
-    """``(task, composition_only)`` pairs whose every job of ``plan`` has finished (a ``done``
-    file in ``<seeded>/jobs/<job>/``)."""
-    jobs = {}
+def _plan_jobs(plan):
+    """``[(job, task, composition_only, model)]`` of run_matbench.sh's plan."""
+    out = []
     for line in Path(plan).read_text().splitlines():
         if line.strip() and not line.startswith("#"):
-            _, _, job, task, composition_only, *_ = line.split("\t")
-            jobs.setdefault((task, composition_only == "1"), []).append(job)
+            _, _, job, task, composition_only, model, *_ = line.split("\t")
+            out.append((job, task, composition_only == "1", model))
+    return out
+
+
+def _is_ensemble_job(model):
+    """A plan model '<model> xK': a seed ensemble grown from the selected nets, an addition to the table."""
+    return re.search(r" x\d+$", model) is not None
+
+
+def complete_tasks(seeded=SEEDED_RESULTS, plan=PLAN):
+    """``(task, composition_only)`` pairs whose every job of ``plan`` has finished (a ``done``
+    file in ``<seeded>/jobs/<job>/``), the seed-ensemble jobs ('<model> xK') aside: they add
+    rows to a task, each once its jobs are done (:func:`unfinished_ensembles`)."""
+    jobs = {}
+    for job, task, comp, model in _plan_jobs(plan):
+        if not _is_ensemble_job(model):
+            jobs.setdefault((task, comp), []).append(job)
     return {key for key, names in jobs.items() if all((Path(seeded) / "jobs" / j / "done").is_file() for j in names)}
+
+
+def unfinished_ensembles(seeded=SEEDED_RESULTS, plan=PLAN):
+    """``{(task, composition_only, model)}`` of the plan's seed-ensemble models with a job not done."""
+    return {(task, comp, model) for job, task, comp, model in _plan_jobs(plan)
+            if _is_ensemble_job(model) and not (Path(seeded) / "jobs" / job / "done").is_file()}
 
 
 def load_default_results(seeded=SEEDED_RESULTS, first=RESULTS, plan=PLAN):
@@ -139,7 +161,7 @@ def load_default_results(seeded=SEEDED_RESULTS, first=RESULTS, plan=PLAN):
     the first, single-seed pass's (``results/matbench``): a table never mixes the two
     protocols within a task, nor shows a task's full protocol with some of its models missing."""
     complete = complete_tasks(seeded, plan)
-    full = [r for r in (load_results(seeded) if Path(seeded).is_dir() else [])
+    full = [r for r in (load_results(seeded, drop=unfinished_ensembles(seeded, plan)) if Path(seeded).is_dir() else [])
             if (r["task"], bool(r.get("composition_only"))) in complete]
     done = {result_key(r) for r in full}
     return sorted(full + [r for r in load_results(first) if result_key(r) not in done], key=_table_order)
@@ -151,16 +173,19 @@ def _table_order(result):
         bool(result.get("composition_only"))
 
 
-def load_results(folder=RESULTS):
+def load_results(folder=RESULTS, drop=frozenset()):
     """Every ``matbench_*.json`` under ``folder`` (subfolders included: the jobs of a run in
     parts), merged per task (``merge_results``: fits of each seed and fold of a model run
-    with the same settings), rescored and summarised."""
+    with the same settings), rescored and summarised; ``drop``: ``(task, composition_only,
+    model)`` rows left out (seed ensembles whose jobs are not all done)."""
     from sklearn_atomsets._benchmark import merge_results
 
     paths = sorted(Path(folder).rglob("matbench_*.json"), key=lambda p: (p.stat().st_mtime, str(p)))
     files = merge_results([json.loads(p.read_text()) for p in paths])
     results = sorted(files, key=_table_order)
     for r in results:
+        for name in [n for n in r["models"] if (r["task"], bool(r.get("composition_only")), n) in drop]:
+            del r["models"][name]
         rescore_classification(r)
         for m in r["models"].values():
             _summarise(m, _max_epochs(r, m))
@@ -205,7 +230,8 @@ def validation_selected(result, parent=None, threshold=False, ensemble=1):
     validation (rows ending in :data:`THRESHOLD_SUFFIX`) instead of those at matbench's 0.5.
     ``ensemble``: choose among the seed ensembles of that size that grew from their selected
     net (``--select --ensemble K``): the choice is made on those first members' scores, so it
-    is the choice among the single nets, and the pick's ensemble is what is scored.
+    is the choice among the single nets, and the pick's ensemble is what is scored (None
+    unless every single-net candidate has such an ensemble).
 
     The choice uses only each fold's training data (the 90/10 split that drives early
     stopping, the same split for every model of a seed), so unlike picking the best mean
@@ -219,6 +245,10 @@ def validation_selected(result, parent=None, threshold=False, ensemble=1):
                   and (parent is None or parent_of(name) == parent)
                   and name.endswith(THRESHOLD_SUFFIX) == threshold
                   and all(f.get("validation_score") is not None for f in m["folds"])}
+    if ensemble > 1:  # the single nets' choice: only where every single-net candidate has its ensemble
+        singles = validation_selected(result, parent, threshold)
+        if singles is None or sorted(f"{n} x{ensemble}" for n in singles["candidates"]) != sorted(candidates):
+            return None
     if len(candidates) < 2:
         return None
     units = {f.get("validation_units") for c in candidates.values() for f in c.values()}
@@ -315,8 +345,6 @@ def parent_comparison(results):
     """The same models on each parent, side by side: ``(parents, rows)`` for the tasks that
     ran more than one parent, each row ``[task, model, score per parent..., anchors]``
     (scores as ``score_cell``'s mean, '' where that parent did not run the model)."""
-    import re
-
     tasks = [r for r in results if len(parents_in(r)) > 1]
     parents = sorted({p for r in tasks for p in parents_in(r)}, key=lambda p: (p != DEFAULT_PARENT, p))
     rows = []

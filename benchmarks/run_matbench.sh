@@ -4,14 +4,16 @@
 # every network fit's loss (regressors) and readout chosen on inner-validation scores (--select), network
 # classifiers' decision thresholds chosen on the same inner split (--threshold validation), all 13
 # tasks (log_gvrh, log_kvrh, perovskites, mp_gap, mp_is_metal, mp_e_form from their composition-only copies).
-# About 190 h on 2 cores by benchmarks/estimate_protocol_time.py -- an ESTIMATE scaled from recorded fit
+# About 196 h on 2 cores by benchmarks/estimate_protocol_time.py -- an ESTIMATE scaled from recorded fit
 # times and calibrated on the finished jobs' logged wall times -- so the jobs are packed into parts
 # (benchmarks/matbench_plan.tsv, written by that script): a part is two 1-thread processes of at most 2.5
 # estimated hours each, i.e. one 3-hour window on 2 cores (one seed and fold of the mp_gap / mp_e_form
 # networks is estimated above that on its own). Parts 1-22 are the seven tasks with structures (the main
 # table; 1-9 the jobs run or started before the calibration, 10-22 the rest), 23-36 the four smaller
-# composition-only tasks, 37-75 mp_gap and mp_e_form. Finished jobs are skipped on a rerun, so an interrupted part can
-# simply be started again. After each part (or list of jobs) the report is rewritten.
+# composition-only tasks, 37-75 mp_gap and mp_e_form, 76-77 seed ensembles of 5 nets ('<model> x5': --ensemble 5,
+# grown from each fit's selected net) of every network model of the tasks with at most 1000 samples (steels,
+# jdft2d). Finished jobs are skipped on a rerun, so an interrupted part can simply be started again. After
+# each part (or list of jobs) the report is rewritten.
 #   bash benchmarks/run_matbench.sh list [results folder] # the parts, their tasks, estimates and finished jobs
 #   bash benchmarks/run_matbench.sh 1                     # one part (also a range: 1-5, or: all)
 #   bash benchmarks/run_matbench.sh 1-5 [results folder]  # default benchmarks/results
@@ -58,6 +60,10 @@ run_one() {  # run_one <dir> <task> <composition_only> <model> <seeds> <folds>: 
     local dir=$1 task=$2 comp=$3 model=$4 seeds=$5 folds=$6 extra=()
     mkdir -p "$dir"
     [[ $comp == 1 ]] && extra=(--composition-only)
+    if [[ $model =~ ^(.+)\ x([0-9]+)$ ]]; then  # '<model> xK': a seed ensemble of K nets grown from the selected one
+        model=${BASH_REMATCH[1]}
+        extra+=(--ensemble "${BASH_REMATCH[2]}")
+    fi
     # shellcheck disable=SC2086  # seeds and folds are space-separated lists
     "$PY" -m sklearn_atomsets matbench --tasks "$task" --models "$model" --seeds $seeds --folds $folds \
         "${PROTOCOL[@]}" "${extra[@]}" "${EXTRA[@]}" --out "$dir" </dev/null >"$dir/log.txt" 2>&1 && touch "$dir/done"

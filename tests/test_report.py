@@ -418,7 +418,7 @@ def test_the_committed_plan_is_what_the_script_writes_and_keeps_finished_parts(t
     pairs = {(t, c, m) for t, c, m, *_ in covered}
     assert len(covered) == 15 * len(pairs)
     assert ("matbench_jdft2d", "0", "AtomSets-V1 [CHGNet-0.3.0]") in pairs
-    assert "385.0 process-hours" in capsys.readouterr().out
+    assert "392.0 process-hours" in capsys.readouterr().out
 
 
 def test_calibration_compares_logged_wall_times_of_finished_jobs_with_the_estimate(tmp_path):
@@ -468,6 +468,19 @@ def test_default_results_take_each_task_from_the_full_protocol_where_it_ran(tmp_
         ("matbench_steels", 3.0), ("matbench_jdft2d", 2.0)]
     assert [r["task"] for r in report.load_default_results(tmp_path / "none", first, plan)] == [
         "matbench_steels", "matbench_jdft2d"]
+    # a seed-ensemble job ('<model> x5') does not hold a task back; its row shows once its job is done
+    with plan.open("a") as f:
+        f.write("2\t1\tp03\tmatbench_steels\t0\tAtomSets x5\t0 1 2\t0 1 2 3 4\t10\n")
+    result = _result() | {"task": "matbench_steels"}
+    result["models"] = {"AtomSets x5": _model([2.5] * 3, [0.1] * 3)}
+    result["models"]["AtomSets x5"]["settings"]["ensemble"] = 5
+    (seeded / "jobs" / "p03").mkdir()
+    (seeded / "jobs" / "p03" / "matbench_steels.json").write_text(json.dumps(result))  # partly run
+    assert report.complete_tasks(seeded, plan) == {("matbench_steels", False)}
+    assert report.unfinished_ensembles(seeded, plan) == {("matbench_steels", False, "AtomSets x5")}
+    assert list(report.load_default_results(seeded, first, plan)[0]["models"]) == ["AtomSets"]
+    (seeded / "jobs" / "p03" / "done").write_text("")
+    assert list(report.load_default_results(seeded, first, plan)[0]["models"]) == ["AtomSets", "AtomSets x5"]
 
 
 _FAKE_PYTHON = """#!/usr/bin/env bash
@@ -475,6 +488,7 @@ _FAKE_PYTHON = """#!/usr/bin/env bash
 [[ $1 == -m ]] || exit 0  # the report step
 out=${@: -1}; seeds=$(echo "$@" | sed 's/.*--seeds \\(.*\\) --folds.*/\\1/')
 echo "$seeds $out" >> "$FAKE_DIR/calls"
+printf '%s|' "$@" >> "$FAKE_DIR/args"; echo >> "$FAKE_DIR/args"
 touch "$FAKE_DIR/running.$$"; ls "$FAKE_DIR"/running.* | wc -l >> "$FAKE_DIR/beside"
 sleep 0.4; rm "$FAKE_DIR/running.$$"
 [[ " $FAIL " == *" $out "* ]] && exit 1
@@ -497,7 +511,8 @@ def test_run_matbench_workers_run_each_seed_once_and_finish_a_job_only_with_all_
     (tmp_path / "plan.tsv").write_text("# part\tslot\tjob\n"
                                        "1\t1\tpa\tmatbench_steels\t0\tAtomSets\t0 1 2\t0 1 2 3 4\t10\n"
                                        "1\t2\tpb\tmatbench_steels\t0\tAMM-style\t0 1\t0 1\t10\n"
-                                       "2\t1\tpc\tmatbench_glass\t0\tAtomSets\t0\t0\t10\n")
+                                       "2\t1\tpc\tmatbench_glass\t0\tAtomSets\t0\t0\t10\n"
+                                       "3\t1\tpd\tmatbench_steels\t0\tAtomSets-V0 [CHGNet-0.3.0] x5\t0\t0\t10\n")
     jobs = tmp_path / "res" / "matbench_seeds" / "jobs"
     failing = f"{jobs}/pa/seed1"
     run = _run_script(tmp_path, "pa pb", "2", fail=failing)
@@ -511,7 +526,7 @@ def test_run_matbench_workers_run_each_seed_once_and_finish_a_job_only_with_all_
     assert (jobs / "pb" / "done").exists() and not (jobs / "pc").exists()
     listed = _run_script(tmp_path, "", "1", which="list").stdout.splitlines()
     assert listed[0].startswith("part 1 slot 1: 0.00 h estimated, 0/1 jobs done")
-    assert listed[1].startswith("part 1 slot 2: 0.00 h estimated, 1/1 jobs done") and listed[-1].startswith("1/3 jobs")
+    assert listed[1].startswith("part 1 slot 2: 0.00 h estimated, 1/1 jobs done") and listed[-1].startswith("1/4 jobs")
 
     (tmp_path / "calls").unlink()
     run = _run_script(tmp_path, "pa pb", "2")  # the rerun does only what is missing
@@ -527,3 +542,9 @@ def test_run_matbench_workers_run_each_seed_once_and_finish_a_job_only_with_all_
     run = _run_script(tmp_path, "pc", "1")  # one process per job, as without WORKERS
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "calls").read_text().splitlines() == [f"0 {jobs}/pc"] and (jobs / "pc" / "done").exists()
+    # '<model> xK' in the plan: the model, as a seed ensemble of K nets
+    assert "|--models|AtomSets|--seeds|0|" in (tmp_path / "args").read_text().splitlines()[-1]
+    run = _run_script(tmp_path, "pd", "1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    args = (tmp_path / "args").read_text().splitlines()[-1]
+    assert "|--models|AtomSets-V0 [CHGNet-0.3.0]|--seeds|0|" in args and "|--ensemble|5|" in args
