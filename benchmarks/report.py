@@ -184,8 +184,9 @@ def load_results(folder=RESULTS, drop=frozenset()):
     files = merge_results([json.loads(p.read_text()) for p in paths])
     results = sorted(files, key=_table_order)
     for r in results:
-        for name in [n for n in r["models"] if (r["task"], bool(r.get("composition_only")), n) in drop]:
-            del r["models"][name]
+        # rows by name (files' order is their modification times', which a fresh clone does not keep)
+        r["models"] = {n: m for n, m in sorted(r["models"].items())
+                       if (r["task"], bool(r.get("composition_only")), n) not in drop}
         rescore_classification(r)
         for m in r["models"].values():
             _summarise(m, _max_epochs(r, m))
