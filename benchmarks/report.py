@@ -223,6 +223,15 @@ def ensembles_of_selected(result):
                    if _is_atomsets(n) and ensemble_size(m) > 1 and _of_selected(m)})
 
 
+def _candidates(result, parent, threshold, ensemble):
+    """``{model: {(seed, fold): fit}}`` of the rows :func:`validation_selected` may choose among."""
+    return {name: {(f.get("seed"), f["fold"]): f for f in m["folds"]} for name, m in result["models"].items()
+            if _is_atomsets(name) and ensemble_size(m) == ensemble and (ensemble == 1 or _of_selected(m))
+            and (parent is None or parent_of(name) == parent)
+            and name.endswith(THRESHOLD_SUFFIX) == threshold
+            and all(f.get("validation_score") is not None for f in m["folds"])}
+
+
 def validation_selected(result, parent=None, threshold=False, ensemble=1):
     """Per seed and fold, the AtomSets-family model with the best inner-validation score, scored on the test fold.
 
@@ -241,14 +250,10 @@ def validation_selected(result, parent=None, threshold=False, ensemble=1):
     inner split, not a score on the split the single nets share.
     """
     lower = result["metric"] == "mae"
-    candidates = {name: {(f.get("seed"), f["fold"]): f for f in m["folds"]} for name, m in result["models"].items()
-                  if _is_atomsets(name) and ensemble_size(m) == ensemble and (ensemble == 1 or _of_selected(m))
-                  and (parent is None or parent_of(name) == parent)
-                  and name.endswith(THRESHOLD_SUFFIX) == threshold
-                  and all(f.get("validation_score") is not None for f in m["folds"])}
+    candidates = _candidates(result, parent, threshold, ensemble)
     if ensemble > 1:  # the single nets' choice: only where every single-net candidate has its ensemble
-        singles = validation_selected(result, parent, threshold)
-        if singles is None or sorted(f"{n} x{ensemble}" for n in singles["candidates"]) != sorted(candidates):
+        singles = _candidates(result, parent, threshold, 1)
+        if sorted(f"{n} x{ensemble}" for n in singles) != sorted(candidates):
             return None
     if len(candidates) < 2:
         return None

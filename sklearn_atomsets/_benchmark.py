@@ -713,8 +713,7 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
         entry["selection"] = {"chosen": chosen, "candidates": records}
         if grow:  # the selected net is the first member: its validation_score is on the seed's shared split
             entry["ensemble"]["of_selected"] = True
-            entry["ensemble"]["members"] = [{"seed": s, **_fit_record(e, settings.max_epochs)}
-                                            for s, e in zip(net.seeds_[1:], net.estimators_[1:])]
+            entry["ensemble"]["members"] = _fit_record(net, settings.max_epochs)["members"][1:]
     else:
         entry.update(_fit_record(net, settings.max_epochs))
     return entry
