@@ -62,7 +62,7 @@ run_one() {  # run_one <dir> <task> <composition_only> <model> <seeds> <folds>: 
     [[ $comp == 1 ]] && extra=(--composition-only)
     if [[ $model =~ ^(.+)\ x([0-9]+)$ ]]; then  # '<model> xK': a seed ensemble of K nets grown from the selected one
         model=${BASH_REMATCH[1]}
-        extra+=(--ensemble "${BASH_REMATCH[2]}")
+        extra+=(--ensemble "${BASH_REMATCH[2]}" --selected-from "$OUT")  # reusing the single-net jobs' selections
     fi
     # shellcheck disable=SC2086  # seeds and folds are space-separated lists
     "$PY" -m sklearn_atomsets matbench --tasks "$task" --models "$model" --seeds $seeds --folds $folds \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,15 @@ def matbench(args):
     if args.ensemble < 1:
         print(f"--ensemble should be at least 1, got {args.ensemble}")
         return 2
+    if args.selected_from is not None:
+        if args.select is None or args.ensemble < 2:
+            print("--selected-from reuses single-net selections for ensembles grown from the selected net: "
+                  "it needs --select and --ensemble K (K > 1)")
+            return 2
+        missing = [p for p in args.selected_from if not os.path.exists(p)]
+        if missing:
+            print(f"--selected-from: no such file or folder: {', '.join(missing)}")
+            return 2
     settings = TrainingSettings(max_epochs=args.max_epochs, patience=args.patience, loss=args.loss,
                                 readout=args.readout, lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout,
                                 ensemble=args.ensemble, threshold=args.threshold)
@@ -84,7 +94,8 @@ def matbench(args):
     for task in tasks:
         try:
             result = run_matbench_task(task, models=models, folds=args.folds, settings=settings, out_dir=args.out,
-                                       seeds=args.seeds, selection=selection, composition_only=args.composition_only)
+                                       seeds=args.seeds, selection=selection, composition_only=args.composition_only,
+                                       selected_from=args.selected_from)
         except (FileNotFoundError, ModuleNotFoundError) as exc:
             hint = ""
             if not args.composition_only and MATBENCH_TASKS[task].input == "structure":
@@ -133,6 +144,10 @@ def main(argv=None):
                         "--select, the configuration is chosen on single nets and the chosen net is the first "
                         "member (K-1 more fits; its score is the chosen net's); the results name it '<model> xK' "
                         "and record K and the members' seeds (default 1: one net)")
+    m.add_argument("--selected-from", nargs="+", default=None, metavar="PATH",
+                   help="with --select --ensemble K: result files or folders of single-net runs of the same settings "
+                        "and grid; a fit whose selection they record (same model, seed and fold) reuses it and fits "
+                        "only the chosen configuration again, as the first member; other fits select as usual")
     m.add_argument("--threshold", default="0.5", choices=["0.5", "validation"],
                    help="network classifiers' decision threshold: matbench's 0.5, or the one that maximises "
                         "balanced accuracy (the leaderboard's labels ROC-AUC) on each net's inner validation split; "

@@ -544,8 +544,39 @@ def _fill_feature_cache(inputs, steps):
     return filled
 
 
+def recorded_selections(paths, file, label, settings):
+    """The per-fit selections that single-net runs recorded for one model: ``{(seed, fold): record}``.
+
+    ``paths`` are result files or folders (searched recursively for ``file``, e.g.
+    ``matbench_jdft2d.json``); a model counts where its label is ``label`` and its recorded
+    settings (selection grid included) are ``settings``, so a selection made under another
+    protocol is never reused. Each record holds the ``chosen`` configuration, the
+    ``candidates`` with their inner-validation scores and the ``file`` it came from. Reading
+    them again is exact caching of the selection step (it reads training folds only); a
+    (seed, fold) that two files record with different choices raises ``ValueError``.
+    """
+    found = {}
+    for path in map(Path, paths):
+        files = [path] if path.is_file() else sorted(path.rglob(file))
+        for f in files:
+            model = json.loads(f.read_text()).get("models", {}).get(label)
+            if model is None or model.get("settings") != settings:
+                continue
+            for fit in model["folds"]:
+                if "selection" not in fit or fit.get("seed") is None:
+                    continue
+                key = (int(fit["seed"]), int(fit["fold"]))
+                record = {"chosen": fit["selection"]["chosen"], "candidates": fit["selection"]["candidates"],
+                          "file": str(f)}
+                if key in found and found[key]["chosen"] != record["chosen"]:
+                    raise ValueError(f"{label} seed {key[0]} fold {key[1]}: {found[key]['file']} chose "
+                                     f"{found[key]['chosen']}, {f} chose {record['chosen']}.")
+                found.setdefault(key, record)
+    return found
+
+
 def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out_dir=None, seed=0, log=print,
-                      seeds=None, selection=None, composition_only=False):
+                      seeds=None, selection=None, composition_only=False, selected_from=None):
     """Run models on one MatBench task's official folds and return (and save) the results.
 
     Parameters
@@ -574,6 +605,12 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     composition_only : bool, default=False
         Run on the task's composition-only copy (``load_matbench_composition_task``) with
         the composition models; results go to ``<task>_composition_only.json``.
+    selected_from : list of path-like, optional
+        With ``selection`` and ``settings.ensemble`` > 1: result files or folders of single-net
+        runs of the same settings and grid. Where they record a fit's selection (same model,
+        seed and fold; :func:`recorded_selections`) it is reused: only the chosen configuration
+        is fitted again, as the first member (1 + K - 1 fits instead of every candidate + K - 1).
+        Fits they do not record are selected as usual.
     """
     settings = settings or TrainingSettings()
     if settings.threshold not in ("0.5", "validation"):
@@ -586,6 +623,9 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     if settings.threshold == "validation" and settings.ensemble > 1 and info.kind == "classification":
         raise ValueError("A threshold chosen on inner validation needs single nets: a seed ensemble's members "
                          "each hold out their own split, so none is held out from the ensemble.")
+    if selected_from and not (selection and settings.ensemble > 1):
+        raise ValueError("selected_from reuses single-net selections for seed ensembles grown from the selected "
+                         "net: it needs a selection grid and ensemble > 1.")
     names = models_for(info, models)
     file = f"{task_name}_composition_only.json" if composition_only else f"{task_name}.json"
     result = {
@@ -639,11 +679,19 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     for name in names:
         label = model_label(name, settings, selection, info.kind)
         candidates = candidate_configs(name, info, selection) if selection else []
+        recorded = {}
+        if selected_from and candidates:
+            single = replace(settings, ensemble=1)
+            recorded = recorded_selections(selected_from, file, model_label(name, single, selection, info.kind),
+                                           _recorded_settings(name, info, single, selection))
+            log(f"{task_name} {label}: {sum((s, f) in recorded for s in seeds for f in folds)} of "
+                f"{len(seeds) * len(folds)} fits reuse a recorded single-net selection")
         fits = []
         for fold in folds:
             shared = {}  # the featurizer step does not depend on the seed: computed once per fold
             for s in seeds:
-                fits.append(_run_fold(task, name, fold, s, settings, selection if candidates else None, shared))
+                fits.append(_run_fold(task, name, fold, s, settings, selection if candidates else None, shared,
+                                      recorded.get((s, fold))))
                 f = fits[-1]
                 chosen = f" chosen {f['selection']['chosen']}" if "selection" in f else ""
                 log(f"{task_name} {label} seed {s} fold {fold}: {info.metric} {f['score']:.4f}{chosen} "
@@ -660,8 +708,12 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     return result
 
 
-def _run_fold(task, name, fold, seed, settings, selection, shared=None):
+def _run_fold(task, name, fold, seed, settings, selection, shared=None, recorded=None):
     """One fit (or one selection over candidates) on a fold's training part, scored on its test part.
+
+    ``recorded`` (a seed ensemble grown from the selected net only): the selection a single-net
+    run recorded for this seed and fold (:func:`recorded_selections`); its chosen configuration
+    is fitted again as the first member instead of fitting every candidate again.
 
     ``shared`` (a dict, one per fold) keeps the output of the pipeline's first step, the
     featurizer, which has no seed, for the fold's other seeds; the later steps (the
@@ -688,14 +740,22 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
     t_featurize = time.perf_counter() - start
     start = time.perf_counter()
     grow = bool(selection) and settings.ensemble > 1  # select on single nets, then the ensemble of the pick
-    if selection:
+    if selection and grow and recorded is not None:
+        # the selection a single-net run of these settings recorded for this seed and fold: only its
+        # chosen configuration is fitted again (same seed, same inner split), as the first member
+        chosen, records = dict(recorded["chosen"]), recorded["candidates"]
+        model = make_model(name, info, replace(settings, ensemble=1, **chosen), seed)[-1]
+        begin = time.perf_counter()
+        model.fit(F_train, y_train.to_numpy())
+        picked = {**_fit_record(model, settings.max_epochs), "fit_s": time.perf_counter() - begin}
+    elif selection:
         single = replace(settings, ensemble=1) if grow else settings
         model, chosen, records = select_protocol(name, info, F_train, y_train.to_numpy(), selection, single, seed)
         picked = next(r for r in records if r["config"] == chosen)
-        if grow:
-            model = _seed_ensemble(model, settings, seed).fit_from(model, F_train, y_train.to_numpy())
     else:
         model.fit(F_train, y_train.to_numpy())
+    if grow:
+        model = _seed_ensemble(model, settings, seed).fit_from(model, F_train, y_train.to_numpy())
     net = model
     if _tunes_threshold(name, settings, info.kind):
         model = tune_threshold(net, F_train, y_train.to_numpy())
@@ -711,6 +771,8 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None):
         entry.update({k: picked[k] for k in ("best_epoch", "validation_score", "epochs_run", "hit_cap", "members")
                       if k in picked})
         entry["selection"] = {"chosen": chosen, "candidates": records}
+        if grow and recorded is not None:
+            entry["selection"]["recorded_in"] = recorded["file"]
         if grow:  # the selected net is the first member: its validation_score is on the seed's shared split
             entry["ensemble"]["of_selected"] = True
             entry["ensemble"]["members"] = _fit_record(net, settings.max_epochs)["members"][1:]

@@ -355,6 +355,62 @@ def test_seed_ensembles_grow_from_the_net_selected_on_inner_validation(monkeypat
     assert main(["matbench", "--ensemble", "0"]) == 2
 
 
+def test_ensembles_grown_from_recorded_selections_fit_only_the_chosen_net_again(monkeypatch, tmp_path):
+    """``selected_from``: a seed ensemble grown from the selected net reuses the selection a
+    single-net run of the same settings recorded (same model, seed, fold): no candidate is fitted
+    again, only the chosen one (the first member, equal to the single run's net); the result is
+    the ensemble the full selection would have grown. Fits the files do not record are selected
+    as usual; selections made under other settings are not reused."""
+    from sklearn_atomsets import _benchmark
+    from sklearn_atomsets.__main__ import main
+
+    import dataclasses
+
+    task = load_matbench_task("matbench_steels", download=False)
+    small = dataclasses.replace(task, folds=[(train[:100], test[:30]) for train, test in task.folds[:2]])
+    monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name: small)
+    single = TrainingSettings(max_epochs=4, patience=4, loss="mae", threshold="validation")
+    grid = {"readout": ("mean", "set2set")}
+    run = dict(models=["AtomSets-V0"], selection=grid, log=lambda *a: None, seeds=[3, 5])
+    run_matbench_task("matbench_steels", settings=single, out_dir=tmp_path / "single", folds=[0], **run)
+    grown_full = run_matbench_task("matbench_steels", settings=_benchmark.replace(single, ensemble=3), folds=[0, 1],
+                                   **run)["models"]["AtomSets-V0 x3"]["folds"]
+    selections = []
+    select = _benchmark.select_protocol
+    monkeypatch.setattr(_benchmark, "select_protocol", lambda *a, **k: selections.append(a[0]) or select(*a, **k))
+    grown = run_matbench_task("matbench_steels", settings=_benchmark.replace(single, ensemble=3), folds=[0, 1],
+                              selected_from=[tmp_path / "single"], **run)["models"]["AtomSets-V0 x3"]
+    assert len(selections) == 2  # fold 0 (both seeds) reused; fold 1 is not recorded: selected as usual
+    recorded = json.loads((tmp_path / "single" / "matbench_steels.json").read_text())["models"]["AtomSets-V0"]
+    for fit, full in zip(grown["folds"], grown_full):
+        assert (fit["seed"], fit["fold"]) == (full["seed"], full["fold"])
+        assert fit["selection"]["chosen"] == full["selection"]["chosen"]
+        assert fit["validation_score"] == full["validation_score"]  # the first member: the chosen net again
+        np.testing.assert_allclose(fit["y_pred"], full["y_pred"], rtol=1e-5)
+        reused = [r for r in recorded["folds"] if (r["seed"], r["fold"]) == (fit["seed"], fit["fold"])]
+        assert ("recorded_in" in fit["selection"]) == bool(reused)
+        if reused:
+            assert fit["selection"]["candidates"] == reused[0]["selection"]["candidates"]
+    assert grown["n_fits"] == 4 * (2 + 2)  # the recorded candidates count as this protocol's fits
+    # a selection made under other settings (here another patience) is not reused
+    recorded_selections = _benchmark.recorded_selections
+    label, settings = "AtomSets-V0", _benchmark._recorded_settings("AtomSets-V0", small.info, single, grid)
+    assert len(recorded_selections([tmp_path / "single"], "matbench_steels.json", label, settings)) == 2
+    assert recorded_selections([tmp_path], "matbench_steels.json", label, {**settings, "patience": 5}) == {}
+    # two files that disagree on one fit's choice are refused
+    clash = json.loads((tmp_path / "single" / "matbench_steels.json").read_text())
+    first = clash["models"]["AtomSets-V0"]["folds"][0]["selection"]
+    first["chosen"] = {"readout": "set2set" if first["chosen"]["readout"] == "mean" else "mean"}
+    (tmp_path / "clash").mkdir()
+    (tmp_path / "clash" / "matbench_steels.json").write_text(json.dumps(clash))
+    with pytest.raises(ValueError, match="seed 3 fold 0"):
+        recorded_selections([tmp_path], "matbench_steels.json", label, settings)
+    with pytest.raises(ValueError, match="selected_from"):
+        run_matbench_task("matbench_steels", settings=single, folds=[0], selected_from=[tmp_path], **run)
+    assert main(["matbench", "--select", "--selected-from", str(tmp_path)]) == 2  # no --ensemble
+    assert main(["matbench", "--select", "--ensemble", "2", "--selected-from", str(tmp_path / "nowhere")]) == 2
+
+
 def test_a_threshold_chosen_on_inner_validation_never_reads_the_test_fold(monkeypatch):
     """--threshold validation: each network classifier's threshold is the one with the best
     balanced accuracy on its own inner validation split; the test fold is scored on labels at

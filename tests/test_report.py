@@ -547,4 +547,4 @@ def test_run_matbench_workers_run_each_seed_once_and_finish_a_job_only_with_all_
     run = _run_script(tmp_path, "pd", "1")
     assert run.returncode == 0, run.stdout + run.stderr
     args = (tmp_path / "args").read_text().splitlines()[-1]
-    assert "|--models|AtomSets-V0 [CHGNet-0.3.0]|--seeds|0|" in args and "|--ensemble|5|" in args
+    assert "|--models|AtomSets-V0 [CHGNet-0.3.0]|--seeds|0|" in args and f"|--ensemble|5|--selected-from|{jobs}|" in args
