@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -455,6 +456,30 @@ def target_check(results):
     return "\n".join(lines) + "\n"
 
 
+def ensemble_gains(results):
+    """Each seed-ensemble row against its own first member (the chosen net alone, scored on the same
+    test folds: recorded as ``ensemble.first_member_score``), paired: per seed the mean over folds of
+    (ensemble - first member), then mean ± std over seeds, and in how many fits the ensemble was better."""
+    lines = []
+    for r in results:
+        lower = r["metric"] == "mae"
+        for name, m in r["models"].items():
+            firsts = [f.get("ensemble", {}).get("first_member_score") for f in m["folds"]]
+            if not firsts or any(x is None for x in firsts):
+                continue
+            by_seed = {}
+            for f, first in zip(m["folds"], firsts):
+                by_seed.setdefault(f.get("seed"), []).append(f["score"] - first)
+            means = [statistics.fmean(v) for v in by_seed.values()]
+            better = sum((d < 0) == lower and d != 0 for v in by_seed.values() for d in v)
+            spread = f" ± {statistics.stdev(means):.2g}" if len(means) > 1 else ""
+            lines.append(f"- {task_label(r)} ({metric_name(r)}, {'lower' if lower else 'higher'} is better): "
+                         f"{row_name(r, name)} minus its first member: {statistics.fmean(means):+.3g}{spread} over "
+                         f"{len(means)} seed(s) (per seed {', '.join(f'{x:+.3g}' for x in means)}); "
+                         f"ensemble better in {better} of {len(firsts)} fits")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def bar_chart(result, path):
     import matplotlib
 
@@ -524,9 +549,11 @@ def main(argv=None):
     if rows:
         by_parent = ("\n## The same models on each parent\n\n" + f"| task | model | {' | '.join(parents)} | anchors |\n"
                      + "|---" * (len(parents) + 3) + "|\n" + "".join(f"| {' | '.join(row)} |\n" for row in rows))
+    gains = ensemble_gains(results)
     (out / "matbench_table.md").write_text(
         "# MatBench v0.1, official folds\n\n" + markdown_table(results) + by_parent + "\n## Targets\n\n"
-        + target_check(results)
+        + target_check(results) + (gains and "\n## Seed ensembles against their first member (paired, same folds)\n\n"
+                                   + gains)
     )
     for r in results:
         bar_chart(r, plots / f"{result_key(r)}_bars.png")

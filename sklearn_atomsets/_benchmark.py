@@ -776,6 +776,8 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None, recorded
         if grow:  # the selected net is the first member: its validation_score is on the seed's shared split
             entry["ensemble"]["of_selected"] = True
             entry["ensemble"]["members"] = _fit_record(net, settings.max_epochs)["members"][1:]
+            # the chosen net alone on the same test fold: the ensemble's gain, paired (reported, never selected on)
+            entry["ensemble"]["first_member_score"] = _score(info, y_test.to_numpy(), net.estimators_[0], F_test)[0]
     else:
         entry.update(_fit_record(net, settings.max_epochs))
     return entry

@@ -342,6 +342,7 @@ def test_seed_ensembles_grow_from_the_net_selected_on_inner_validation(monkeypat
         pipe.fit(list(X_train), y_train.to_numpy())
         preds.append(pipe.predict(list(X_test)))
     np.testing.assert_allclose(preds[0], single["y_pred"], rtol=1e-5)  # the first member is the chosen net
+    assert fold["ensemble"]["first_member_score"] == pytest.approx(single["score"], rel=1e-5)  # its test score
     np.testing.assert_allclose(fold["y_pred"], np.mean(preds, axis=0), rtol=1e-5)
     assert not np.allclose(preds[0], preds[1])  # the members differ
     # the default (one net) records no ensemble; the CLI passes --ensemble through

@@ -81,6 +81,25 @@ def test_ensembles_grown_from_selected_nets_get_their_own_selected_row():
     assert report.validation_selected(result, ensemble=5) is None  # one candidate left
 
 
+def test_seed_ensembles_are_compared_with_their_own_first_member_on_the_same_folds():
+    """The paired gain of a grown ensemble: per seed the mean over folds of (ensemble - the chosen
+    net alone), then mean ± std over seeds; rows without the first member's score are left out."""
+    result = _result()
+    grown = _model([1.0, 2.0, 3.0, 1.0], [0.1] * 4)
+    firsts = [1.5, 2.0, 2.0, 2.0]  # seed 0: -0.5, +0.0; seed 1: +1.0, -1.0
+    for f, first, seed in zip(grown["folds"], firsts, (0, 0, 1, 1)):
+        f["seed"] = seed
+        f["ensemble"] = {"n_estimators": 5, "of_selected": True, "first_member_score": first}
+    grown["settings"]["ensemble"] = 5
+    result["models"]["AtomSets x5"] = grown
+    lines = report.ensemble_gains([result]).splitlines()
+    assert len(lines) == 1  # the single nets have no first member
+    assert "(MAE, lower is better): AtomSets x5 minus its first member: -0.125 ± 0.18 over 2 seed(s)" in lines[0]
+    assert lines[0].endswith("(per seed -0.25, +0); ensemble better in 2 of 4 fits")
+    del grown["folds"][0]["ensemble"]["first_member_score"]  # an x5 fold recorded before the runner kept it
+    assert report.ensemble_gains([result]) == ""
+
+
 def test_targets_state_both_selections():
     result = _result()
     result["models"][report.SELECTED] = report.validation_selected(result)
