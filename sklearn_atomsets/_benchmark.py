@@ -104,6 +104,7 @@ class TrainingSettings:
     loss: str = "auto"  # regressors: "mse" (auto), "mae" or "huber"
     weight_decay: float = 0.0
     dropout: float = 0.0
+    lr_schedule: str = "none"  # "none" (constant learning rate) or "plateau" (halved when validation stalls)
     n_estimators: int = 500  # random forest of the baseline
     ensemble: int = 1  # members of each network model's seed ensemble (1: a single net)
     threshold: str = "0.5"  # network classifiers' decision threshold: "0.5" (matbench's) or "validation"
@@ -111,6 +112,10 @@ class TrainingSettings:
 
 def _loss(kind, settings):
     return settings.loss if kind == "regression" else "auto"  # classifiers: cross-entropy
+
+
+def _lr_schedule(settings):
+    return None if settings.lr_schedule == "none" else settings.lr_schedule
 
 
 def _seed_ensemble(net, settings, seed):
@@ -127,7 +132,7 @@ def _set_estimator(kind, settings, seed, **params):
     return _seed_ensemble(cls(
         max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size, lr=settings.lr,
         readout=settings.readout, loss=_loss(kind, settings), weight_decay=settings.weight_decay,
-        dropout=settings.dropout, random_state=seed, **params), settings, seed)
+        dropout=settings.dropout, lr_schedule=_lr_schedule(settings), random_state=seed, **params), settings, seed)
 
 
 def _mlpf(kind, settings, seed):
@@ -135,7 +140,7 @@ def _mlpf(kind, settings, seed):
     return _seed_ensemble(cls(
         max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size, lr=settings.lr,
         loss=_loss(kind, settings), weight_decay=settings.weight_decay, dropout=settings.dropout,
-        random_state=seed), settings, seed)
+        lr_schedule=_lr_schedule(settings), random_state=seed), settings, seed)
 
 
 def _site_sets(layer):
@@ -247,8 +252,8 @@ def tune_threshold(model, X_train, y_train):
 #: per fit on inner-validation scores (regressors' loss, set models' readout).
 DEFAULT_SELECTION = {"loss": ("mse", "mae", "huber"), "readout": ("mean", "set2set")}
 
-_SELECTABLE = {"loss": str, "readout": str, "lr": float, "weight_decay": float, "dropout": float}
-_CHOICES = {"loss": ("mse", "mae", "huber"), "readout": ("mean", "set2set")}
+_SELECTABLE = {"loss": str, "readout": str, "lr": float, "weight_decay": float, "dropout": float, "lr_schedule": str}
+_CHOICES = {"loss": ("mse", "mae", "huber"), "readout": ("mean", "set2set"), "lr_schedule": ("none", "plateau")}
 
 
 def parse_selection(specs):
@@ -368,11 +373,13 @@ def select_protocol(name, info, F_train, y_train, selection, settings=None, seed
 
 
 def _settings_record(settings):
-    """``asdict(settings)``; ``ensemble`` only where it is more than one net (files of
-    single-net runs stay as they were)."""
+    """``asdict(settings)``; ``ensemble`` only where it is more than one net and ``lr_schedule``
+    only where there is one (files of runs without them stay as they were)."""
     out = asdict(settings)
     if out["ensemble"] == 1:
         out.pop("ensemble")
+    if out["lr_schedule"] == "none":
+        out.pop("lr_schedule")
     if out["threshold"] == "0.5":
         out.pop("threshold")
     return out

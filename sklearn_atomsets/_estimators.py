@@ -35,7 +35,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNet
-from skorch.callbacks import Callback, EarlyStopping, EpochScoring
+from skorch.callbacks import Callback, EarlyStopping, EpochScoring, LRScheduler
 from skorch.dataset import ValidSplit
 from skorch.utils import to_numpy
 
@@ -233,6 +233,7 @@ class _AtomSetsBase(BaseEstimator):
         "optimizer": [callable],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "lr_schedule": [StrOptions({"plateau"}), None],
         "loss": [StrOptions(set(LOSSES) | {"auto", "cross_entropy"})],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -258,6 +259,7 @@ class _AtomSetsBase(BaseEstimator):
         optimizer=torch.optim.Adam,
         lr=1e-3,
         weight_decay=0.0,
+        lr_schedule=None,
         loss="auto",
         batch_size=128,
         max_epochs=1000,
@@ -280,6 +282,7 @@ class _AtomSetsBase(BaseEstimator):
         self.optimizer = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
         self.loss = loss
         self.batch_size = batch_size
         self.max_epochs = max_epochs
@@ -381,11 +384,14 @@ class _AtomSetsBase(BaseEstimator):
             train_split = ValidSplit(self.validation_fraction, stratified=stratified, random_state=seed)
             callbacks = [
                 ("valid_score", EpochScoring(score, lower_is_better=lower_is_better, name=score_name, use_caching=True)),
+                *self._lr_scheduler(score_name, lower_is_better),
                 ("early_stopping", EarlyStopping(
                     monitor=score_name, patience=self.patience, lower_is_better=lower_is_better,
                     threshold=0.0, load_best=True,  # its messages print at skorch's verbose only
                 )),
             ]
+        elif self.lr_schedule is not None:
+            callbacks = list(self._lr_scheduler("train_loss", True))
         return NeuralNet(
             module=AtomSetsModule,
             module__n_features=self.n_features_in_ if self.input_kind_ == "features" else None,
@@ -414,6 +420,15 @@ class _AtomSetsBase(BaseEstimator):
             device=self.device,
             verbose=int(self.verbose >= 2),  # skorch's per-epoch table
         )
+
+    def _lr_scheduler(self, monitor, lower_is_better):
+        """skorch's ``LRScheduler`` for ``lr_schedule`` ("plateau": torch's ``ReduceLROnPlateau`` on the
+        score early stopping watches, placed after the callback that computes it), or nothing."""
+        if self.lr_schedule is None:
+            return ()
+        return (("lr_scheduler", LRScheduler(
+            policy=torch.optim.lr_scheduler.ReduceLROnPlateau, monitor=monitor, mode="min" if lower_is_better else "max",
+            factor=0.5, patience=max(1, self.patience // 4), threshold=0.0, min_lr=self.lr / 100)),)
 
     def _train(self, net, dataset, y_for_split, seed):
         start = time.perf_counter()
@@ -518,6 +533,11 @@ _DOC_PARAMS = """
         update, one kernel per step); other optimizers as given.
     lr : float, default=1e-3
     weight_decay : float, default=0.0
+    lr_schedule : {"plateau"} or None, default=None
+        None: a constant learning rate. "plateau": halve it whenever the score early stopping
+        watches (the inner-validation score; without a validation split the training loss)
+        has not improved for ``patience // 4`` epochs, down to ``lr / 100`` (torch's
+        ``ReduceLROnPlateau`` through skorch's ``LRScheduler``).
     loss : {"auto", "mse", "mae", "huber", "cross_entropy"}, default="auto"
         Training loss. "auto": mean squared error for regressors (on standardised
         targets), cross-entropy for classifiers. Regressors also take "mae" (L1: trains on

@@ -80,6 +80,27 @@ def test_early_stopping_restores_the_best_epoch(data):
     assert AtomSetsRegressor(max_epochs=3, validation_fraction=None).fit(X, y).best_validation_score_ is None
 
 
+def test_plateau_schedule_halves_the_learning_rate_when_the_validation_score_stalls(data):
+    """lr_schedule="plateau": the rate halves after patience // 4 epochs without a better
+    inner-validation score (never below lr / 100); the default keeps it constant."""
+    X, y = data
+    model = AtomSetsRegressor(max_epochs=120, patience=8, lr=3e-2, lr_schedule="plateau", random_state=1).fit(X, y)
+    history = model.net_.history
+    rates = history[:, "event_lr"]
+    scores = history[:, "valid_mae_in_y_units"]
+    assert rates[0] == 3e-2 and min(rates) >= 3e-4 and min(rates) < 3e-2
+    drop = next(i for i in range(1, len(rates)) if rates[i] < rates[i - 1])
+    assert rates[drop] == pytest.approx(rates[drop - 1] / 2)
+    # after the best epoch, 8 // 4 epochs without a better score are tolerated; the next one halves
+    # the rate, which the epoch after it trains with (event_lr: each epoch's rate)
+    best_before = min(range(drop), key=lambda i: scores[i])
+    assert drop - best_before == 8 // 4 + 2 and min(scores[best_before + 1:drop]) >= scores[best_before]
+    plain = AtomSetsRegressor(max_epochs=20, patience=8, lr=3e-2, random_state=1).fit(X, y).net_
+    assert "lr_scheduler" not in dict(plain.callbacks_) and plain.optimizer_.param_groups[0]["lr"] == 3e-2
+    no_split = AtomSetsRegressor(max_epochs=20, lr_schedule="plateau", validation_fraction=None).fit(X, y)
+    assert dict(no_split.net_.callbacks_)["lr_scheduler"].monitor == "train_loss"
+
+
 @pytest.mark.parametrize("optimizer, fused", [(torch.optim.Adam, True), (torch.optim.AdamW, True),
                                                (torch.optim.SGD, None)])
 def test_adam_runs_fused_where_torch_can_and_other_optimizers_as_given(data, optimizer, fused):
@@ -237,7 +258,7 @@ def test_classifier_says_when_the_validation_split_cannot_hold_every_class():
     ("params", "match"),
     [({"n_neurons": (64, -1)}, "n_neurons"), ({"readout": "max"}, "readout"), ({"lr": 0}, "lr"),
      ({"validation_fraction": 1.5}, "validation_fraction"), ({"activation": "step"}, "activation"),
-     ({"loss": "rmse"}, "loss")],
+     ({"loss": "rmse"}, "loss"), ({"lr_schedule": "cosine"}, "lr_schedule")],
 )
 def test_bad_parameters_name_themselves(params, match):
     with pytest.raises(ValueError, match=match):

@@ -567,3 +567,29 @@ def test_run_matbench_workers_run_each_seed_once_and_finish_a_job_only_with_all_
     assert run.returncode == 0, run.stdout + run.stderr
     args = (tmp_path / "args").read_text().splitlines()[-1]
     assert "|--models|AtomSets-V0 [CHGNet-0.3.0]|--seeds|0|" in args and f"|--ensemble|5|--selected-from|{jobs}|" in args
+
+
+def test_protocol_options_study_pairs_each_variant_with_its_base_run(tmp_path):
+    """benchmarks/protocol_options.py: a variant's line gives its mean ± seed std, the paired
+    difference from the base run per seed, and how often the option's alternative was chosen."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("protocol_options", REPO / "benchmarks" / "protocol_options.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    task, model, base = study.CASES[0]
+    assert study.grid(base, "dropout") == [f"{k}={v}" for k, v in base.items()] + ["dropout=0.0,0.1"]
+
+    def write(variant, scores, chosen):
+        folds = [{"seed": s, "fold": k, "score": scores[i], "selection": {"chosen": {**base, **chosen[i]}}}
+                 for i, (s, k) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)])]
+        where = study.folder(task, variant, tmp_path)
+        where.mkdir(parents=True)
+        (where / f"{task}.json").write_text(json.dumps({"models": {model: {"folds": folds}}}))
+
+    write("base", [10.0, 12.0, 11.0, 13.0], [{}] * 4)
+    write("dropout", [10.0, 10.0, 11.0, 15.0], [{"dropout": d} for d in (0.0, 0.1, 0.0, 0.1)])
+    lines = study.summary(tmp_path)
+    assert lines[0] == f"{task} {model} base: MAE 11.5 ± 0.71 over 2 seeds"
+    assert lines[1] == (f"{task} {model} dropout: MAE 11.5 ± 2.1 over 2 seeds; minus base +0 ± 1.4 over seeds "
+                        "(per seed -1, +1); an alternative chosen in 2 of 4 fits, better than base on test in 1")

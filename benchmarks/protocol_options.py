@@ -1,0 +1,135 @@
+"""Does choosing weight decay, dropout or a learning-rate schedule on inner validation help?
+
+    python benchmarks/protocol_options.py                 # run what is missing (2 processes), then summarise
+    python benchmarks/protocol_options.py --summary-only  # the summary of what is on disk
+
+For each (task, model, base configuration) below, four runs of the MatBench runner with the
+full protocol's epochs (patience 200, cap 2000), 3 seeds and the 5 official folds, each in its own
+folder under ``results/studies/protocol_options/<task>/<variant>/``:
+
+- ``base``: the base configuration alone (one candidate: no choice);
+- ``weight_decay``, ``dropout``, ``lr_schedule``: ``--select`` between the base value and one
+  alternative of that option (weight decay 1e-4, dropout 0.1, halving the rate on plateaus), the
+  choice made per fit on the inner-validation score, exactly as the full protocol chooses loss
+  and readout.
+
+The base configuration of each model is the loss and readout its full-protocol job chose most
+often on inner validation (``results/matbench_seeds/jobs``): jdft2d AtomSets-V2 [CHGNet-0.3.0]
+L1 + mean (6 of 15 fits), steels AtomSets-V0 L1 + set2set (7 of 15). A variant's candidate with
+the base value is the base run's net itself (same seed, split and initialisation), so the paired
+difference (variant - base, per seed the mean over folds) is the effect of letting the option be
+chosen. Nothing here reads a test fold to choose: the test scores are only reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "studies" / "protocol_options"
+
+#: (task, model, base configuration): each base is what that model's full-protocol job chose most often
+CASES = [("matbench_jdft2d", "AtomSets-V2 [CHGNet-0.3.0]", {"loss": "mae", "readout": "mean"}),
+         ("matbench_steels", "AtomSets-V0", {"loss": "mae", "readout": "set2set"})]
+#: the option's base value first
+OPTIONS = {"weight_decay": (0.0, 1e-4), "dropout": (0.0, 0.1), "lr_schedule": ("none", "plateau")}
+VARIANTS = ["base", *OPTIONS]
+PROTOCOL = ["--seeds", "0", "1", "2", "--max-epochs", "2000", "--patience", "200", "--threads", "1"]
+
+
+def grid(base, variant):
+    """The ``--select`` entries of one variant."""
+    entries = [f"{k}={v}" for k, v in base.items()]
+    if variant in OPTIONS:
+        entries.append(f"{variant}={','.join(map(str, OPTIONS[variant]))}")
+    return entries
+
+
+def folder(task, variant, out=OUT):
+    return out / task / variant
+
+
+def run(task, model, base, variant, out=OUT):
+    """One runner process (skipped where its results are already there); returns its wall time."""
+    where = folder(task, variant, out)
+    if (where / f"{task}.json").is_file():
+        return 0.0
+    where.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "sklearn_atomsets", "matbench", "--tasks", task, "--models", model,
+               *PROTOCOL, "--select", *grid(base, variant), "--out", str(where)]
+    start = time.perf_counter()
+    with open(where / "log.txt", "w") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "MATMINER_DATA": os.environ.get(
+                           "MATMINER_DATA", str(HERE.parent.parent / "shared" / "data" / "matbench"))})
+    return time.perf_counter() - start
+
+
+def fits(task, model, variant, out=OUT):
+    """``{(seed, fold): fit}`` of one variant's run."""
+    result = json.loads((folder(task, variant, out) / f"{task}.json").read_text())
+    (m,) = result["models"].values()
+    return {(f["seed"], f["fold"]): f for f in m["folds"]}
+
+
+def summary(out=OUT):
+    """One line per (task, variant): mean ± seed std, the paired difference from the base run and
+    how often the option's alternative was chosen."""
+    lines = []
+    for task, model, base in CASES:
+        if not (folder(task, "base", out) / f"{task}.json").is_file():
+            continue
+        base_fits = fits(task, model, "base", out)
+        for variant in VARIANTS:
+            if not (folder(task, variant, out) / f"{task}.json").is_file():
+                continue
+            mine = fits(task, model, variant, out)
+            if set(mine) != set(base_fits):
+                raise ValueError(f"{task} {variant}: other seeds and folds than the base run")
+            by_seed, diffs = {}, {}
+            for key, f in mine.items():
+                by_seed.setdefault(key[0], []).append(f["score"])
+                diffs.setdefault(key[0], []).append(f["score"] - base_fits[key]["score"])
+            means = [statistics.fmean(v) for v in by_seed.values()]
+            paired = [statistics.fmean(v) for v in diffs.values()]
+            line = (f"{task} {model} {variant}: MAE {statistics.fmean(means):.4g} ± {statistics.stdev(means):.2g} "
+                    f"over {len(means)} seeds")
+            if variant != "base":
+                chosen = [f["selection"]["chosen"][variant] for f in mine.values()]
+                moved = sum(c != OPTIONS[variant][0] for c in chosen)
+                better = sum(f["score"] < base_fits[key]["score"] for key, f in mine.items())
+                line += (f"; minus base {statistics.fmean(paired):+.3g} ± {statistics.stdev(paired):.2g} over seeds "
+                         f"(per seed {', '.join(f'{x:+.3g}' for x in paired)}); an alternative chosen in {moved} of "
+                         f"{len(chosen)} fits, better than base on test in {better}")
+            lines.append(line)
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    if not args.summary_only:
+        start = time.perf_counter()
+        runs = [(task, model, base, variant) for task, model, base in CASES for variant in VARIANTS]
+        with ThreadPoolExecutor(args.processes) as pool:
+            walls = list(pool.map(lambda r: run(*r, out=args.out), runs))
+        for (task, _, _, variant), wall in zip(runs, walls):
+            print(f"{task} {variant}: {wall:.0f} s" + (" (already on disk)" if wall == 0 else ""))
+        print(f"wall time {time.perf_counter() - start:.0f} s with {args.processes} processes")
+    print("\n".join(summary(args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
