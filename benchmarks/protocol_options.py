@@ -2,6 +2,7 @@
 
     python benchmarks/protocol_options.py                 # run what is missing (2 processes), then summarise
     python benchmarks/protocol_options.py --summary-only  # the summary of what is on disk
+    python benchmarks/protocol_options.py --tasks matbench_jdft2d  # one task's runs only
 
 For each (task, model, base configuration) below, four runs of the MatBench runner with the
 full protocol's epochs (patience 200, cap 2000), 3 seeds and the 5 official folds, each in its own
@@ -118,10 +119,12 @@ def main(argv=None):
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--tasks", nargs="+", default=[task for task, _, _ in CASES], choices=[t for t, _, _ in CASES])
     args = parser.parse_args(argv)
     if not args.summary_only:
         start = time.perf_counter()
-        runs = [(task, model, base, variant) for task, model, base in CASES for variant in VARIANTS]
+        runs = [(task, model, base, variant) for task, model, base in CASES if task in args.tasks
+                for variant in VARIANTS]
         with ThreadPoolExecutor(args.processes) as pool:
             walls = list(pool.map(lambda r: run(*r, out=args.out), runs))
         for (task, _, _, variant), wall in zip(runs, walls):
