@@ -337,6 +337,15 @@ def _fit_record(model, max_epochs):
             "epochs_run": epochs, "hit_cap": epochs >= max_epochs}
 
 
+def _fit_config(name, info, F_train, y_train, config, settings, seed):
+    """One net of ``config`` fitted on a training fold: ``(model, record)``, the record with the
+    configuration, :func:`_fit_record`'s fields and the fit time."""
+    model = make_model(name, info, replace(settings, **config), seed)[-1]
+    start = time.perf_counter()
+    model.fit(F_train, y_train)
+    return model, {"config": config, **_fit_record(model, settings.max_epochs), "fit_s": time.perf_counter() - start}
+
+
 def select_protocol(name, info, F_train, y_train, selection, settings=None, seed=0):
     """Choose a model's training configuration on the inner-validation split only.
 
@@ -357,10 +366,7 @@ def select_protocol(name, info, F_train, y_train, selection, settings=None, seed
     lower = info.kind == "regression"
     records, best, best_model = [], None, None
     for config in candidates:
-        model = make_model(name, info, replace(settings, **config), seed)[-1]
-        start = time.perf_counter()
-        model.fit(F_train, y_train)
-        record = {"config": config, **_fit_record(model, settings.max_epochs), "fit_s": time.perf_counter() - start}
+        model, record = _fit_config(name, info, F_train, y_train, config, settings, seed)
         records.append(record)
         value = record["validation_score"]
         if value is None or math.isnan(value):
@@ -747,14 +753,11 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None, recorded
     t_featurize = time.perf_counter() - start
     start = time.perf_counter()
     grow = bool(selection) and settings.ensemble > 1  # select on single nets, then the ensemble of the pick
-    if selection and grow and recorded is not None:
+    if grow and recorded is not None:
         # the selection a single-net run of these settings recorded for this seed and fold: only its
         # chosen configuration is fitted again (same seed, same inner split), as the first member
         chosen, records = dict(recorded["chosen"]), recorded["candidates"]
-        model = make_model(name, info, replace(settings, ensemble=1, **chosen), seed)[-1]
-        begin = time.perf_counter()
-        model.fit(F_train, y_train.to_numpy())
-        picked = {**_fit_record(model, settings.max_epochs), "fit_s": time.perf_counter() - begin}
+        model, picked = _fit_config(name, info, F_train, y_train.to_numpy(), chosen, replace(settings, ensemble=1), seed)
     elif selection:
         single = replace(settings, ensemble=1) if grow else settings
         model, chosen, records = select_protocol(name, info, F_train, y_train.to_numpy(), selection, single, seed)
