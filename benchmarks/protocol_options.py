@@ -1,22 +1,24 @@
-"""Does choosing weight decay, dropout or a learning-rate schedule on inner validation help?
+"""Does choosing weight decay, dropout, a learning-rate schedule or standardised inputs on inner validation help?
 
     python benchmarks/protocol_options.py                 # run what is missing (2 processes), then summarise
     python benchmarks/protocol_options.py --summary-only  # the summary of what is on disk
     python benchmarks/protocol_options.py --tasks matbench_jdft2d  # one task's runs only
 
-For each (task, model, base configuration) below, four runs of the MatBench runner with the
-full protocol's epochs (patience 200, cap 2000), 3 seeds and the 5 official folds, each in its own
-folder under ``results/studies/protocol_options/<task>/<variant>/``:
+For each case (folder, task, model, base configuration) below, five runs of the MatBench runner with
+the full protocol's epochs (patience 200, cap 2000), 3 seeds and the 5 official folds, each in its own
+folder under ``results/studies/protocol_options/<case folder>/<variant>/``:
 
 - ``base``: the base configuration alone (one candidate: no choice);
-- ``weight_decay``, ``dropout``, ``lr_schedule``: ``--select`` between the base value and one
-  alternative of that option (weight decay 1e-4, dropout 0.1, halving the rate on plateaus), the
+- ``weight_decay``, ``dropout``, ``lr_schedule``, ``standardize_features``: ``--select`` between
+  the base value and one alternative of that option (weight decay 1e-4, dropout 0.1, halving the
+  rate on plateaus, feature rows standardised over the training fold), the
   choice made per fit on the inner-validation score, exactly as the full protocol chooses loss
   and readout.
 
 The base configuration of each model is the loss and readout its full-protocol job chose most
 often on inner validation (``results/matbench_seeds/jobs``): jdft2d AtomSets-V2 [CHGNet-0.3.0]
-L1 + mean (6 of 15 fits), steels AtomSets-V0 L1 + set2set (7 of 15). A variant's candidate with
+L1 + mean (6 of 15 fits), steels AtomSets-V0 L1 + set2set (7 of 15), jdft2d MLP-f [CHGNet-0.3.0]
+L1 (11 of 15; MLP-f has no readout). A variant's candidate with
 the base value is the base run's net itself (same seed, split and initialisation), so the paired
 difference (variant - base, per seed the mean over folds) is the effect of letting the option be
 chosen. Nothing here reads a test fold to choose: the test scores are only reported.
@@ -37,11 +39,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "studies" / "protocol_options"
 
-#: (task, model, base configuration): each base is what that model's full-protocol job chose most often
-CASES = [("matbench_jdft2d", "AtomSets-V2 [CHGNet-0.3.0]", {"loss": "mae", "readout": "mean"}),
-         ("matbench_steels", "AtomSets-V0", {"loss": "mae", "readout": "set2set"})]
+#: (folder, task, model, base configuration): each base is what that model's full-protocol job chose most often
+CASES = [("matbench_jdft2d", "matbench_jdft2d", "AtomSets-V2 [CHGNet-0.3.0]", {"loss": "mae", "readout": "mean"}),
+         ("matbench_steels", "matbench_steels", "AtomSets-V0", {"loss": "mae", "readout": "set2set"}),
+         ("matbench_jdft2d MLP-f [CHGNet-0.3.0]", "matbench_jdft2d", "MLP-f [CHGNet-0.3.0]", {"loss": "mae"})]
 #: the option's base value first
-OPTIONS = {"weight_decay": (0.0, 1e-4), "dropout": (0.0, 0.1), "lr_schedule": ("none", "plateau")}
+OPTIONS = {"weight_decay": (0.0, 1e-4), "dropout": (0.0, 0.1), "lr_schedule": ("none", "plateau"),
+           "standardize_features": (False, True)}
 VARIANTS = ["base", *OPTIONS]
 PROTOCOL = ["--seeds", "0", "1", "2", "--max-epochs", "2000", "--patience", "200", "--threads", "1"]
 
@@ -54,13 +58,13 @@ def grid(base, variant):
     return entries
 
 
-def folder(task, variant, out=OUT):
-    return out / task / variant
+def folder(case, variant, out=OUT):
+    return out / case / variant
 
 
-def run(task, model, base, variant, out=OUT):
+def run(case, task, model, base, variant, out=OUT):
     """One runner process (skipped where its results are already there); returns its wall time."""
-    where = folder(task, variant, out)
+    where = folder(case, variant, out)
     if (where / f"{task}.json").is_file():
         return 0.0
     where.mkdir(parents=True, exist_ok=True)
@@ -74,27 +78,27 @@ def run(task, model, base, variant, out=OUT):
     return time.perf_counter() - start
 
 
-def fits(task, model, variant, out=OUT):
+def fits(case, task, variant, out=OUT):
     """``{(seed, fold): fit}`` of one variant's run."""
-    result = json.loads((folder(task, variant, out) / f"{task}.json").read_text())
+    result = json.loads((folder(case, variant, out) / f"{task}.json").read_text())
     (m,) = result["models"].values()
     return {(f["seed"], f["fold"]): f for f in m["folds"]}
 
 
 def summary(out=OUT):
-    """One line per (task, variant): mean ± seed std, the paired difference from the base run and
+    """One line per (case, variant): mean ± seed std, the paired difference from the base run and
     how often the option's alternative was chosen."""
     lines = []
-    for task, model, base in CASES:
-        if not (folder(task, "base", out) / f"{task}.json").is_file():
+    for case, task, model, base in CASES:
+        if not (folder(case, "base", out) / f"{task}.json").is_file():
             continue
-        base_fits = fits(task, model, "base", out)
+        base_fits = fits(case, task, "base", out)
         for variant in VARIANTS:
-            if not (folder(task, variant, out) / f"{task}.json").is_file():
+            if not (folder(case, variant, out) / f"{task}.json").is_file():
                 continue
-            mine = fits(task, model, variant, out)
+            mine = fits(case, task, variant, out)
             if set(mine) != set(base_fits):
-                raise ValueError(f"{task} {variant}: other seeds and folds than the base run")
+                raise ValueError(f"{case} {variant}: other seeds and folds than the base run")
             by_seed, diffs = {}, {}
             for key, f in mine.items():
                 by_seed.setdefault(key[0], []).append(f["score"])
@@ -119,16 +123,17 @@ def main(argv=None):
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--tasks", nargs="+", default=[task for task, _, _ in CASES], choices=[t for t, _, _ in CASES])
+    tasks = sorted({task for _, task, _, _ in CASES})
+    parser.add_argument("--tasks", nargs="+", default=tasks, choices=tasks)
     args = parser.parse_args(argv)
     if not args.summary_only:
         start = time.perf_counter()
-        runs = [(task, model, base, variant) for task, model, base in CASES if task in args.tasks
+        runs = [(case, task, model, base, variant) for case, task, model, base in CASES if task in args.tasks
                 for variant in VARIANTS]
         with ThreadPoolExecutor(args.processes) as pool:
             walls = list(pool.map(lambda r: run(*r, out=args.out), runs))
-        for (task, _, _, variant), wall in zip(runs, walls):
-            print(f"{task} {variant}: {wall:.0f} s" + (" (already on disk)" if wall == 0 else ""))
+        for (case, _, _, _, variant), wall in zip(runs, walls):
+            print(f"{case} {variant}: {wall:.0f} s" + (" (already on disk)" if wall == 0 else ""))
         print(f"wall time {time.perf_counter() - start:.0f} s with {args.processes} processes")
     print("\n".join(summary(args.out)))
     return 0

@@ -306,6 +306,8 @@ def training(result, name):
     loss = {"mse": "MSE", "mae": "L1", "huber": "Huber", "cross_entropy": "cross-entropy"}[loss]
     readout = f"{s['readout']} readout, " if "readout" in s and not name.startswith("MLP-f") else ""
     extra = "".join(f", {k.replace('_', ' ')} {s[k]:g}" for k in ("weight_decay", "dropout") if s.get(k))
+    if s.get("standardize_features"):
+        extra += ", feature rows standardised on the training fold"
     if s.get("threshold") == "validation":
         extra += ", decision threshold chosen on inner validation (highest balanced accuracy)"
     if ensemble_size(result["models"][name]) > 1 and _of_selected(result["models"][name]):

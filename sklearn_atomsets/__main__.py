@@ -74,7 +74,7 @@ def matbench(args):
             return 2
     settings = TrainingSettings(max_epochs=args.max_epochs, patience=args.patience, loss=args.loss,
                                 readout=args.readout, lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout,
-                                lr_schedule=args.lr_schedule,
+                                lr_schedule=args.lr_schedule, standardize_features=args.standardize_features,
                                 ensemble=args.ensemble, threshold=args.threshold)
     try:
         selection = None if args.select is None else parse_selection(args.select)
@@ -129,7 +129,7 @@ def main(argv=None):
                    help="one run per seed (inner validation split and initialisation)")
     m.add_argument("--select", nargs="*", default=None, metavar="NAME=V1,V2",
                    help="choose each fit's protocol on inner-validation scores among these candidates "
-                        "(NAME: loss, readout, lr, weight_decay, dropout, lr_schedule); --select alone: "
+                        "(NAME: loss, readout, lr, weight_decay, dropout, lr_schedule, standardize_features); --select alone: "
                         "loss=mse,mae,huber readout=mean,set2set")
     m.add_argument("--composition-only", action="store_true",
                    help="run on the task's composition-only copy (composition_only/<task>.crabnet.csv.gz)")
@@ -139,6 +139,8 @@ def main(argv=None):
     m.add_argument("--lr-schedule", default="none", choices=["none", "plateau"],
                    help="'plateau': halve the learning rate when the inner-validation score stalls for patience // 4 "
                         "epochs (down to lr / 100)")
+    m.add_argument("--standardize-features", action="store_true",
+                   help="standardise the networks' inputs (set rows, f): each feature over the training fold's rows")
     m.add_argument("--loss", default="auto", choices=["auto", "mse", "mae", "huber"],
                    help="regression training loss (classifiers always use cross-entropy)")
     m.add_argument("--readout", default="mean", choices=["mean", "set2set"], help="AtomSets readout")

@@ -134,12 +134,23 @@ class AtomSetsModule(nn.Module):
     dropout : float
     n_elements, embedding_dim : int
         Vocabulary and width of the element embedding (embedding mode only).
+    feature_mean, feature_scale : array-like of shape (n_features,) or None
+        With both, feature rows enter phi as ``(row - feature_mean) / feature_scale`` (fixed
+        buffers, saved with the weights; feature mode only).
     """
 
     def __init__(self, n_features=None, n_outputs=1, n_neurons=(64, 64), n_neurons_final=(64, 64),
                  readout="mean", n_set2set_steps=3, activation="relu", dropout=0.0, n_elements=95,
-                 embedding_dim=32):
+                 embedding_dim=32, feature_mean=None, feature_scale=None):
         super().__init__()
+        if (feature_mean is None) != (feature_scale is None):
+            raise ValueError("feature_mean and feature_scale go together.")
+        if feature_mean is not None and n_features is None:
+            raise ValueError("feature_mean and feature_scale standardise feature rows, not atomic numbers.")
+        self.standardise = feature_mean is not None
+        if self.standardise:
+            self.register_buffer("feature_mean", torch.as_tensor(feature_mean, dtype=torch.float32).reshape(n_features))
+            self.register_buffer("feature_scale", torch.as_tensor(feature_scale, dtype=torch.float32).reshape(n_features))
         if n_features is None:
             self.embedding = nn.Embedding(n_elements, embedding_dim)
             width = embedding_dim
@@ -157,6 +168,8 @@ class AtomSetsModule(nn.Module):
 
     def forward(self, features, weights, segment, index=None):
         x = self.embedding(features) if self.embedding is not None else features
+        if self.standardise:
+            x = (x - self.feature_mean) / self.feature_scale
         x = self.phi(x)
         if index is not None:
             x = x.index_select(0, index)

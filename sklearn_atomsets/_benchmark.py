@@ -105,6 +105,7 @@ class TrainingSettings:
     weight_decay: float = 0.0
     dropout: float = 0.0
     lr_schedule: str = "none"  # "none" (constant learning rate) or "plateau" (halved when validation stalls)
+    standardize_features: bool = False  # network inputs (set rows, f) standardised on the training fold
     n_estimators: int = 500  # random forest of the baseline
     ensemble: int = 1  # members of each network model's seed ensemble (1: a single net)
     threshold: str = "0.5"  # network classifiers' decision threshold: "0.5" (matbench's) or "validation"
@@ -132,7 +133,8 @@ def _set_estimator(kind, settings, seed, **params):
     return _seed_ensemble(cls(
         max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size, lr=settings.lr,
         readout=settings.readout, loss=_loss(kind, settings), weight_decay=settings.weight_decay,
-        dropout=settings.dropout, lr_schedule=_lr_schedule(settings), random_state=seed, **params), settings, seed)
+        dropout=settings.dropout, lr_schedule=_lr_schedule(settings),
+        standardize_features=settings.standardize_features, random_state=seed, **params), settings, seed)
 
 
 def _mlpf(kind, settings, seed):
@@ -140,7 +142,8 @@ def _mlpf(kind, settings, seed):
     return _seed_ensemble(cls(
         max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size, lr=settings.lr,
         loss=_loss(kind, settings), weight_decay=settings.weight_decay, dropout=settings.dropout,
-        lr_schedule=_lr_schedule(settings), random_state=seed), settings, seed)
+        lr_schedule=_lr_schedule(settings), standardize_features=settings.standardize_features,
+        random_state=seed), settings, seed)
 
 
 def _site_sets(layer):
@@ -159,6 +162,8 @@ MODELS = {
     "AtomSets-V2": (_site_sets("V2"), "sets", ("structure",)),
     "AtomSets-V3": (_site_sets("V3"), "sets", ("structure",)),
     "AtomSets-V0+V1": (_site_sets(("V0", "V1")), "sets", ("structure",)),
+    # richer sets: the readout vector f of the parent appended to every site's V0+V1 row
+    "AtomSets-V0+V1+f": (_site_sets(("V0", "V1", "f")), "sets", ("structure",)),
     "MLP-f": (lambda info: MEGNetStructureFeaturizer(layers=("f",)), "mlpf", ("structure",)),
     # the same models on the CHGNet parent (optional [chgnet] extra); f is CHGNet's crystal feature
     "AtomSets-V0 [CHGNet-0.3.0]": (
@@ -252,7 +257,16 @@ def tune_threshold(model, X_train, y_train):
 #: per fit on inner-validation scores (regressors' loss, set models' readout).
 DEFAULT_SELECTION = {"loss": ("mse", "mae", "huber"), "readout": ("mean", "set2set")}
 
-_SELECTABLE = {"loss": str, "readout": str, "lr": float, "weight_decay": float, "dropout": float, "lr_schedule": str}
+def _flag(value):
+    """A yes/no value of a selection entry: true/false, yes/no or 1/0."""
+    flags = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if value.lower() not in flags:
+        raise ValueError(f"{value!r} is not one of true/false, yes/no, 1/0")
+    return flags[value.lower()]
+
+
+_SELECTABLE = {"loss": str, "readout": str, "lr": float, "weight_decay": float, "dropout": float, "lr_schedule": str,
+               "standardize_features": _flag}
 _CHOICES = {"loss": ("mse", "mae", "huber"), "readout": ("mean", "set2set"), "lr_schedule": ("none", "plateau")}
 
 
@@ -379,13 +393,16 @@ def select_protocol(name, info, F_train, y_train, selection, settings=None, seed
 
 
 def _settings_record(settings):
-    """``asdict(settings)``; ``ensemble`` only where it is more than one net and ``lr_schedule``
-    only where there is one (files of runs without them stay as they were)."""
+    """``asdict(settings)``; ``ensemble`` only where it is more than one net, ``lr_schedule`` only
+    where there is one and ``standardize_features`` only where on (files of runs without them stay
+    as they were)."""
     out = asdict(settings)
     if out["ensemble"] == 1:
         out.pop("ensemble")
     if out["lr_schedule"] == "none":
         out.pop("lr_schedule")
+    if not out["standardize_features"]:
+        out.pop("standardize_features")
     if out["threshold"] == "0.5":
         out.pop("threshold")
     return out

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import roc_auc_score
-from sklearn.preprocessing import LabelEncoder
+from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
@@ -230,6 +230,7 @@ class _AtomSetsBase(BaseEstimator):
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "embedding_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_elements": [Interval(numbers.Integral, 2, None, closed="left")],
+        "standardize_features": ["boolean"],
         "optimizer": [callable],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
@@ -256,6 +257,7 @@ class _AtomSetsBase(BaseEstimator):
         dropout=0.0,
         embedding_dim=32,
         n_elements=95,
+        standardize_features=False,
         optimizer=torch.optim.Adam,
         lr=1e-3,
         weight_decay=0.0,
@@ -279,6 +281,7 @@ class _AtomSetsBase(BaseEstimator):
         self.dropout = dropout
         self.embedding_dim = embedding_dim
         self.n_elements = n_elements
+        self.standardize_features = standardize_features
         self.optimizer = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
@@ -369,12 +372,22 @@ class _AtomSetsBase(BaseEstimator):
         X, y, missing = self._split_missing(X, y, fitting=True)
         packed = self._pack(X, fitting=True)
         targets, n_outputs, criterion, score, y_for_split = self._encode_targets(y, packed.n_sets)
+        self._fit_feature_scaling(packed)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         net = self._net(n_outputs, criterion, score, seed, stratified=y_for_split is not None)
         dataset = _PackedDataset(packed, targets)
         self.net_ = self._train(net, dataset, y_for_split, seed)
         self._record_validation_split(dataset, y_for_split, missing)
         return self
+
+    def _fit_feature_scaling(self, packed):
+        """``feature_mean_`` / ``feature_scale_``: with ``standardize_features``, every feature's mean
+        and standard deviation over all rows of the training sets (sklearn's ``StandardScaler``:
+        a constant feature keeps scale 1); None otherwise and for sets of atomic numbers."""
+        self.feature_mean_ = self.feature_scale_ = None
+        if self.standardize_features and self.input_kind_ == "features":
+            scaler = StandardScaler().fit(packed.features.astype(np.float64))
+            self.feature_mean_, self.feature_scale_ = scaler.mean_, scaler.scale_
 
     def _net(self, n_outputs, criterion, score, seed, stratified):
         score_name, lower_is_better = self._score_name, self._lower_is_better
@@ -404,6 +417,8 @@ class _AtomSetsBase(BaseEstimator):
             module__dropout=self.dropout,
             module__n_elements=self.n_elements,
             module__embedding_dim=self.embedding_dim,
+            module__feature_mean=self.feature_mean_,
+            module__feature_scale=self.feature_scale_,
             criterion=criterion,
             optimizer=self.optimizer,
             optimizer__weight_decay=self.weight_decay,
@@ -528,6 +543,12 @@ _DOC_PARAMS = """
         Element-embedding width when X holds atomic numbers (the non-TL AtomSets model).
     n_elements : int, default=95
         Embedding vocabulary: atomic numbers 1..n_elements-1.
+    standardize_features : bool, default=False
+        Standardise the feature rows before phi: each feature minus its mean, divided by its
+        standard deviation, both over all rows of the training sets (every site or element
+        row counts once; a constant feature is only centred). Stored as
+        ``feature_mean_`` / ``feature_scale_`` and inside the module, so ``predict`` applies
+        the same. No effect on sets of atomic numbers (the embedding is trained).
     optimizer : torch optimizer class, default=torch.optim.Adam
         Adam and AdamW run as torch's fused kernel where the device supports it (the same
         update, one kernel per step); other optimizers as given.
@@ -604,6 +625,8 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
     input_kind_ : {"features", "atomic_numbers"}
     target_mean_, target_scale_ : ndarray
         The target standardisation.
+    feature_mean_, feature_scale_ : ndarray or None
+        The feature-row standardisation (``standardize_features``), else None.
     best_epoch_ : int
         Epoch whose weights were kept.
     best_validation_score_ : float or None
@@ -696,6 +719,8 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
     net_ : skorch.NeuralNet
         ``net_.history`` holds per epoch the losses and ``valid_roc_auc``.
     module_ : AtomSetsModule
+    feature_mean_, feature_scale_ : ndarray or None
+        The feature-row standardisation (``standardize_features``), else None.
     best_epoch_ : int
     best_validation_score_ : float or None
         Validation ROC-AUC of the kept epoch.

@@ -744,7 +744,11 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     Parameters
     ----------
     layer : {"V0", "V1", "V2", "V3"} or tuple of them, default="V1"
-        Several layers are concatenated per site (e.g. ``("V0", "V1")``: 48 features).
+        Several layers are concatenated per site (e.g. ``("V0", "V1")``: 48 features). A
+        tuple may also name structure-level outputs of the parent (its ``structure_layers``:
+        ``"f"``, MEGNet's state vectors ``"u1"``...): their vector is appended to every site's
+        row, so the set carries the whole-structure features too (e.g. ``("V0", "V1", "f")``:
+        48 + 96 features). At least one site layer is needed.
     parent, structure_only, batch_size, cache, n_jobs, torch_threads, device
         As for :class:`MEGNetStructureFeaturizer`.
 
@@ -780,10 +784,11 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
 
     def _layers(self):
         layers = (self.layer,) if isinstance(self.layer, str) else tuple(self.layer)
-        site = self._encoder().site_layers
-        if not layers or any(name not in site for name in layers):
-            raise ValueError(f"layer must be one of {site} (the parent's site layers) or a tuple of them, "
-                             f"got {self.layer!r}.")
+        encoder = self._encoder()
+        site, whole = tuple(encoder.site_layers), tuple(encoder.structure_layers)
+        if not any(name in site for name in layers) or any(name not in site + whole for name in layers):
+            raise ValueError(f"layer must be one of {site} (the parent's site layers) or a tuple of them, which may "
+                             f"add structure-level layers of {whole} (repeated on every row), got {self.layer!r}.")
         return layers
 
     def _needed_outputs(self):
@@ -796,7 +801,15 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     def _featurize_items(self, items, pbar):
         results, errors = self._encode(items, pbar)
         layers = self._layers()
-        rows = [None if v is None else [WeightedSet(np.hstack([v[name] for name in layers]))] for v in results]
+        site = self._encoder().site_layers
+        n_sites = next(name for name in layers if name in site)
+
+        def rows_of(v):  # a structure-level vector is repeated on each of the n sites' rows
+            n = len(v[n_sites])
+            return np.hstack([v[name] if name in site else np.broadcast_to(v[name], (n, len(v[name])))
+                              for name in layers])
+
+        rows = [None if v is None else [WeightedSet(rows_of(v))] for v in results]
         return rows, errors
 
 

@@ -37,6 +37,7 @@ FAST = dict(max_epochs=15, random_state=0)
         AtomSetsClassifier(**FAST, validation_fraction=None),
         AtomSetsClassifier(max_epochs=60, random_state=0, readout="set2set", validation_fraction=0.3),
         MLPfRegressor(**FAST),
+        MLPfClassifier(**FAST, validation_fraction=None, standardize_features=True),
     ]
 )
 def test_sklearn_estimator_contract(estimator, check):
@@ -110,6 +111,32 @@ def test_adam_runs_fused_where_torch_can_and_other_optimizers_as_given(data, opt
     X, y = data
     net = AtomSetsRegressor(max_epochs=2, random_state=0, optimizer=optimizer).fit(X, y).net_
     assert isinstance(net.optimizer_, optimizer) and net.optimizer_.defaults.get("fused") is fused
+
+
+def test_standardized_feature_rows_make_the_fit_independent_of_feature_units(data):
+    """standardize_features=True: rows in other units (each feature scaled and shifted) give the
+    same net, as the statistics over all training rows undo the change; without it they do not."""
+    X, y = data
+    rng = np.random.default_rng(5)
+    scale, shift = 10.0 ** rng.uniform(-2, 2, X[0].n_features), rng.normal(0, 10, X[0].n_features)
+    moved = [WeightedSet(s.features * scale + shift, s.weights) for s in X]
+    fit = dict(max_epochs=20, random_state=2, readout=("mean", "set2set"))
+    a = AtomSetsRegressor(**fit, standardize_features=True).fit(X, y)
+    b = AtomSetsRegressor(**fit, standardize_features=True).fit(moved, y)
+    # the same net up to float32 rounding of the moved rows
+    assert b.best_epoch_ == a.best_epoch_
+    np.testing.assert_allclose(b.predict(moved), a.predict(X), rtol=0, atol=2e-3 * np.ptp(y))
+    rows = np.concatenate([s.features for s in moved]).astype(np.float64)
+    np.testing.assert_allclose(b.feature_mean_, rows.mean(axis=0))
+    np.testing.assert_allclose(b.feature_scale_, rows.std(axis=0))
+    assert torch.equal(b.module_.feature_scale, torch.as_tensor(b.feature_scale_, dtype=torch.float32))
+    plain = AtomSetsRegressor(**fit).fit(moved, y)
+    assert plain.feature_mean_ is None and "feature_mean" not in plain.module_.state_dict()
+    assert np.abs(plain.predict(moved) - a.predict(X)).max() > 0.02 * np.ptp(y)  # 10x the tolerance above
+    # sets of atomic numbers go to the trained embedding: nothing to standardise
+    comps = [WeightedSet.from_composition(f) for f in ["NaCl", "KCl", "MgO", "CaO"] * 5]
+    emb = AtomSetsRegressor(max_epochs=2, standardize_features=True).fit(comps, np.arange(20.0))
+    assert emb.feature_mean_ is None and not emb.module_.standardise
 
 
 def test_two_fits_with_the_same_random_state_are_identical(data):

@@ -169,6 +169,12 @@ def test_structure_featurizer_equals_the_encoder_and_the_hydrogen_variant_differ
     for k in range(6):
         np.testing.assert_allclose(sets[k][0].features, np.hstack([out["V0"][k], out["V2"][k]]), rtol=1e-6)
         np.testing.assert_array_equal(sets[k][0].weights, np.ones(len(structures[k])))
+    # structure-level layers are appended to every site's row (richer sets: V0 + V1 + f + u3)
+    richer = MEGNetSiteSetFeaturizer(("V0", "V1", "f", "u3")).featurize_many(structures, pbar=False)
+    for k in range(6):
+        n = len(structures[k])
+        expected = np.hstack([out["V0"][k], out["V1"][k], np.tile(out["f"][k], (n, 1)), np.tile(out["u3"][k], (n, 1))])
+        np.testing.assert_allclose(richer[k][0].features, expected, rtol=1e-6)
     hydrogen = MEGNetStructureFeaturizer(structure_only=True).featurize_many(structures, pbar=False)
     assert not np.allclose(hydrogen[0], feats[0][:96])
     only_h = [Structure(s.lattice, ["H"] * len(s), s.frac_coords) for s in structures]
@@ -357,5 +363,9 @@ def test_bad_options_are_named():
         MEGNetStructureFeaturizer(layers=("V1",), stats=("median",)).feature_labels()
     with pytest.raises(ValueError, match="layer must be one of"):
         MEGNetSiteSetFeaturizer("f").featurize_many([Structure(Lattice.cubic(3), ["Si"], [[0, 0, 0]])])
+    with pytest.raises(ValueError, match="at least|site layers"):  # only structure-level layers: no rows
+        MEGNetSiteSetFeaturizer(("f", "u3")).featurize_many([Structure(Lattice.cubic(3), ["Si"], [[0, 0, 0]])])
+    with pytest.raises(ValueError, match="layer must be one of"):
+        MEGNetSiteSetFeaturizer(("V1", "g")).featurize_many([Structure(Lattice.cubic(3), ["Si"], [[0, 0, 0]])])
     with pytest.raises(ValueError, match="Unknown preset"):
         MEGNetStructureFeaturizer.from_preset("everything")

@@ -577,13 +577,13 @@ def test_protocol_options_study_pairs_each_variant_with_its_base_run(tmp_path):
     spec = importlib.util.spec_from_file_location("protocol_options", REPO / "benchmarks" / "protocol_options.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    task, model, base = study.CASES[0]
+    case, task, model, base = study.CASES[0]
     assert study.grid(base, "dropout") == [f"{k}={v}" for k, v in base.items()] + ["dropout=0.0,0.1"]
 
     def write(variant, scores, chosen):
         folds = [{"seed": s, "fold": k, "score": scores[i], "selection": {"chosen": {**base, **chosen[i]}}}
                  for i, (s, k) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)])]
-        where = study.folder(task, variant, tmp_path)
+        where = study.folder(case, variant, tmp_path)
         where.mkdir(parents=True)
         (where / f"{task}.json").write_text(json.dumps({"models": {model: {"folds": folds}}}))
 
@@ -593,3 +593,34 @@ def test_protocol_options_study_pairs_each_variant_with_its_base_run(tmp_path):
     assert lines[0] == f"{task} {model} base: MAE 11.5 ± 0.71 over 2 seeds"
     assert lines[1] == (f"{task} {model} dropout: MAE 11.5 ± 2.1 over 2 seeds; minus base +0 ± 1.4 over seeds "
                         "(per seed -1, +1); an alternative chosen in 2 of 4 fits, better than base on test in 1")
+
+
+def test_richer_sets_study_pairs_the_new_model_and_reselects_on_validation_only():
+    """benchmarks/richer_sets.py: the new model against AtomSets-V0+V1 per seed and fold, and the
+    validation-selected row recomputed with it as a candidate (picked on validation scores, not test)."""
+    spec = importlib.util.spec_from_file_location("richer_sets", REPO / "benchmarks" / "richer_sets.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    report = study.report
+    keys = [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+    def model(scores, validation):
+        folds = [{"seed": s, "fold": k, "score": x, "validation_score": v}
+                 for (s, k), x, v in zip(keys, scores, validation)]
+        return report._summarise({"folds": folds})
+
+    full = {"task": "matbench_jdft2d", "metric": "mae", "models": {
+        study.BASE: model([10, 12, 11, 13], [5, 5, 5, 5]), "AtomSets-V1": model([20, 20, 20, 20], [4, 6, 4, 6])}}
+    full["models"][report.SELECTED] = report.validation_selected(full)
+    # the new model has the best test scores everywhere but the best validation score in two fits only
+    new = {"task": "matbench_jdft2d", "models": {study.MODEL: model([9, 9, 9, 9], [3, 7, 7, 3])}}
+    lines = study.compare(new, full)
+    assert lines[2] == (f"  {study.MODEL} minus {study.BASE}: -2.5 ± 0.71 over seeds (per seed -2, -3); "
+                        "lower in 4 of 4 fits")
+    # picks: (0,0) new 9 vs V1 20; (0,1) base 12 both; (1,0) V1 20 both; (1,1) new 9 vs base 13
+    assert lines[3].startswith(f"matbench_jdft2d validation-selected with {study.MODEL} a candidate: MAE 12.5 ")
+    assert lines[5] == (f"  difference: -3.75 ± 2.5 over seeds; {study.MODEL} chosen in 2 of 4 fits, "
+                        "lower than the table's pick in 2")
+    partial = {"task": "matbench_jdft2d", "models": {study.MODEL: model([9, 9], [3, 7])}}
+    assert study.compare(partial, full) == [f"matbench_jdft2d: {study.MODEL} has run 2 of the 4 fits of "
+                                            f"{study.BASE} so far"]
