@@ -26,17 +26,15 @@ chosen. Nothing here reads a test fold to choose: the test scores are only repor
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from study_runs import run_all, study_parser  # noqa: E402  (benchmarks/study_runs.py)
+
 OUT = HERE / "results" / "studies" / "protocol_options"
 
 #: (folder, task, model, base configuration): each base is what that model's full-protocol job chose most often
@@ -62,20 +60,9 @@ def folder(case, variant, out=OUT):
     return out / case / variant
 
 
-def run(case, task, model, base, variant, out=OUT):
-    """One runner process (skipped where its results are already there); returns its wall time."""
-    where = folder(case, variant, out)
-    if (where / f"{task}.json").is_file():
-        return 0.0
-    where.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "sklearn_atomsets", "matbench", "--tasks", task, "--models", model,
-               *PROTOCOL, "--select", *grid(base, variant), "--out", str(where)]
-    start = time.perf_counter()
-    with open(where / "log.txt", "w") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                       env={**os.environ, "MATMINER_DATA": os.environ.get(
-                           "MATMINER_DATA", str(HERE.parent.parent / "shared" / "data" / "matbench"))})
-    return time.perf_counter() - start
+def run_args(model, base, variant):
+    """The runner's arguments for one variant of a case (besides task and output folder)."""
+    return ["--models", model, *PROTOCOL, "--select", *grid(base, variant)]
 
 
 def fits(case, task, variant, out=OUT):
@@ -119,22 +106,13 @@ def summary(out=OUT):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--summary-only", action="store_true")
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser = study_parser(__doc__, OUT)
     tasks = sorted({task for _, task, _, _ in CASES})
     parser.add_argument("--tasks", nargs="+", default=tasks, choices=tasks)
     args = parser.parse_args(argv)
     if not args.summary_only:
-        start = time.perf_counter()
-        runs = [(case, task, model, base, variant) for case, task, model, base in CASES if task in args.tasks
-                for variant in VARIANTS]
-        with ThreadPoolExecutor(args.processes) as pool:
-            walls = list(pool.map(lambda r: run(*r, out=args.out), runs))
-        for (case, _, _, _, variant), wall in zip(runs, walls):
-            print(f"{case} {variant}: {wall:.0f} s" + (" (already on disk)" if wall == 0 else ""))
-        print(f"wall time {time.perf_counter() - start:.0f} s with {args.processes} processes")
+        run_all([(f"{case} {variant}", task, folder(case, variant, args.out), run_args(model, base, variant))
+                 for case, task, model, base in CASES if task in args.tasks for variant in VARIANTS], args.processes)
     print("\n".join(summary(args.out)))
     return 0
 

@@ -16,41 +16,21 @@ inner-validation scores only), paired with the table's. Test scores are only rep
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
 import statistics
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import report  # noqa: E402  (benchmarks/report.py: loading, merging and the validation-selected row)
+from study_runs import run_all, study_parser  # noqa: E402  (benchmarks/study_runs.py)
 
 OUT = HERE / "results" / "studies" / "richer_sets"
 MODEL, BASE = "AtomSets-V0+V1+f", "AtomSets-V0+V1"
 TASKS = ["matbench_jdft2d"]  # the smallest structure task whose full-protocol jobs are all done
 SEEDS = (0, 1, 2)
 PROTOCOL = ["--select", "--max-epochs", "2000", "--patience", "200", "--threads", "1"]
-
-
-def run(task, seed, out=OUT):
-    """One runner process for one seed (skipped where its results are already there); its wall time."""
-    where = out / task / f"seed{seed}"
-    if (where / f"{task}.json").is_file():
-        return 0.0
-    where.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "sklearn_atomsets", "matbench", "--tasks", task, "--models", MODEL,
-               "--seeds", str(seed), *PROTOCOL, "--out", str(where)]
-    start = time.perf_counter()
-    with open(where / "log.txt", "w") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                       env={**os.environ, "MATMINER_DATA": os.environ.get(
-                           "MATMINER_DATA", str(HERE.parent.parent / "shared" / "data" / "matbench"))})
-    return time.perf_counter() - start
 
 
 def _by_fit(model):
@@ -108,19 +88,12 @@ def summary(out=OUT, seeded=report.SEEDED_RESULTS, plan=report.PLAN):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--summary-only", action="store_true")
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser = study_parser(__doc__, OUT)
     args = parser.parse_args(argv)
     if not args.summary_only:
-        start = time.perf_counter()
-        runs = [(task, seed) for task in TASKS for seed in SEEDS]
-        with ThreadPoolExecutor(args.processes) as pool:
-            walls = list(pool.map(lambda r: run(*r, out=args.out), runs))
-        for (task, seed), wall in zip(runs, walls):
-            print(f"{task} seed {seed}: {wall:.0f} s" + (" (already on disk)" if wall == 0 else ""))
-        print(f"wall time {time.perf_counter() - start:.0f} s with {args.processes} processes")
+        run_all([(f"{task} seed {seed}", task, args.out / task / f"seed{seed}",
+                  ["--models", MODEL, "--seeds", str(seed), *PROTOCOL]) for task in TASKS for seed in SEEDS],
+                args.processes)
     print("\n".join(summary(args.out)))
     return 0
 
