@@ -18,7 +18,7 @@ folder under ``results/studies/protocol_options/<case folder>/<variant>/``:
 The base configuration of each model is the loss and readout its full-protocol job chose most
 often on inner validation (``results/matbench_seeds/jobs``): jdft2d AtomSets-V2 [CHGNet-0.3.0]
 L1 + mean (6 of 15 fits), steels AtomSets-V0 L1 + set2set (7 of 15), jdft2d MLP-f [CHGNet-0.3.0]
-L1 (11 of 15; MLP-f has no readout). A variant's candidate with
+L1 (11 of 15; MLP-f has no readout), jdft2d MLP-f (default parent) L1 (14 of 15). A variant's candidate with
 the base value is the base run's net itself (same seed, split and initialisation), so the paired
 difference (variant - base, per seed the mean over folds) is the effect of letting the option be
 chosen. Nothing here reads a test fold to choose: the test scores are only reported.
@@ -40,7 +40,8 @@ OUT = HERE / "results" / "studies" / "protocol_options"
 #: (folder, task, model, base configuration): each base is what that model's full-protocol job chose most often
 CASES = [("matbench_jdft2d", "matbench_jdft2d", "AtomSets-V2 [CHGNet-0.3.0]", {"loss": "mae", "readout": "mean"}),
          ("matbench_steels", "matbench_steels", "AtomSets-V0", {"loss": "mae", "readout": "set2set"}),
-         ("matbench_jdft2d MLP-f [CHGNet-0.3.0]", "matbench_jdft2d", "MLP-f [CHGNet-0.3.0]", {"loss": "mae"})]
+         ("matbench_jdft2d MLP-f [CHGNet-0.3.0]", "matbench_jdft2d", "MLP-f [CHGNet-0.3.0]", {"loss": "mae"}),
+         ("matbench_jdft2d MLP-f", "matbench_jdft2d", "MLP-f", {"loss": "mae"})]
 #: the option's base value first
 OPTIONS = {"weight_decay": (0.0, 1e-4), "dropout": (0.0, 0.1), "lr_schedule": ("none", "plateau"),
            "standardize_features": (False, True)}
