@@ -257,6 +257,7 @@ def tune_threshold(model, X_train, y_train):
 #: per fit on inner-validation scores (regressors' loss, set models' readout).
 DEFAULT_SELECTION = {"loss": ("mse", "mae", "huber"), "readout": ("mean", "set2set")}
 
+
 def _flag(value):
     """A yes/no value of a selection entry: true/false, yes/no or 1/0."""
     flags = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}

@@ -802,10 +802,10 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
         results, errors = self._encode(items, pbar)
         layers = self._layers()
         site = self._encoder().site_layers
-        n_sites = next(name for name in layers if name in site)
+        first_site_layer = next(name for name in layers if name in site)
 
         def rows_of(v):  # a structure-level vector is repeated on each of the n sites' rows
-            n = len(v[n_sites])
+            n = len(v[first_site_layer])
             return np.hstack([v[name] if name in site else np.broadcast_to(v[name], (n, len(v[name])))
                               for name in layers])
 
