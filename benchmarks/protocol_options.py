@@ -33,6 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from report import paired_by_seed  # noqa: E402  (benchmarks/report.py)
 from study_runs import run_all, study_parser  # noqa: E402  (benchmarks/study_runs.py)
 
 OUT = HERE / "results" / "studies" / "protocol_options"
@@ -87,18 +88,16 @@ def summary(out=OUT):
             mine = fits(case, task, variant, out)
             if set(mine) != set(base_fits):
                 raise ValueError(f"{case} {variant}: other seeds and folds than the base run")
-            by_seed, diffs = {}, {}
+            by_seed = {}
             for key, f in mine.items():
                 by_seed.setdefault(key[0], []).append(f["score"])
-                diffs.setdefault(key[0], []).append(f["score"] - base_fits[key]["score"])
             means = [statistics.fmean(v) for v in by_seed.values()]
-            paired = [statistics.fmean(v) for v in diffs.values()]
+            paired, better = paired_by_seed((key[0], f["score"], base_fits[key]["score"]) for key, f in mine.items())
             line = (f"{task} {model} {variant}: MAE {statistics.fmean(means):.4g} ± {statistics.stdev(means):.2g} "
                     f"over {len(means)} seeds")
             if variant != "base":
                 chosen = [f["selection"]["chosen"][variant] for f in mine.values()]
                 moved = sum(c != OPTIONS[variant][0] for c in chosen)
-                better = sum(f["score"] < base_fits[key]["score"] for key, f in mine.items())
                 line += (f"; minus base {statistics.fmean(paired):+.3g} ± {statistics.stdev(paired):.2g} over seeds "
                          f"(per seed {', '.join(f'{x:+.3g}' for x in paired)}); an alternative chosen in {moved} of "
                          f"{len(chosen)} fits, better than base on test in {better}")

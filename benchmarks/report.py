@@ -458,6 +458,17 @@ def target_check(results):
     return "\n".join(lines) + "\n"
 
 
+def paired_by_seed(pairs, lower=True):
+    """``pairs``: ``(seed, score, reference score)`` per fit. Per seed (in first-seen order) the mean
+    over its fits of score - reference, and in how many fits the score is better than the reference
+    (lower, or higher with ``lower=False``; a tie counts for neither)."""
+    diffs = {}
+    for seed, score, reference in pairs:
+        diffs.setdefault(seed, []).append(score - reference)
+    better = sum((d < 0) == lower and d != 0 for v in diffs.values() for d in v)
+    return [statistics.fmean(v) for v in diffs.values()], better
+
+
 def ensemble_gains(results):
     """Each seed-ensemble row against its own first member (the chosen net alone, scored on the same
     test folds: recorded as ``ensemble.first_member_score``), paired: per seed the mean over folds of
@@ -469,11 +480,8 @@ def ensemble_gains(results):
             firsts = [f.get("ensemble", {}).get("first_member_score") for f in m["folds"]]
             if not firsts or any(x is None for x in firsts):
                 continue
-            by_seed = {}
-            for f, first in zip(m["folds"], firsts):
-                by_seed.setdefault(f.get("seed"), []).append(f["score"] - first)
-            means = [statistics.fmean(v) for v in by_seed.values()]
-            better = sum((d < 0) == lower and d != 0 for v in by_seed.values() for d in v)
+            means, better = paired_by_seed(((f.get("seed"), f["score"], first) for f, first in zip(m["folds"], firsts)),
+                                           lower)
             spread = f" ± {statistics.stdev(means):.2g}" if len(means) > 1 else ""
             lines.append(f"- {task_label(r)} ({metric_name(r)}, {'lower' if lower else 'higher'} is better): "
                          f"{row_name(r, name)} minus its first member: {statistics.fmean(means):+.3g}{spread} over "

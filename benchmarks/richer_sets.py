@@ -39,12 +39,7 @@ def _by_fit(model):
 
 def _paired(mine, theirs):
     """Per seed, the mean over folds of mine - theirs; and in how many fits mine is lower."""
-    diffs = {}
-    for key, f in mine.items():
-        diffs.setdefault(key[0], []).append(f["score"] - theirs[key]["score"])
-    per_seed = [statistics.fmean(v) for v in diffs.values()]
-    better = sum(f["score"] < theirs[key]["score"] for key, f in mine.items())
-    return per_seed, better
+    return report.paired_by_seed((key[0], f["score"], theirs[key]["score"]) for key, f in mine.items())
 
 
 def _line(label, model):
