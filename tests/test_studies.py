@@ -6,6 +6,7 @@ import importlib.util
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -126,3 +127,14 @@ def test_mp_results_carry_the_leakage_note():
     assert text.count(LEAKAGE_NOTE) == 1 and text.index(LEAKAGE_NOTE) < text.index("matbench_expt_gap")
     stored = studies.load_study("convergence")["tasks"]["matbench_mp_e_form (composition only)"]
     assert stored["notes"] == [LEAKAGE_NOTE]
+
+
+def test_repeated_compositions_count_reduced_formulas_and_single_target_groups():
+    spec = importlib.util.spec_from_file_location("repeated_compositions",
+                                                  REPO / "benchmarks" / "repeated_compositions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    frame = pd.DataFrame({"formula": ["Fe2O3", "Fe4O6", "NaCl", "Na2Cl2", "KCl"],
+                          "target": [1.0, 1.0, 1.0, 2.0, 3.0]})
+    # Fe2O3 = Fe4O6 and NaCl = Na2Cl2 once reduced; only the iron oxide's targets agree
+    assert module.repeats(frame) == (5, 3, 2, 1)
