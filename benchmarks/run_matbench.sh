@@ -19,6 +19,7 @@
 #   bash benchmarks/run_matbench.sh 1-5 [results folder]  # default benchmarks/results
 #   JOBS="p05s1j03 p05s1j05" bash benchmarks/run_matbench.sh jobs [results folder]  # these jobs, one after another
 #   WORKERS=2 JOBS="p03s1j00 p03s2j01" bash benchmarks/run_matbench.sh jobs   # one process per (job, seed), 2 at a time
+#   WORKERS=16 bash benchmarks/run_matbench.sh rest   # every unfinished job, one process per (job, seed), 16 at a time
 # With WORKERS, each seed of a job is its own 1-thread process writing to jobs/<job>/seed<S>/ (with its own done
 # file); the job's done file follows once all its seeds are. Same fits as the job in one process (a seed's inner
 # split and initialisation depend on the seed only), packed finer: for a machine with more cores than queues, or
@@ -52,6 +53,11 @@ case $WHICH in
             awk -F'\t' -v j="$job" '!/^#/ && $3 == j { found = 1 } END { exit !found }' "$PLAN" \
                 || { echo "jobs: $job is not a job of $PLAN" >&2; exit 2; }
         done ;;
+    rest)  # every job of the plan without a done file, one process per (job, seed), $WORKERS (default 2) at a time
+        JOBS=$(awk -F'\t' '!/^#/ { print $3 }' "$PLAN" | while read -r job; do
+            [[ -f $OUT/$job/done ]] || printf '%s ' "$job"; done)
+        [[ -n $JOBS ]] || { echo "rest: every job of $PLAN is done"; exit 0; }
+        WHICH=jobs; WORKERS=${WORKERS:-2} ;;
     *-*) first=${WHICH%-*}; end=${WHICH#*-} ;;
     *) first=$WHICH; end=$WHICH ;;
 esac
