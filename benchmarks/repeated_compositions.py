@@ -11,28 +11,27 @@ the only candidates for removing training work the way equal site rows are merge
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pandas as pd
 from pymatgen.core import Composition
+
+from sklearn_atomsets._matbench import load_matbench_composition_task
 
 TASKS = ("log_gvrh", "log_kvrh", "perovskites", "mp_is_metal", "mp_gap", "mp_e_form")
 
 
-def repeats(frame):
+def repeats(formulas, targets):
     """(rows, distinct reduced compositions, repeated compositions, repeated ones with a single target)."""
-    key = pd.Series([Composition(formula).reduced_formula for formula in frame["formula"]], index=frame.index)
-    targets = frame["target"].groupby(key)
+    key = pd.Series([Composition(formula).reduced_formula for formula in formulas], index=targets.index)
+    targets = targets.groupby(key)
     repeated = targets.size() > 1
     single_target = repeated & (targets.max() == targets.min())
-    return len(frame), key.nunique(), int(repeated.sum()), int(single_target.sum())
+    return len(key), key.nunique(), int(repeated.sum()), int(single_target.sum())
 
 
 def main():
-    folder = Path(os.environ.get("MATMINER_DATA", "../shared/data/matbench")) / "composition_only"
     for task in TASKS:
-        rows, distinct, repeated, single = repeats(pd.read_csv(folder / f"matbench_{task}.crabnet.csv.gz"))
+        data = load_matbench_composition_task(f"matbench_{task}")  # the runner's own loader and files
+        rows, distinct, repeated, single = repeats(data.inputs, data.targets)
         print(f"{task}: {rows} rows, {distinct} distinct reduced compositions ({1 - distinct / rows:.1%} of rows "
               f"repeat one); {repeated} repeated compositions, {single} of them with one target value")
 

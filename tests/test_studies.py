@@ -134,7 +134,7 @@ def test_repeated_compositions_count_reduced_formulas_and_single_target_groups()
                                                   REPO / "benchmarks" / "repeated_compositions.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    frame = pd.DataFrame({"formula": ["Fe2O3", "Fe4O6", "NaCl", "Na2Cl2", "KCl"],
-                          "target": [1.0, 1.0, 1.0, 2.0, 3.0]})
+    formulas = ["Fe2O3", "Fe4O6", "NaCl", "Na2Cl2", "KCl"]
+    targets = pd.Series([1.0, 1.0, 1.0, 2.0, 3.0], index=[f"mb-{i}" for i in range(5)])
     # Fe2O3 = Fe4O6 and NaCl = Na2Cl2 once reduced; only the iron oxide's targets agree
-    assert module.repeats(frame) == (5, 3, 2, 1)
+    assert module.repeats(formulas, targets) == (5, 3, 2, 1)
