@@ -42,7 +42,7 @@ from sklearn_atomsets import (
 from sklearn_atomsets._parents import PARENT_MODELS
 from sklearn_atomsets._sets import pack_sets
 
-from .conftest import REPO, SHARED_MODELS, needs_shared_models
+from .conftest import REPO, SHARED_MODELS, assert_float32_close, needs_shared_models
 
 CSCL = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 NACL = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
@@ -168,14 +168,14 @@ def test_2_a_skewed_but_legal_cell_is_reduced_not_refused():
                        [[0, 0, 0], [0.5, 0.5, 0.5]])
     # the same crystal as CsCl (b - 10 a is the cubic b), in a cell 0.4 A "thin"
     f = MEGNetStructureFeaturizer(cache=False)
-    np.testing.assert_allclose(f.featurize(skewed), f.featurize(Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [
-        [0, 0, 0], skewed.lattice.get_cartesian_coords([0.5, 0.5, 0.5]) / 4.12 % 1])), rtol=1e-5, atol=1e-6)
+    assert_float32_close(f.featurize(skewed), f.featurize(Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [
+        [0, 0, 0], skewed.lattice.get_cartesian_coords([0.5, 0.5, 0.5]) / 4.12 % 1])))
 
 
 def test_2_far_coordinates_are_wrapped_or_refused_and_bonds_are_bounded(monkeypatch):
     far = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [1e5 + 0.5, -3e4 + 0.5, 0.5]])
     f = MEGNetStructureFeaturizer(cache=False)
-    np.testing.assert_allclose(f.featurize(far), f.featurize(CSCL), rtol=1e-5, atol=1e-6)
+    assert_float32_close(f.featurize(far), f.featurize(CSCL))
     lost = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [1e9, 0.5, 0.5]])
     monkeypatch.setattr(graph_module, "MAX_BONDS", 50)  # CsCl has 28 bonds, NaCl's 8-site cell more
     assert_row_contract(f, [CSCL], [lost, NACL], [r"1e\+09 cells from the origin", r"more than the bound of 50"])

@@ -24,6 +24,8 @@ from sklearn_atomsets import (
     WeightedSet,
 )
 
+from .conftest import assert_float32_close, TRAINED_RTOL
+
 FAST = dict(max_epochs=15, random_state=0)
 
 
@@ -67,7 +69,7 @@ def test_learns_a_weighted_set_function_in_raw_units(data):
     mae = np.abs(model.predict(X[240:]) - y[240:]).mean()
     baseline = np.abs(y[240:] - y[:240].mean()).mean()
     assert mae < 0.35 * baseline
-    np.testing.assert_allclose(model.target_mean_, y[:240].mean())
+    assert_float32_close(model.target_mean_, y[:240].mean())
 
 
 def test_early_stopping_restores_the_best_epoch(data):
@@ -125,10 +127,10 @@ def test_standardized_feature_rows_make_the_fit_independent_of_feature_units(dat
     b = AtomSetsRegressor(**fit, standardize_features=True).fit(moved, y)
     # the same net up to float32 rounding of the moved rows
     assert b.best_epoch_ == a.best_epoch_
-    np.testing.assert_allclose(b.predict(moved), a.predict(X), rtol=0, atol=2e-3 * np.ptp(y))
+    assert_float32_close(b.predict(moved), a.predict(X), TRAINED_RTOL, scale=np.ptp(y))
     rows = np.concatenate([s.features for s in moved]).astype(np.float64)
-    np.testing.assert_allclose(b.feature_mean_, rows.mean(axis=0))
-    np.testing.assert_allclose(b.feature_scale_, rows.std(axis=0))
+    assert_float32_close(b.feature_mean_, rows.mean(axis=0))
+    assert_float32_close(b.feature_scale_, rows.std(axis=0))
     assert torch.equal(b.module_.feature_scale, torch.as_tensor(b.feature_scale_, dtype=torch.float32))
     plain = AtomSetsRegressor(**fit).fit(moved, y)
     assert plain.feature_mean_ is None and "feature_mean" not in plain.module_.state_dict()
@@ -237,7 +239,7 @@ def test_classifier_binary_and_multiclass_probabilities(data):
     assert clf.classes_.tolist() == ["high", "low", "mid"]
     proba = clf.predict_proba(X)
     assert proba.shape == (300, 3)
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert_float32_close(proba.sum(axis=1), 1.0)
     assert (clf.predict(X) == names).mean() > 0.6
     assert "valid_roc_auc" in clf.net_.history[-1]
     binary = AtomSetsClassifier(max_epochs=30, random_state=0).fit(X, y > np.median(y))
@@ -332,8 +334,7 @@ def test_validation_indices_are_the_split_early_stopping_scored(data):
     idx = reg.validation_indices_
     assert len(idx) == 30 and 0 not in idx and 151 not in idx and len(set(idx)) == 30
     held_out = [X_gaps[i] for i in idx]
-    np.testing.assert_allclose(mean_absolute_error(y_gaps[idx], reg.predict(held_out)), reg.best_validation_score_,
-                               rtol=1e-5)
+    assert_float32_close(mean_absolute_error(y_gaps[idx], reg.predict(held_out)), reg.best_validation_score_)
 
     labels = y > np.median(y)
     clf = AtomSetsClassifier(max_epochs=15, random_state=2).fit(X, labels)

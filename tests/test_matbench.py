@@ -13,7 +13,7 @@ from sklearn_atomsets._baseline import CorrelationFilter, MissingColumnFilter, a
 from sklearn_atomsets._benchmark import MODELS, TrainingSettings, make_model, models_for, run_matbench_task
 from sklearn_atomsets._matbench import MATBENCH_TASKS, load_matbench_composition_task, load_matbench_task
 
-from .conftest import SHARED_MATBENCH, needs_matbench
+from .conftest import SHARED_MATBENCH, assert_float32_close, needs_matbench
 
 pytestmark = needs_matbench
 
@@ -278,8 +278,7 @@ def test_each_structure_is_encoded_once_for_all_models_of_a_run(monkeypatch):
     plain = run_matbench_task("matbench_jdft2d", **run)
     assert sum(encoded) == 3 * 80  # without it each model runs the parent for its own layers
     for name in run["models"]:  # and the features, hence the predictions, are the same
-        np.testing.assert_allclose(filled["models"][name]["folds"][0]["y_pred"],
-                                   plain["models"][name]["folds"][0]["y_pred"], rtol=1e-6)
+        assert_float32_close(filled["models"][name]["folds"][0]["y_pred"], plain["models"][name]["folds"][0]["y_pred"])
 
 
 def dataclasses_replace_folds(task, n_train, n_test):
@@ -341,9 +340,9 @@ def test_seed_ensembles_grow_from_the_net_selected_on_inner_validation(monkeypat
         pipe = make_model("AtomSets-V0", small.info, config, seed=s)
         pipe.fit(list(X_train), y_train.to_numpy())
         preds.append(pipe.predict(list(X_test)))
-    np.testing.assert_allclose(preds[0], single["y_pred"], rtol=1e-5)  # the first member is the chosen net
+    assert_float32_close(preds[0], single["y_pred"])  # the first member is the chosen net
     assert fold["ensemble"]["first_member_score"] == pytest.approx(single["score"], rel=1e-5)  # its test score
-    np.testing.assert_allclose(fold["y_pred"], np.mean(preds, axis=0), rtol=1e-5)
+    assert_float32_close(fold["y_pred"], np.mean(preds, axis=0))
     assert not np.allclose(preds[0], preds[1])  # the members differ
     # the default (one net) records no ensemble; the CLI passes --ensemble through
     plain = run_matbench_task("matbench_steels", models=["AtomSets-V0"], folds=[0], log=lambda *a: None,
@@ -387,7 +386,7 @@ def test_ensembles_grown_from_recorded_selections_fit_only_the_chosen_net_again(
         assert (fit["seed"], fit["fold"]) == (full["seed"], full["fold"])
         assert fit["selection"]["chosen"] == full["selection"]["chosen"]
         assert fit["validation_score"] == full["validation_score"]  # the first member: the chosen net again
-        np.testing.assert_allclose(fit["y_pred"], full["y_pred"], rtol=1e-5)
+        assert_float32_close(fit["y_pred"], full["y_pred"])
         reused = [r for r in recorded["folds"] if (r["seed"], r["fold"]) == (fit["seed"], fit["fold"])]
         assert ("recorded_in" in fit["selection"]) == bool(reused)
         if reused:

@@ -11,7 +11,7 @@ import pytest
 from sklearn_atomsets import PARENT_MODELS, ParentModelNotFoundError, load_parent
 from sklearn_atomsets._parents import _sha256
 
-from .conftest import SHARED_MODELS, needs_shared_models
+from .conftest import SHARED_MODELS, assert_float32_close, needs_shared_models
 
 EFORM_2019_SHA = "51de7e372f9fdbd10a519c3fd3cbf6fcd1039cc58e092c85b0f4fef49964f57b"
 
@@ -28,7 +28,7 @@ def test_default_parent_is_found_offline_in_an_installed_package(empty_model_dir
     assert parent.sha256 == EFORM_2019_SHA == _sha256(parent.path)
     assert "site-packages" in str(parent.path) or "maml" in str(parent.path)
     assert (parent.cutoff, parent.width) == (5.0, 0.5)
-    np.testing.assert_allclose(parent.centers, np.linspace(0, 6, 100))
+    assert_float32_close(parent.centers, np.linspace(0, 6, 100))
 
 
 @needs_shared_models
@@ -126,4 +126,4 @@ def test_fermi_parent_prediction_undoes_megnets_standard_scaler(shared_model_dir
     parent = load_parent("Efermi_MP_2019")
     scaler = parent.target_scaler
     assert scaler["@class"] == "StandardScaler"
-    np.testing.assert_allclose(parent.inverse_transform_target([[1.0]], [4]), [[scaler["std"] + scaler["mean"]]])
+    assert_float32_close(parent.inverse_transform_target([[1.0]], [4]), [[scaler["std"] + scaler["mean"]]])
