@@ -80,6 +80,17 @@ def assert_float32_close(actual, desired, rtol=KERNEL_RTOL, *, scale=None, axis=
         f"scale; largest |difference| / scale = {worst:.2e}")
 
 
+def pytest_report_header(config):
+    """Which CPU and kernels this run's float32 results come from (issue 30)."""
+    import platform
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return f"CPU: {cpu}; torch {torch.__version__}, CPU kernels {torch.backends.cpu.get_cpu_capability()}"
+
+
 needs_shared_models = pytest.mark.skipif(
     not SHARED_MODELS.is_dir(), reason=f"pretrained megnet models not found at {SHARED_MODELS}"
 )
