@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,19 @@ def scale_of(values, axis=None):
     values = np.where(np.isnan(values), -np.inf, values)
     scale = np.max(values, axis=axis, keepdims=axis is not None, initial=0.0)
     return float(scale) if axis is None else scale
+
+
+def scale_of_outputs(labels, values):
+    """Per column of a featurized table, the scale of the output the column belongs to: columns
+    whose labels differ only in a trailing index ('MEGNet f 0' .. 'MEGNet f 95') are one output,
+    whose float32 error is relative to its largest |value|; any other column is its own."""
+    groups = [re.sub(r"\s\d+$", "", str(label)) for label in labels]
+    columns = scale_of(values, axis=0)
+    scale = np.empty_like(columns)
+    for group in set(groups):
+        members = [i for i, g in enumerate(groups) if g == group]
+        scale[..., members] = columns[..., members].max()
+    return scale
 
 
 def assert_float32_close(actual, desired, rtol=KERNEL_RTOL, *, scale=None, axis=None, err_msg=""):

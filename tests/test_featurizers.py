@@ -79,7 +79,7 @@ def _close(a, b):
         if isinstance(a[0], WeightedSet):
             assert_float32_close(a[0].features, b[0].features)
             return np.array_equal(a[0].weights, b[0].weights)
-        assert_float32_close(a, b, axis=0 if np.ndim(b) == 2 else None)
+        assert_float32_close(a, b)
     except AssertionError:
         return False
     return True

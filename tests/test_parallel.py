@@ -29,7 +29,7 @@ from sklearn_atomsets import (
     clear_feature_cache,
 )
 
-from .conftest import REPO, assert_float32_close
+from .conftest import REPO, assert_float32_close, scale_of_outputs
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -190,7 +190,8 @@ def test_matminer_pools_never_hang_and_agree_with_in_process(method, pool_frames
             continue
         got = got.drop(columns="structure")
         assert list(got.columns) == list(expected.columns), key
-        assert_float32_close(got.to_numpy(float), expected.to_numpy(float), axis=0, err_msg=str(key))
+        assert_float32_close(got.to_numpy(float), expected.to_numpy(float),
+                             scale=scale_of_outputs(expected.columns, expected.to_numpy(float)), err_msg=str(key))
 
     own = out["own"]
     here = MEGNetStructureFeaturizer(layers=("f", "V1"), cache=False).featurize_dataframe(
@@ -198,9 +199,9 @@ def test_matminer_pools_never_hang_and_agree_with_in_process(method, pool_frames
     errors = own.pop("MEGNetStructureFeaturizer Exceptions")
     assert errors.notna().tolist() == [i == 70 for i in range(130)]
     assert errors[70].startswith("row 70: TypeError") and errors[70] == here["MEGNetStructureFeaturizer Exceptions"][70]
-    assert_float32_close(own.drop(columns="structure").to_numpy(float),
-                         here.drop(columns=["structure", "MEGNetStructureFeaturizer Exceptions"]).to_numpy(float),
-                         axis=0)
+    here = here.drop(columns=["structure", "MEGNetStructureFeaturizer Exceptions"])
+    assert_float32_close(own.drop(columns="structure").to_numpy(float), here.to_numpy(float),
+                         scale=scale_of_outputs(here.columns, here.to_numpy(float)))
     assert not [w for w in out["warnings"] if "Loky" in w or "fork()" in w], out["warnings"]
 
 
@@ -241,7 +242,8 @@ def test_dask_cluster_featurizes_like_in_process_with_a_bad_row(cluster, dielect
     expected = featurizer.featurize_dataframe(frame, "structure", ignore_errors=True, return_errors=True, pbar=False)
     labels = featurizer.feature_labels()
     assert list(got.columns) == list(expected.columns) and got.index.equals(expected.index)
-    assert_float32_close(got[labels].to_numpy(float), expected[labels].to_numpy(float), axis=0)
+    assert_float32_close(got[labels].to_numpy(float), expected[labels].to_numpy(float),
+                         scale=scale_of_outputs(labels, expected[labels].to_numpy(float)))
     errors = got["MEGNetStructureFeaturizer Exceptions"]
     assert errors.notna().tolist() == [i == 123 for i in range(200)]
     assert errors[123].startswith("index 123: TypeError")
