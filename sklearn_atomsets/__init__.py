@@ -35,7 +35,7 @@ from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
 from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError
 from .parents import load_parent, parent_family, registered_parents
 from .parents.chgnet import CHGNET_PARENTS, CHGNetEncoder, CHGNetParent
-from ._sets import FailedSet, WeightedSet, as_sets
+from ._sets import FailedSet, WeightedSet, as_sets, sets_from_list_columns, sets_to_list_columns
 
 __all__ += [
     "PARENT_MODELS",
@@ -67,6 +67,8 @@ __all__ += [
     "to_dask_frame",
     "WeightedSet",
     "as_sets",
+    "sets_from_list_columns",
+    "sets_to_list_columns",
     "CrystalGraphBatch",
     "EncoderOutput",
     "GraphConstructionError",
