@@ -151,17 +151,13 @@ def _parent_file(parent):
 
 
 def _authors():
-    """The package's authors, from its metadata (setup.cfg ``author``)."""
-    from importlib.metadata import PackageNotFoundError, metadata
-
-    try:
-        author = metadata("sklearn-atomsets").get("Author")
-    except PackageNotFoundError:
-        author = None
-    return [name.strip() for name in (author or _AUTHORS).split(",") if name.strip()]
+    """Who maintains the featurizers (matminer's ``implementors()``): the project, as
+    setup.cfg's ``author`` says. Not read from the installed metadata, which an older
+    install of the same source tree may still carry."""
+    return [name.strip() for name in _AUTHORS.split(",") if name.strip()]
 
 
-_AUTHORS = "Seed e7011a1c maintainers"  # as setup.cfg, for a source tree that is not installed
+_AUTHORS = "sklearn-atomsets maintainers"  # = setup.cfg's author (tests/test_bad_inputs.py checks)
 
 
 # seconds of encoding before the progress bar appears (tqdm's delay)
@@ -286,8 +282,12 @@ def _as_structure(item):
         return item
     if isinstance(item, dict) and "lattice" in item and "sites" in item:
         return Structure.from_dict(item)
+    hint = ""
+    if isinstance(item, (Composition, str)):
+        hint = " (a composition has no sites: use CompositionFeaturizer or ElementSetFeaturizer for compositions)"
     raise TypeError(
-        f"Expected a pymatgen Structure, IStructure or Structure.as_dict(), got {type(item).__name__}: {item!r:.60}"
+        f"Expected a pymatgen Structure, IStructure or Structure.as_dict(), got {type(item).__name__}: "
+        f"{item!r:.60}{hint}"
     )
 
 
@@ -364,6 +364,14 @@ def _unwrap(entries):
     """matminer passes ``df[cols].values`` (rows of 1-tuples); accept plain lists too."""
     import pandas as pd
 
+    # one entry where a sequence of them is expected: iterating would give its sites (or the
+    # characters of a formula, the elements of a composition) as if they were samples
+    if isinstance(entries, (IStructure, Composition, str, Mapping)):
+        raise TypeError(
+            f"Expected a sequence of entries (one per sample), got one {type(entries).__name__}: pass "
+            f"[x] (a list of one), or call featurize(x) for a single entry."
+        )
+
     if isinstance(entries, pd.DataFrame):
         entries = entries.to_numpy()
     if isinstance(entries, pd.Series):
@@ -411,6 +419,20 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         validate_parameter_constraints(
             self._parameter_constraints, self.get_params(deep=False), caller_name=type(self).__name__
         )
+
+    def __sklearn_tags__(self):
+        # matminer's BaseFeaturizer lists BaseEstimator before TransformerMixin, so the
+        # transformer's tags are never reached: set them here. Inputs are structures or
+        # compositions, not numbers: say so, for scikit-learn's estimator checks.
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = "parent" in self.get_params(deep=False)  # formulas (composition featurizers)
+        tags.target_tags.required = False
+        return tags
 
     def __sklearn_is_fitted__(self):
         # Stateless: the frozen encoder is never trained, so a Pipeline may end here.
@@ -463,6 +485,8 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
                 message = message if single else f"row {i}: {message}"
                 if not ignore_errors:
                     kind = type(exc) if type(exc) in (TypeError, ValueError, GraphConstructionError) else ValueError
+                    if single and kind is type(exc):  # the type is in the traceback already: not twice
+                        message = str(exc)
                     raise kind(f"{message}{_SKIP_HINT}") from exc
                 row = [float("nan")] * n_labels
             elif row is None or len(row) != n_labels:  # an internal inconsistency, never a silent NaN row
