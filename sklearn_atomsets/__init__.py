@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__"]
 
 from ._atomsets import AtomSetsModule
+from ._baseline import MatminerFeatures, automatminer_style_pipeline, default_matminer_featurizers
 from ._dask import featurize_dask, to_dask_frame
 from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
 from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
@@ -31,6 +32,7 @@ from ._featurizers import (
     clear_feature_cache,
     set_feature_cache_limit,
 )
+from ._matbench import MatbenchTask, load_matbench_task
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
 from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError
 from .parents import load_parent, parent_family, registered_parents
@@ -69,6 +71,11 @@ __all__ += [
     "as_sets",
     "sets_from_list_columns",
     "sets_to_list_columns",
+    "MatbenchTask",
+    "MatminerFeatures",
+    "automatminer_style_pipeline",
+    "default_matminer_featurizers",
+    "load_matbench_task",
     "CrystalGraphBatch",
     "EncoderOutput",
     "GraphConstructionError",
