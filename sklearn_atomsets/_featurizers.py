@@ -34,8 +34,10 @@ per entry; errors stay with their row, reported like matminer's (``ignore_errors
 that keeps the message, so that an AtomSets estimator can name the reason or skip the row
 (its ``handle_missing``). A progress bar counts the structures sent through the encoder; it
 appears only once encoding has run for a couple of seconds (tqdm's ``delay``), so short calls
-stay quiet and long ones, inside a ``Pipeline`` too, show progress; ``pbar=False`` turns it
-off and a dict is passed to ``tqdm`` (e.g. ``pbar={"delay": 0}``).
+stay quiet and long ones, inside a ``Pipeline`` too, show progress. The constructor's
+``progress`` (``"auto"``: the main process only; ``True``, ``False``, or a dict of ``tqdm``
+options) sets it for every call; a call's ``pbar=False`` turns it off and a dict is passed
+to ``tqdm`` (e.g. ``pbar={"delay": 0}``).
 
 **Processes, threads, device.** ``n_jobs`` keeps matminer's meaning: worker processes.
 ``1`` (default) encodes in this process, batched; ``n_jobs=k`` (or ``set_n_jobs(k)``, as
@@ -84,6 +86,7 @@ import multiprocessing
 import numbers
 import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -92,7 +95,7 @@ import torch
 from matminer.featurizers.base import BaseFeaturizer
 from pymatgen.core import Composition, Element, IStructure, Structure
 from pymatgen.core.periodic_table import DummySpecies
-from sklearn.utils._param_validation import HasMethods, Interval, validate_parameter_constraints
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_parameter_constraints
 
 from ._graph import GraphConstructionError
 from ._parents import DEFAULT_PARENT, ParentModel
@@ -392,6 +395,7 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
     n_jobs = 1
     torch_threads = None
     device = "cpu"
+    progress = "auto"  # for pickles made before the parameter existed
 
     def set_n_jobs(self, n_jobs):
         """Worker processes for ``featurize_many`` / ``featurize_dataframe`` (matminer's meaning)."""
@@ -510,6 +514,7 @@ _STRUCTURE_PARAMETER_CONSTRAINTS = {
     "n_jobs": [numbers.Integral, None],
     "torch_threads": [numbers.Integral, None],
     "device": [str, torch.device],
+    "progress": ["boolean", StrOptions({"auto"}), dict],
 }
 
 
@@ -548,12 +553,13 @@ class _StructureBase(_MEGNetFeaturizerBase):
         if keys:
             self._encoder().load()  # a missing or broken parent is the caller's error, not each row's
         bar = None
-        if pbar and keys:  # counts structures; shown only for work longer than its delay
+        options = self._progress_options(pbar)
+        if options is not None and keys:  # counts structures; shown only for work longer than its delay
             from tqdm.auto import tqdm
 
             n_todo = sum(len(rows) for _, rows in todo.values())
-            bar = tqdm(total=len(items), initial=len(items) - n_todo, desc=type(self).__name__, unit="structure",
-                       **{"delay": _PBAR_DELAY, **(pbar if isinstance(pbar, dict) else {})})
+            bar = tqdm(total=len(items), initial=len(items) - n_todo,
+                       **{"desc": type(self).__name__, "unit": "structure", "delay": _PBAR_DELAY, **options})
         try:
             encoded = self._encode_structures([todo[key][0] for key in keys], wanted,
                                               [len(todo[key][1]) for key in keys], bar)
@@ -570,6 +576,19 @@ class _StructureBase(_MEGNetFeaturizerBase):
             for i in todo[key][1]:
                 results[i] = value
         return results, errors
+
+    def _progress_options(self, pbar):
+        """tqdm's options for this call's bar, or None for no bar: the call's ``pbar`` (False
+        wins; a dict adds options) and the constructor's ``progress``. ``"auto"`` shows bars
+        in the main thread of the main process only, so the workers of GridSearchCV(n_jobs=2)
+        or joblib stay quiet instead of writing bars over each other."""
+        progress = getattr(self, "progress", "auto")
+        if not pbar or progress is False:
+            return None
+        if progress == "auto" and (multiprocessing.current_process().name != "MainProcess"
+                                   or threading.current_thread() is not threading.main_thread()):
+            return None
+        return {**(progress if isinstance(progress, dict) else {}), **(pbar if isinstance(pbar, dict) else {})}
 
     def _n_workers(self, n_structures):
         n_jobs = 1 if self.n_jobs is None else int(self.n_jobs)
@@ -666,6 +685,14 @@ class MEGNetStructureFeaturizer(_StructureBase):
         safe choice on a shared machine), -1 all CPUs.
     device : str or torch.device, default="cpu"
         Where the forward passes run (``"cuda"``, ...); features come back on the host.
+    progress : "auto", bool or dict, default="auto"
+        The progress bar (tqdm) counting the structures sent through the encoder, in
+        ``featurize_many``, ``featurize_dataframe`` and ``transform`` (so in a ``Pipeline``).
+        ``"auto"``: shown after two seconds of encoding, in the main process's main thread
+        only (workers of ``GridSearchCV(n_jobs=2)`` or joblib stay quiet rather than write
+        bars over each other); ``True``: also in workers; ``False``: never; a dict: as
+        ``"auto"``, with these options for ``tqdm`` (e.g. ``{"delay": 0}``). A call's
+        ``pbar=False`` turns it off for that call.
 
     Examples
     --------
@@ -685,7 +712,7 @@ class MEGNetStructureFeaturizer(_StructureBase):
     }
 
     def __init__(self, layers=("f",), stats=_STATS, parent=DEFAULT_PARENT, structure_only=False,
-                 batch_size=256, cache=True, n_jobs=1, torch_threads=None, device="cpu"):
+                 batch_size=256, cache=True, n_jobs=1, torch_threads=None, device="cpu", progress="auto"):
         self.layers = layers
         self.stats = stats
         self.parent = parent
@@ -695,6 +722,7 @@ class MEGNetStructureFeaturizer(_StructureBase):
         self.n_jobs = n_jobs
         self.torch_threads = torch_threads
         self.device = device
+        self.progress = progress
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
@@ -773,7 +801,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
         ``"f"``, MEGNet's state vectors ``"u1"``...): their vector is appended to every site's
         row, so the set carries the whole-structure features too (e.g. ``("V0", "V1", "f")``:
         48 + 96 features). At least one site layer is needed.
-    parent, structure_only, batch_size, cache, n_jobs, torch_threads, device
+    parent, structure_only, batch_size, cache, n_jobs, torch_threads, device, progress
         As for :class:`MEGNetStructureFeaturizer`.
 
     Examples
@@ -791,7 +819,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     }
 
     def __init__(self, layer="V1", parent=DEFAULT_PARENT, structure_only=False, batch_size=256, cache=True,
-                 n_jobs=1, torch_threads=None, device="cpu"):
+                 n_jobs=1, torch_threads=None, device="cpu", progress="auto"):
         self.layer = layer
         self.parent = parent
         self.structure_only = structure_only
@@ -800,6 +828,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
         self.n_jobs = n_jobs
         self.torch_threads = torch_threads
         self.device = device
+        self.progress = progress
 
     @classmethod
     def from_preset(cls, preset, **kwargs):

@@ -274,3 +274,32 @@ def test_featurizers_pass_scikit_learns_checks_that_apply_to_them(name):
                   checks.check_parameters_default_constructible, checks.check_estimator_repr,
                   checks.check_estimator_cloneable):
         check(name, featurizer)
+
+
+# -- issue 34, item 8: a progress parameter; quiet in workers ---------------------------------------
+def test_progress_parameter_turns_the_bar_off_and_auto_keeps_workers_quiet(pymatgen_structures, capsys, monkeypatch):
+    import threading
+
+    structures = [s for s in pymatgen_structures if len(s) <= 16][:6]
+    n = len(structures)
+    monkeypatch.setattr(featurizers_module, "_PBAR_DELAY", 0.0)  # every call counts as long work
+    MEGNetStructureFeaturizer(cache=False, progress=False).transform(structures)
+    assert "MEGNetStructureFeaturizer" not in capsys.readouterr().err  # off, also inside transform
+    MEGNetSiteSetFeaturizer(cache=False, progress={"desc": "V1 sets"}).featurize_many(structures)
+    err = capsys.readouterr().err
+    assert "V1 sets: 100%" in err and f"{n}/{n}" in err
+    # "auto" in a worker thread: quiet; the same call with progress=True shows its bar
+    for progress, shown in (("auto", False), (True, True)):
+        worker = threading.Thread(target=MEGNetStructureFeaturizer(cache=False, progress=progress).transform,
+                                  args=(structures,))
+        worker.start()
+        worker.join()
+        assert ("MEGNetStructureFeaturizer" in capsys.readouterr().err) is shown
+    # "auto" in a worker process (GridSearchCV(n_jobs=2) runs in loky's "LokyProcess-1", ...)
+    monkeypatch.setattr(featurizers_module.multiprocessing, "current_process",
+                        lambda: type("Process", (), {"name": "LokyProcess-1", "daemon": False})())
+    MEGNetStructureFeaturizer(cache=False).transform(structures)
+    assert "MEGNetStructureFeaturizer" not in capsys.readouterr().err
+    assert MEGNetStructureFeaturizer(progress="auto").get_params()["progress"] == "auto"
+    with pytest.raises(Exception, match="progress"):
+        MEGNetStructureFeaturizer(progress="sometimes").featurize(CSCL)
