@@ -255,6 +255,79 @@ def clear_feature_cache():
     _CACHE.clear()
 
 
+#: Bound on a feature cache folder (``cache=<folder>``), in bytes: least recently used files
+#: (by modification time, refreshed on each hit) are removed first, by any process.
+DEFAULT_DISK_CACHE_BYTES = 4 << 30  # 4 GiB
+
+
+def _disk_file(folder, key):
+    # one file per (parent checksum, structure-only flag, structure hash): the name is a hash
+    # of the key, the same in every process
+    return os.path.join(folder, hashlib.sha256(repr(key).encode()).hexdigest() + ".npz")
+
+
+def _disk_get(folder, key, wanted):
+    path = _disk_file(folder, key)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if any(name not in data.files for name in wanted):
+                return None
+            entry = {name: data[name] for name in data.files}
+        os.utime(path)  # recently used: evicted last
+        return entry
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - an unreadable file is a miss, and goes
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return None
+
+
+def _disk_put(folder, entries):
+    """Write each (key, outputs) to its file: to a temporary name, then ``os.replace``, so
+    that a reader, in this process or another, sees a whole file or none (atomic rename)."""
+    import tempfile
+    import warnings
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for key, value in entries:
+            handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            try:
+                with os.fdopen(handle, "wb") as f:
+                    np.savez(f, **value)
+                os.replace(temporary, _disk_file(folder, key))
+            except BaseException:
+                os.remove(temporary)
+                raise
+        _disk_evict(folder, DEFAULT_DISK_CACHE_BYTES)
+    except OSError as exc:  # a full or read-only disk: features are still right, only not kept
+        warnings.warn(f"Could not write the feature cache in {folder!r}: {exc}", RuntimeWarning, stacklevel=4)
+
+
+def _disk_evict(folder, max_bytes):
+    files = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.endswith(".npz"):
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:  # removed by another process meanwhile
+                    continue
+                files.append((stat.st_mtime_ns, stat.st_size, entry.path))
+    total = sum(size for _, size, _ in files)
+    for _, size, path in sorted(files):
+        if total <= max_bytes:
+            break
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        total -= size
+
+
 _ENCODERS = {}  # (parent, batch size, device) -> encoder (any parent family), for every featurizer in this process
 
 
@@ -403,7 +476,8 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
 
     def __getstate__(self):
         # Pickles keep the parent's name or path, never the weights.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_encoder_cache", "_encoder_file")}
+        # nor the state a first use adds (Pipeline(memory=) hashes the pickle: same before and after)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_encoder_cache", "_encoder_file", "_table_cache")}
 
     def _encoder(self):
         encoder = getattr(self, "_encoder_cache", None)
@@ -510,7 +584,7 @@ _STRUCTURE_PARAMETER_CONSTRAINTS = {
     "parent": _PARENT_TYPES,
     "structure_only": ["boolean"],
     "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-    "cache": ["boolean"],
+    "cache": ["boolean", str, os.PathLike],
     "n_jobs": [numbers.Integral, None],
     "torch_threads": [numbers.Integral, None],
     "device": [str, torch.device],
@@ -531,6 +605,16 @@ class _StructureBase(_MEGNetFeaturizerBase):
         ``wanted``: the outputs to compute (default: this featurizer's own)."""
         wanted = self._needed_outputs() if wanted is None else list(wanted)
         parent_key = self._parent_key() if self.cache else None
+        # a folder shares the outputs between processes; only under a key that means the same
+        # weights in every process (the weights' checksum, not a live object's identity)
+        folder = (os.fspath(self.cache) if isinstance(self.cache, (str, os.PathLike)) and isinstance(parent_key, str)
+                  else None)
+        # with a cache, every layer a featurizer can ask for is computed once and kept, so that
+        # another layer of the same structure (V1 after V4, f after V1) needs no second pass
+        compute = wanted
+        if self.cache:
+            encoder = self._encoder()
+            compute = list(dict.fromkeys([*wanted, *encoder.site_layers, *encoder.structure_layers]))
         results, errors, todo = [None] * len(items), {}, OrderedDict()
         for i, item in enumerate(items):
             try:
@@ -545,6 +629,10 @@ class _StructureBase(_MEGNetFeaturizerBase):
                 todo[i] = (structure, [i])
                 continue
             cached = _CACHE.get(key, wanted)
+            if cached is None and folder is not None:
+                cached = _disk_get(folder, key, wanted)
+                if cached is not None:
+                    _CACHE.put(key, cached)
             if cached is not None:
                 results[i] = cached
             else:  # a structure repeated in the input is encoded once
@@ -561,11 +649,12 @@ class _StructureBase(_MEGNetFeaturizerBase):
             bar = tqdm(total=len(items), initial=len(items) - n_todo,
                        **{"desc": type(self).__name__, "unit": "structure", "delay": _PBAR_DELAY, **options})
         try:
-            encoded = self._encode_structures([todo[key][0] for key in keys], wanted,
+            encoded = self._encode_structures([todo[key][0] for key in keys], compute,
                                               [len(todo[key][1]) for key in keys], bar)
         finally:
             if bar is not None:
                 bar.close()
+        done = []
         for key, value in zip(keys, encoded):
             if isinstance(value, Exception):
                 for i in todo[key][1]:
@@ -573,8 +662,11 @@ class _StructureBase(_MEGNetFeaturizerBase):
                 continue
             if self.cache:
                 _CACHE.put(key, value)
+                done.append((key, value))
             for i in todo[key][1]:
                 results[i] = value
+        if folder is not None and done:
+            _disk_put(folder, done)
         return results, errors
 
     def _progress_options(self, pbar):
@@ -675,8 +767,15 @@ class MEGNetStructureFeaturizer(_StructureBase):
         Replace every element by H before featurizing (paper, Supplementary Table 7).
     batch_size : int, default=256
         Structures per encoder forward pass.
-    cache : bool, default=True
-        Look structures up in the process-wide cache of encoder outputs (and fill it).
+    cache : bool or path, default=True
+        Look structures up in the process-wide cache of encoder outputs (and fill it). A
+        folder (str or path) adds an on-disk cache there, shared by every process that
+        names it (``GridSearchCV(n_jobs=2)`` workers, later sessions): one file per
+        structure and parent, keyed by the sha256 of the parent's weights and the
+        structure, written to a temporary name and renamed (safe under concurrent writers),
+        bounded to 4 GiB (``DEFAULT_DISK_CACHE_BYTES``; least recently used files go first).
+        Every layer of the parent is computed and kept, so asking for another layer of a
+        cached structure needs no forward pass.
     n_jobs : int, default=1
         Worker processes (matminer's meaning): 1 encodes here, batched; ``k`` > 1 spreads the
         structures over ``k`` processes (at least 64 structures each); -1 all CPUs.
