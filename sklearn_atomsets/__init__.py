@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__"]
 
 from ._atomsets import AtomSetsModule
+from ._baseline import MatminerFeatures, automatminer_style_pipeline, default_matminer_featurizers
 from ._dask import featurize_dask, to_dask_frame
 from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
 from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
@@ -31,11 +32,12 @@ from ._featurizers import (
     clear_feature_cache,
     set_feature_cache_limit,
 )
+from ._matbench import MatbenchTask, load_matbench_task
 from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
 from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError
 from .parents import load_parent, parent_family, registered_parents
 from .parents.chgnet import CHGNET_PARENTS, CHGNetEncoder, CHGNetParent
-from ._sets import FailedSet, WeightedSet, as_sets
+from ._sets import FailedSet, WeightedSet, as_sets, sets_from_list_columns, sets_to_list_columns
 
 __all__ += [
     "PARENT_MODELS",
@@ -67,6 +69,13 @@ __all__ += [
     "to_dask_frame",
     "WeightedSet",
     "as_sets",
+    "sets_from_list_columns",
+    "sets_to_list_columns",
+    "MatbenchTask",
+    "MatminerFeatures",
+    "automatminer_style_pipeline",
+    "default_matminer_featurizers",
+    "load_matbench_task",
     "CrystalGraphBatch",
     "EncoderOutput",
     "GraphConstructionError",

@@ -34,8 +34,10 @@ per entry; errors stay with their row, reported like matminer's (``ignore_errors
 that keeps the message, so that an AtomSets estimator can name the reason or skip the row
 (its ``handle_missing``). A progress bar counts the structures sent through the encoder; it
 appears only once encoding has run for a couple of seconds (tqdm's ``delay``), so short calls
-stay quiet and long ones, inside a ``Pipeline`` too, show progress; ``pbar=False`` turns it
-off and a dict is passed to ``tqdm`` (e.g. ``pbar={"delay": 0}``).
+stay quiet and long ones, inside a ``Pipeline`` too, show progress. The constructor's
+``progress`` (``"auto"``: the main process only; ``True``, ``False``, or a dict of ``tqdm``
+options) sets it for every call; a call's ``pbar=False`` turns it off and a dict is passed
+to ``tqdm`` (e.g. ``pbar={"delay": 0}``).
 
 **Processes, threads, device.** ``n_jobs`` keeps matminer's meaning: worker processes.
 ``1`` (default) encodes in this process, batched; ``n_jobs=k`` (or ``set_n_jobs(k)``, as
@@ -84,6 +86,7 @@ import multiprocessing
 import numbers
 import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -92,7 +95,7 @@ import torch
 from matminer.featurizers.base import BaseFeaturizer
 from pymatgen.core import Composition, Element, IStructure, Structure
 from pymatgen.core.periodic_table import DummySpecies
-from sklearn.utils._param_validation import HasMethods, Interval, validate_parameter_constraints
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_parameter_constraints
 
 from ._graph import GraphConstructionError
 from ._parents import DEFAULT_PARENT, ParentModel
@@ -151,17 +154,13 @@ def _parent_file(parent):
 
 
 def _authors():
-    """The package's authors, from its metadata (setup.cfg ``author``)."""
-    from importlib.metadata import PackageNotFoundError, metadata
-
-    try:
-        author = metadata("sklearn-atomsets").get("Author")
-    except PackageNotFoundError:
-        author = None
-    return [name.strip() for name in (author or _AUTHORS).split(",") if name.strip()]
+    """Who maintains the featurizers (matminer's ``implementors()``): the project, as
+    setup.cfg's ``author`` says. Not read from the installed metadata, which an older
+    install of the same source tree may still carry."""
+    return [name.strip() for name in _AUTHORS.split(",") if name.strip()]
 
 
-_AUTHORS = "Seed e7011a1c maintainers"  # as setup.cfg, for a source tree that is not installed
+_AUTHORS = "sklearn-atomsets maintainers"  # = setup.cfg's author (tests/test_bad_inputs.py checks)
 
 
 # seconds of encoding before the progress bar appears (tqdm's delay)
@@ -256,6 +255,79 @@ def clear_feature_cache():
     _CACHE.clear()
 
 
+#: Bound on a feature cache folder (``cache=<folder>``), in bytes: least recently used files
+#: (by modification time, refreshed on each hit) are removed first, by any process.
+DEFAULT_DISK_CACHE_BYTES = 4 << 30  # 4 GiB
+
+
+def _disk_file(folder, key):
+    # one file per (parent checksum, structure-only flag, structure hash): the name is a hash
+    # of the key, the same in every process
+    return os.path.join(folder, hashlib.sha256(repr(key).encode()).hexdigest() + ".npz")
+
+
+def _disk_get(folder, key, wanted):
+    path = _disk_file(folder, key)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if any(name not in data.files for name in wanted):
+                return None
+            entry = {name: data[name] for name in data.files}
+        os.utime(path)  # recently used: evicted last
+        return entry
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - an unreadable file is a miss, and goes
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return None
+
+
+def _disk_put(folder, entries):
+    """Write each (key, outputs) to its file: to a temporary name, then ``os.replace``, so
+    that a reader, in this process or another, sees a whole file or none (atomic rename)."""
+    import tempfile
+    import warnings
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for key, value in entries:
+            handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            try:
+                with os.fdopen(handle, "wb") as f:
+                    np.savez(f, **value)
+                os.replace(temporary, _disk_file(folder, key))
+            except BaseException:
+                os.remove(temporary)
+                raise
+        _disk_evict(folder, DEFAULT_DISK_CACHE_BYTES)
+    except OSError as exc:  # a full or read-only disk: features are still right, only not kept
+        warnings.warn(f"Could not write the feature cache in {folder!r}: {exc}", RuntimeWarning, stacklevel=4)
+
+
+def _disk_evict(folder, max_bytes):
+    files = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.endswith(".npz"):
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:  # removed by another process meanwhile
+                    continue
+                files.append((stat.st_mtime_ns, stat.st_size, entry.path))
+    total = sum(size for _, size, _ in files)
+    for _, size, path in sorted(files):
+        if total <= max_bytes:
+            break
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        total -= size
+
+
 _ENCODERS = {}  # (parent, batch size, device) -> encoder (any parent family), for every featurizer in this process
 
 
@@ -286,8 +358,12 @@ def _as_structure(item):
         return item
     if isinstance(item, dict) and "lattice" in item and "sites" in item:
         return Structure.from_dict(item)
+    hint = ""
+    if isinstance(item, (Composition, str)):
+        hint = " (a composition has no sites: use CompositionFeaturizer or ElementSetFeaturizer for compositions)"
     raise TypeError(
-        f"Expected a pymatgen Structure, IStructure or Structure.as_dict(), got {type(item).__name__}: {item!r:.60}"
+        f"Expected a pymatgen Structure, IStructure or Structure.as_dict(), got {type(item).__name__}: "
+        f"{item!r:.60}{hint}"
     )
 
 
@@ -364,6 +440,14 @@ def _unwrap(entries):
     """matminer passes ``df[cols].values`` (rows of 1-tuples); accept plain lists too."""
     import pandas as pd
 
+    # one entry where a sequence of them is expected: iterating would give its sites (or the
+    # characters of a formula, the elements of a composition) as if they were samples
+    if isinstance(entries, (IStructure, Composition, str, Mapping)):
+        raise TypeError(
+            f"Expected a sequence of entries (one per sample), got one {type(entries).__name__}: pass "
+            f"[x] (a list of one), or call featurize(x) for a single entry."
+        )
+
     if isinstance(entries, pd.DataFrame):
         entries = entries.to_numpy()
     if isinstance(entries, pd.Series):
@@ -384,6 +468,7 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
     n_jobs = 1
     torch_threads = None
     device = "cpu"
+    progress = "auto"  # for pickles made before the parameter existed
 
     def set_n_jobs(self, n_jobs):
         """Worker processes for ``featurize_many`` / ``featurize_dataframe`` (matminer's meaning)."""
@@ -391,7 +476,8 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
 
     def __getstate__(self):
         # Pickles keep the parent's name or path, never the weights.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_encoder_cache", "_encoder_file")}
+        # nor the state a first use adds (Pipeline(memory=) hashes the pickle: same before and after)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_encoder_cache", "_encoder_file", "_table_cache")}
 
     def _encoder(self):
         encoder = getattr(self, "_encoder_cache", None)
@@ -411,6 +497,20 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         validate_parameter_constraints(
             self._parameter_constraints, self.get_params(deep=False), caller_name=type(self).__name__
         )
+
+    def __sklearn_tags__(self):
+        # matminer's BaseFeaturizer lists BaseEstimator before TransformerMixin, so the
+        # transformer's tags are never reached: set them here. Inputs are structures or
+        # compositions, not numbers: say so, for scikit-learn's estimator checks.
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = "parent" in self.get_params(deep=False)  # formulas (composition featurizers)
+        tags.target_tags.required = False
+        return tags
 
     def __sklearn_is_fitted__(self):
         # Stateless: the frozen encoder is never trained, so a Pipeline may end here.
@@ -463,6 +563,8 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
                 message = message if single else f"row {i}: {message}"
                 if not ignore_errors:
                     kind = type(exc) if type(exc) in (TypeError, ValueError, GraphConstructionError) else ValueError
+                    if single and kind is type(exc):  # the type is in the traceback already: not twice
+                        message = str(exc)
                     raise kind(f"{message}{_SKIP_HINT}") from exc
                 row = [float("nan")] * n_labels
             elif row is None or len(row) != n_labels:  # an internal inconsistency, never a silent NaN row
@@ -482,10 +584,11 @@ _STRUCTURE_PARAMETER_CONSTRAINTS = {
     "parent": _PARENT_TYPES,
     "structure_only": ["boolean"],
     "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-    "cache": ["boolean"],
+    "cache": ["boolean", str, os.PathLike],
     "n_jobs": [numbers.Integral, None],
     "torch_threads": [numbers.Integral, None],
     "device": [str, torch.device],
+    "progress": ["boolean", StrOptions({"auto"}), dict],
 }
 
 
@@ -502,6 +605,16 @@ class _StructureBase(_MEGNetFeaturizerBase):
         ``wanted``: the outputs to compute (default: this featurizer's own)."""
         wanted = self._needed_outputs() if wanted is None else list(wanted)
         parent_key = self._parent_key() if self.cache else None
+        # a folder shares the outputs between processes; only under a key that means the same
+        # weights in every process (the weights' checksum, not a live object's identity)
+        folder = (os.fspath(self.cache) if isinstance(self.cache, (str, os.PathLike)) and isinstance(parent_key, str)
+                  else None)
+        # with a cache, every layer a featurizer can ask for is computed once and kept, so that
+        # another layer of the same structure (V1 after V4, f after V1) needs no second pass
+        compute = wanted
+        if self.cache:
+            encoder = self._encoder()
+            compute = list(dict.fromkeys([*wanted, *encoder.site_layers, *encoder.structure_layers]))
         results, errors, todo = [None] * len(items), {}, OrderedDict()
         for i, item in enumerate(items):
             try:
@@ -516,6 +629,10 @@ class _StructureBase(_MEGNetFeaturizerBase):
                 todo[i] = (structure, [i])
                 continue
             cached = _CACHE.get(key, wanted)
+            if cached is None and folder is not None:
+                cached = _disk_get(folder, key, wanted)
+                if cached is not None:
+                    _CACHE.put(key, cached)
             if cached is not None:
                 results[i] = cached
             else:  # a structure repeated in the input is encoded once
@@ -524,18 +641,20 @@ class _StructureBase(_MEGNetFeaturizerBase):
         if keys:
             self._encoder().load()  # a missing or broken parent is the caller's error, not each row's
         bar = None
-        if pbar and keys:  # counts structures; shown only for work longer than its delay
+        options = self._progress_options(pbar)
+        if options is not None and keys:  # counts structures; shown only for work longer than its delay
             from tqdm.auto import tqdm
 
             n_todo = sum(len(rows) for _, rows in todo.values())
-            bar = tqdm(total=len(items), initial=len(items) - n_todo, desc=type(self).__name__, unit="structure",
-                       **{"delay": _PBAR_DELAY, **(pbar if isinstance(pbar, dict) else {})})
+            bar = tqdm(total=len(items), initial=len(items) - n_todo,
+                       **{"desc": type(self).__name__, "unit": "structure", "delay": _PBAR_DELAY, **options})
         try:
-            encoded = self._encode_structures([todo[key][0] for key in keys], wanted,
+            encoded = self._encode_structures([todo[key][0] for key in keys], compute,
                                               [len(todo[key][1]) for key in keys], bar)
         finally:
             if bar is not None:
                 bar.close()
+        done = []
         for key, value in zip(keys, encoded):
             if isinstance(value, Exception):
                 for i in todo[key][1]:
@@ -543,9 +662,25 @@ class _StructureBase(_MEGNetFeaturizerBase):
                 continue
             if self.cache:
                 _CACHE.put(key, value)
+                done.append((key, value))
             for i in todo[key][1]:
                 results[i] = value
+        if folder is not None and done:
+            _disk_put(folder, done)
         return results, errors
+
+    def _progress_options(self, pbar):
+        """tqdm's options for this call's bar, or None for no bar: the call's ``pbar`` (False
+        wins; a dict adds options) and the constructor's ``progress``. ``"auto"`` shows bars
+        in the main thread of the main process only, so the workers of GridSearchCV(n_jobs=2)
+        or joblib stay quiet instead of writing bars over each other."""
+        progress = getattr(self, "progress", "auto")
+        if not pbar or progress is False:
+            return None
+        if progress == "auto" and (multiprocessing.current_process().name != "MainProcess"
+                                   or threading.current_thread() is not threading.main_thread()):
+            return None
+        return {**(progress if isinstance(progress, dict) else {}), **(pbar if isinstance(pbar, dict) else {})}
 
     def _n_workers(self, n_structures):
         n_jobs = 1 if self.n_jobs is None else int(self.n_jobs)
@@ -632,8 +767,15 @@ class MEGNetStructureFeaturizer(_StructureBase):
         Replace every element by H before featurizing (paper, Supplementary Table 7).
     batch_size : int, default=256
         Structures per encoder forward pass.
-    cache : bool, default=True
-        Look structures up in the process-wide cache of encoder outputs (and fill it).
+    cache : bool or path, default=True
+        Look structures up in the process-wide cache of encoder outputs (and fill it). A
+        folder (str or path) adds an on-disk cache there, shared by every process that
+        names it (``GridSearchCV(n_jobs=2)`` workers, later sessions): one file per
+        structure and parent, keyed by the sha256 of the parent's weights and the
+        structure, written to a temporary name and renamed (safe under concurrent writers),
+        bounded to 4 GiB (``DEFAULT_DISK_CACHE_BYTES``; least recently used files go first).
+        Every layer of the parent is computed and kept, so asking for another layer of a
+        cached structure needs no forward pass.
     n_jobs : int, default=1
         Worker processes (matminer's meaning): 1 encodes here, batched; ``k`` > 1 spreads the
         structures over ``k`` processes (at least 64 structures each); -1 all CPUs.
@@ -642,6 +784,14 @@ class MEGNetStructureFeaturizer(_StructureBase):
         safe choice on a shared machine), -1 all CPUs.
     device : str or torch.device, default="cpu"
         Where the forward passes run (``"cuda"``, ...); features come back on the host.
+    progress : "auto", bool or dict, default="auto"
+        The progress bar (tqdm) counting the structures sent through the encoder, in
+        ``featurize_many``, ``featurize_dataframe`` and ``transform`` (so in a ``Pipeline``).
+        ``"auto"``: shown after two seconds of encoding, in the main process's main thread
+        only (workers of ``GridSearchCV(n_jobs=2)`` or joblib stay quiet rather than write
+        bars over each other); ``True``: also in workers; ``False``: never; a dict: as
+        ``"auto"``, with these options for ``tqdm`` (e.g. ``{"delay": 0}``). A call's
+        ``pbar=False`` turns it off for that call.
 
     Examples
     --------
@@ -661,7 +811,7 @@ class MEGNetStructureFeaturizer(_StructureBase):
     }
 
     def __init__(self, layers=("f",), stats=_STATS, parent=DEFAULT_PARENT, structure_only=False,
-                 batch_size=256, cache=True, n_jobs=1, torch_threads=None, device="cpu"):
+                 batch_size=256, cache=True, n_jobs=1, torch_threads=None, device="cpu", progress="auto"):
         self.layers = layers
         self.stats = stats
         self.parent = parent
@@ -671,6 +821,7 @@ class MEGNetStructureFeaturizer(_StructureBase):
         self.n_jobs = n_jobs
         self.torch_threads = torch_threads
         self.device = device
+        self.progress = progress
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
@@ -749,7 +900,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
         ``"f"``, MEGNet's state vectors ``"u1"``...): their vector is appended to every site's
         row, so the set carries the whole-structure features too (e.g. ``("V0", "V1", "f")``:
         48 + 96 features). At least one site layer is needed.
-    parent, structure_only, batch_size, cache, n_jobs, torch_threads, device
+    parent, structure_only, batch_size, cache, n_jobs, torch_threads, device, progress
         As for :class:`MEGNetStructureFeaturizer`.
 
     Examples
@@ -767,7 +918,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
     }
 
     def __init__(self, layer="V1", parent=DEFAULT_PARENT, structure_only=False, batch_size=256, cache=True,
-                 n_jobs=1, torch_threads=None, device="cpu"):
+                 n_jobs=1, torch_threads=None, device="cpu", progress="auto"):
         self.layer = layer
         self.parent = parent
         self.structure_only = structure_only
@@ -776,6 +927,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
         self.n_jobs = n_jobs
         self.torch_threads = torch_threads
         self.device = device
+        self.progress = progress
 
     @classmethod
     def from_preset(cls, preset, **kwargs):

@@ -13,6 +13,7 @@ offsets; batches are then cut with array arithmetic, never a Python loop per mat
 
 from __future__ import annotations
 
+import json
 import numbers
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ __all__ = [
     "merge_equal_rows",
     "pack_sets",
     "row_table",
+    "sets_from_list_columns",
+    "sets_to_list_columns",
 ]
 
 
@@ -255,6 +258,202 @@ class WeightedSet:
     def __repr__(self):
         kind = "atomic numbers" if self.is_atomic_numbers else f"{self.n_features} features"
         return f"WeightedSet({len(self)} rows, {kind})"
+
+    # -- portable forms: lossless, so a featurized column can be saved and reloaded --------
+    # float32 values become Python floats (float64, exact) and JSON writes their repr, which
+    # reads back to the same float64 and so to the same float32: every form is bit for bit.
+
+    def as_dict(self):
+        """The set as a JSON-ready dict that :meth:`from_dict` restores bit for bit.
+
+        The MSONable convention of pymatgen and matminer (``@module``, ``@class``), so
+        matminer's ``store_dataframe_as_json`` / ``load_dataframe_from_json`` and monty's
+        ``MontyEncoder`` / ``MontyDecoder`` save and restore a column of sets.
+
+        Examples
+        --------
+        >>> from sklearn_atomsets import WeightedSet
+        >>> s = WeightedSet([[0.1, 0.2]], [0.5])
+        >>> d = s.as_dict()
+        >>> d["@class"], WeightedSet.from_dict(d) == s
+        ('WeightedSet', True)
+        """
+        return {
+            "@module": "sklearn_atomsets",
+            "@class": "WeightedSet",
+            "features": self.features.tolist(),
+            "weights": self.weights.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d):
+        """The set that :meth:`as_dict` described (``@`` keys are optional)."""
+        if not isinstance(d, dict) or "features" not in d or "weights" not in d:
+            got = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"WeightedSet.from_dict needs a dict with 'features' and 'weights', got {got}.")
+        try:
+            features = np.asarray(d["features"])
+        except ValueError as exc:  # ragged rows
+            raise ValueError(f"WeightedSet.from_dict: 'features' is not a table of rows ({exc}).") from None
+        return cls(features, d["weights"])
+
+    def to_json(self):
+        """The set as JSON text (:meth:`as_dict`), which :meth:`from_str` reads back."""
+        return json.dumps(self.as_dict(), separators=(",", ":"))
+
+    def __str__(self):
+        # DataFrame.to_csv, Series.astype(str) and other text exports write str(): the summary
+        # then the lossless JSON, so a text export holds the data, never a summary that passes
+        # for it, and a printed frame still starts each cell with the summary; repr() stays
+        # the short summary alone (lists, the REPL, error messages).
+        return f"{self!r} {self.to_json()}"
+
+    @classmethod
+    def from_str(cls, text):
+        """The set whose ``str()`` (or :meth:`to_json`) is ``text``; an empty cell gives NaN.
+
+        Made for ``pandas.read_csv(path, converters={column: WeightedSet.from_str})``:
+        ``DataFrame.to_csv`` writes a set as its ``str()`` (its summary, then its JSON) and a
+        row without a set (NaN) as an empty cell, which comes back as NaN.
+
+        Examples
+        --------
+        >>> from sklearn_atomsets import WeightedSet
+        >>> s = WeightedSet([[0.1, 0.2]], [0.5])
+        >>> str(s)[:45]
+        'WeightedSet(1 rows, 2 features) {"@module":"s'
+        >>> WeightedSet.from_str(str(s)) == s
+        True
+        """
+        if isinstance(text, float) and np.isnan(text) or (isinstance(text, str) and not text.strip()):
+            return float("nan")
+        if not isinstance(text, str):
+            raise TypeError(f"WeightedSet.from_str needs text, got {type(text).__name__}.")
+        body = text[text.find("{"):] if text.startswith("WeightedSet(") and "{" in text else text
+        try:
+            d = json.loads(body)
+        except ValueError:
+            raise ValueError(
+                f"Not the text of a WeightedSet: {text!r:.80}. (A summary alone, such as "
+                "'WeightedSet(22 rows, 32 features)', holds no data and cannot be read back.)"
+            ) from None
+        return cls.from_dict(d)
+
+
+#: Suffixes of the two list columns that hold a column of sets in a parquet-friendly frame.
+_FEATURES_SUFFIX, _WEIGHTS_SUFFIX = ".features", ".weights"
+
+
+def _is_set_column(column):
+    values = [v for v in column if not _is_missing(v)]
+    return column.dtype == object and bool(values) and all(isinstance(v, WeightedSet) for v in values)
+
+
+def sets_to_list_columns(frame):
+    """A copy of ``frame`` with each column of :class:`WeightedSet` as two list columns.
+
+    Column ``c`` becomes ``c.features`` (per row: the list of its float32 feature rows, or
+    its atomic numbers) and ``c.weights`` (its float32 weights), in ``c``'s place; a row
+    without a set (NaN, a :class:`FailedSet`) is null in both. Arrow stores these as
+    ``list<list<float>>`` and ``list<float>``, so ``to_parquet`` (and feather) save the frame;
+    :func:`sets_from_list_columns` restores the sets bit for bit. Other columns are kept
+    as they are.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn_atomsets import WeightedSet, sets_from_list_columns, sets_to_list_columns
+    >>> frame = pd.DataFrame({"V1 set": [WeightedSet([[0.1, 0.2], [0.3, 0.4]]), float("nan")]})
+    >>> flat = sets_to_list_columns(frame)
+    >>> list(flat.columns)
+    ['V1 set.features', 'V1 set.weights']
+    >>> sets_from_list_columns(flat)["V1 set"].iloc[0] == frame["V1 set"].iloc[0]
+    True
+    """
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"sets_to_list_columns needs a pandas DataFrame, got {type(frame).__name__}.")
+    if frame.columns.duplicated().any():
+        raise ValueError(f"sets_to_list_columns: duplicate column labels {sorted(map(str, frame.columns[frame.columns.duplicated()]))}.")
+    columns = {}
+    for name in frame.columns:
+        column = frame[name]
+        if not _is_set_column(column):
+            if column.dtype == object and any(isinstance(v, WeightedSet) for v in column):
+                kinds = sorted({type(v).__name__ for v in column if not isinstance(v, WeightedSet) and not _is_missing(v)})
+                raise TypeError(f"Column {name!r} mixes WeightedSet with {kinds}; a column of sets holds sets and NaN only.")
+            columns[name] = column
+            continue
+        if not isinstance(name, str):
+            raise TypeError(f"Set columns need a string label to name their list columns, got {name!r}.")
+        taken = [n for n in (name + _FEATURES_SUFFIX, name + _WEIGHTS_SUFFIX) if n in frame.columns]
+        if taken:
+            raise ValueError(f"Cannot split the set column {name!r}: the frame already has {taken}.")
+        features, weights = [], []
+        for value in column:
+            if isinstance(value, WeightedSet):
+                features.append(value.features if value.is_atomic_numbers else list(value.features))
+                weights.append(value.weights)
+            else:
+                features.append(None)
+                weights.append(None)
+        columns[name + _FEATURES_SUFFIX] = pd.Series(features, index=frame.index, dtype=object)
+        columns[name + _WEIGHTS_SUFFIX] = pd.Series(weights, index=frame.index, dtype=object)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def sets_from_list_columns(frame):
+    """The inverse of :func:`sets_to_list_columns`: ``c.features`` and ``c.weights`` become
+    the column ``c`` of :class:`WeightedSet` again (NaN where they are null), in place.
+
+    Works on the frame as ``read_parquet`` returns it (cells as NumPy arrays) and on the
+    one :func:`sets_to_list_columns` returned. The sets are equal bit for bit to those saved.
+    """
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"sets_from_list_columns needs a pandas DataFrame, got {type(frame).__name__}.")
+    if frame.columns.duplicated().any():
+        raise ValueError(f"sets_from_list_columns: duplicate column labels {sorted(map(str, frame.columns[frame.columns.duplicated()]))}.")
+    names = list(frame.columns)
+    columns = {}
+    for name in names:
+        if isinstance(name, str) and name.endswith(_WEIGHTS_SUFFIX):
+            base = name[: -len(_WEIGHTS_SUFFIX)]
+            if base + _FEATURES_SUFFIX not in names:
+                raise ValueError(f"Column {name!r} has no {base + _FEATURES_SUFFIX!r} column to make sets with.")
+            continue  # read with its features column
+        if not (isinstance(name, str) and name.endswith(_FEATURES_SUFFIX)):
+            columns[name] = frame[name]
+            continue
+        base = name[: -len(_FEATURES_SUFFIX)]
+        if base + _WEIGHTS_SUFFIX not in names:
+            raise ValueError(f"Column {name!r} has no {base + _WEIGHTS_SUFFIX!r} column to make sets with.")
+        if base in names:
+            raise ValueError(f"Cannot restore the sets of {name!r}: the frame already has a column {base!r}.")
+        sets = []
+        for i, (features, weights) in enumerate(zip(frame[name], frame[base + _WEIGHTS_SUFFIX])):
+            if _is_missing_cell(features) or _is_missing_cell(weights):
+                if not (_is_missing_cell(features) and _is_missing_cell(weights)):
+                    raise ValueError(f"Row {i} of {base!r}: one of its features and weights is null, not both.")
+                sets.append(float("nan"))
+                continue
+            rows = list(features)
+            try:
+                if rows and isinstance(rows[0], (np.ndarray, list, tuple)):
+                    array = np.stack([np.asarray(row) for row in rows])
+                else:
+                    array = np.asarray(rows)
+                sets.append(WeightedSet(array, np.asarray(weights)))
+            except ValueError as exc:
+                raise ValueError(f"Row {i} of {base!r} is not a valid set: {exc}") from None
+        columns[base] = pd.Series(sets, index=frame.index, dtype=object)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def _is_missing_cell(value):
+    return value is None or (np.ndim(value) == 0 and _is_missing(value))
 
 
 def _from_pandas(X):

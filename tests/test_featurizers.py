@@ -302,25 +302,37 @@ def test_grid_search_encodes_each_structure_once(pymatgen_structures, monkeypatc
     assert sum(calls) == (6 + 1) * len(X)  # every fit and score re-encodes its rows
 
 
-def test_cache_entries_are_completed_not_replaced(pymatgen_structures, monkeypatch):
+def test_every_layer_of_a_structure_is_encoded_once(pymatgen_structures, monkeypatch):
+    """Issue 34, item 4: the first pass keeps every layer, so V1 after f (or CHGNet V1 after
+    V4) needs no second forward pass."""
     calls = _count_encoder_calls(monkeypatch)
     structures = small_structures(pymatgen_structures)[:6]
     f = MEGNetStructureFeaturizer(layers=("f",)).featurize_many(structures, pbar=False)
     v1 = MEGNetSiteSetFeaturizer("V1").featurize_many(structures, pbar=False)
-    assert calls == [6, 6]  # V1 was not cached yet
+    MEGNetSiteSetFeaturizer(("V0", "V3")).featurize_many(structures, pbar=False)
+    assert calls == [6]  # V1, V0 and V3 came with the first pass
     both = MEGNetStructureFeaturizer(layers=("f", "V1"), stats=("mean",)).featurize_many(structures, pbar=False)
-    assert calls == [6, 6]  # f and V1 both come from the cache now
+    assert calls == [6]
     for k in range(6):
         assert both[k][:96] == f[k]
         np.testing.assert_array_equal(both[k][96:], v1[k][0].features.astype(np.float64).mean(axis=0))
+    uncached = MEGNetSiteSetFeaturizer("V1", cache=False).featurize_many(structures, pbar=False)
+    assert all(_close(a, b) for a, b in zip(uncached, v1))
 
 
 def test_cache_is_bounded_in_memory(pymatgen_structures, monkeypatch):
-    monkeypatch.setattr(featurizers_module._CACHE, "max_bytes", 3 * 96 * 4)  # three f vectors
-    calls = _count_encoder_calls(monkeypatch)
     structures = small_structures(pymatgen_structures)[:6]
+    sizes = []
+    for s in structures:  # what one structure's entry (every layer) takes
+        clear_feature_cache()
+        MEGNetStructureFeaturizer().featurize_many([s], pbar=False)
+        sizes.append(featurizers_module._CACHE.nbytes)
+    clear_feature_cache()
+    bound = sum(sizes[-3:])
+    monkeypatch.setattr(featurizers_module._CACHE, "max_bytes", bound)  # the last three entries
+    calls = _count_encoder_calls(monkeypatch)
     MEGNetStructureFeaturizer().featurize_many(structures, pbar=False)
-    assert len(featurizers_module._CACHE) == 3 and featurizers_module._CACHE.nbytes <= 3 * 96 * 4
+    assert len(featurizers_module._CACHE) == 3 and featurizers_module._CACHE.nbytes <= bound
     MEGNetStructureFeaturizer().featurize_many(structures[-3:], pbar=False)
     assert calls == [6]  # the three most recent are still there
     MEGNetStructureFeaturizer().featurize_many(structures[:1], pbar=False)

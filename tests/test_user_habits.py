@@ -199,3 +199,109 @@ def test_verbose_1_prints_one_line_per_fit_and_2_the_skorch_table(capsys):
     assert "valid_mae_in_y_units" in table and "train_loss" in table and len(table.splitlines()) >= 6
     AtomSetsRegressor(max_epochs=6, patience=2, random_state=0).fit(X, y)
     assert capsys.readouterr().out == ""
+
+
+# -- issue 34, items 7 and 9: ColumnTransformer, a bare Structure, messages, estimator checks ----
+def test_column_transformer_works_with_set_output_pandas():
+    """matminer's transform returns a list of lists, which ColumnTransformer refuses; the
+    documented recipe (docs/featurizers.rst) is set_output(transform="pandas")."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sklearn_atomsets import MEGNetCompositionFeaturizer
+
+    frame = pd.DataFrame({"composition": ["SiO2", "Fe2O3", "NaCl", "MgO"], "T": [300.0, 400, 500, 600]})
+    columns = ColumnTransformer([("comp", MEGNetCompositionFeaturizer(stats=("mean",)), "composition"),
+                                 ("T", StandardScaler(), ["T"])])
+    with pytest.raises(ValueError, match="should be 2D"):
+        clone(columns).fit_transform(frame)
+    out = columns.set_output(transform="pandas").fit_transform(frame)
+    assert out.shape == (4, 17) and out.columns[0] == "comp__MEGNet V0 mean 0"
+    np.testing.assert_array_equal(out.iloc[:, :16].to_numpy(),
+                                  MEGNetCompositionFeaturizer(stats=("mean",)).featurize_many(frame["composition"]))
+    pipe = make_pipeline(columns, Ridge()).fit(frame, np.arange(4.0))
+    assert pipe.predict(frame).shape == (4,)
+
+
+def test_a_bare_structure_is_refused_with_the_fix_not_iterated_over_sites():
+    pipe = Pipeline([("f", MEGNetStructureFeaturizer()), ("m", MLPfRegressor(**FAST))]).fit([CSCL, NACL, CU] * 3, np.arange(9.0))
+    for call in (pipe.predict, pipe[0].transform, pipe[0].featurize_many):
+        with pytest.raises(TypeError, match=r"got one Structure: pass \[x\]"):
+            call(NACL)
+    assert pipe.predict([NACL]).shape == (1,)
+    from sklearn_atomsets import MEGNetCompositionFeaturizer
+
+    with pytest.raises(TypeError, match="got one str"):  # not the characters of the formula
+        MEGNetCompositionFeaturizer().transform("SiO2")
+
+
+def test_single_featurize_errors_name_their_type_once_and_point_to_the_right_featurizer():
+    from pymatgen.core import Composition
+
+    with pytest.raises(TypeError) as info:
+        MEGNetStructureFeaturizer().featurize(Composition("SiO2"))
+    message = str(info.value)
+    assert not message.startswith("TypeError") and message.startswith("Expected a pymatgen Structure")
+    assert "use CompositionFeaturizer or ElementSetFeaturizer" in message
+
+
+def test_implementors_name_the_project_not_a_placeholder():
+    from sklearn_atomsets import AtomicNumberSetFeaturizer, MEGNetCompositionFeaturizer
+
+    for featurizer in (MEGNetStructureFeaturizer(), MEGNetCompositionFeaturizer(), AtomicNumberSetFeaturizer()):
+        assert featurizer.implementors() == ["sklearn-atomsets maintainers"]
+
+
+@pytest.mark.parametrize("name", ["MEGNetStructureFeaturizer", "MEGNetSiteSetFeaturizer",
+                                  "MEGNetCompositionFeaturizer", "MEGNetElementSetFeaturizer",
+                                  "AtomicNumberSetFeaturizer"])
+def test_featurizers_pass_scikit_learns_checks_that_apply_to_them(name):
+    """check_estimator runs (no "transformer_tags not set"); its numeric checks are skipped by
+    scikit-learn itself because the tags say the input is structures/compositions, not a 2-D
+    array; the API checks that do not feed numbers are run here one by one."""
+    import sklearn_atomsets
+    from sklearn.utils import estimator_checks as checks
+
+    featurizer = getattr(sklearn_atomsets, name)()
+    tags = featurizer.__sklearn_tags__()
+    assert tags.transformer_tags is not None and not tags.input_tags.two_d_array and not tags.requires_fit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = checks.check_estimator(featurizer, on_fail=None)
+    assert results and all(r["status"] != "failed" for r in results)
+    assert any("Can't test estimator" in str(w.message) for w in caught)  # the skip is said, not hidden
+    for check in (checks.check_get_params_invariance, checks.check_set_params, checks.check_no_attributes_set_in_init,
+                  checks.check_parameters_default_constructible, checks.check_estimator_repr,
+                  checks.check_estimator_cloneable):
+        check(name, featurizer)
+
+
+# -- issue 34, item 8: a progress parameter; quiet in workers ---------------------------------------
+def test_progress_parameter_turns_the_bar_off_and_auto_keeps_workers_quiet(pymatgen_structures, capsys, monkeypatch):
+    import threading
+
+    structures = [s for s in pymatgen_structures if len(s) <= 16][:6]
+    n = len(structures)
+    monkeypatch.setattr(featurizers_module, "_PBAR_DELAY", 0.0)  # every call counts as long work
+    MEGNetStructureFeaturizer(cache=False, progress=False).transform(structures)
+    assert "MEGNetStructureFeaturizer" not in capsys.readouterr().err  # off, also inside transform
+    MEGNetSiteSetFeaturizer(cache=False, progress={"desc": "V1 sets"}).featurize_many(structures)
+    err = capsys.readouterr().err
+    assert "V1 sets: 100%" in err and f"{n}/{n}" in err
+    # "auto" in a worker thread: quiet; the same call with progress=True shows its bar
+    for progress, shown in (("auto", False), (True, True)):
+        worker = threading.Thread(target=MEGNetStructureFeaturizer(cache=False, progress=progress).transform,
+                                  args=(structures,))
+        worker.start()
+        worker.join()
+        assert ("MEGNetStructureFeaturizer" in capsys.readouterr().err) is shown
+    # "auto" in a worker process (GridSearchCV(n_jobs=2) runs in loky's "LokyProcess-1", ...)
+    monkeypatch.setattr(featurizers_module.multiprocessing, "current_process",
+                        lambda: type("Process", (), {"name": "LokyProcess-1", "daemon": False})())
+    MEGNetStructureFeaturizer(cache=False).transform(structures)
+    assert "MEGNetStructureFeaturizer" not in capsys.readouterr().err
+    assert MEGNetStructureFeaturizer(progress="auto").get_params()["progress"] == "auto"
+    with pytest.raises(Exception, match="progress"):
+        MEGNetStructureFeaturizer(progress="sometimes").featurize(CSCL)
