@@ -212,8 +212,9 @@ def make_model(name, info, settings=None, seed=0):
             if info.input == "composition"
             else [MEGNetStructureFeaturizer(layers=("f", "V1"), stats=("mean", "std"))]
         )
+    # every core for the forest and the selector, as the runner always ran them (results unchanged)
     return automatminer_style_pipeline(info.kind, info.input, extra_featurizers=extra,
-                                       n_estimators=settings.n_estimators, random_state=seed)
+                                       n_estimators=settings.n_estimators, random_state=seed, n_jobs=-1)
 
 
 def model_label(name, settings, selection=None, kind=None):
