@@ -23,6 +23,8 @@ from sklearn_atomsets import (
     MEGNetStructureFeaturizer,
 )
 
+from .conftest import assert_float32_close
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_feature_cache")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +101,7 @@ def test_folder_cache_in_process_bounded_and_robust_to_a_broken_file(pymatgen_st
     assert sum(b[0] == c[0] for b, c in zip(rows, again)) == 5
     for a, b, c in zip(reference, rows, again):
         for s in (b[0], c[0]):
-            assert np.allclose(a[0].features, s.features, rtol=1e-4, atol=1e-5)
+            assert_float32_close(s.features, a[0].features)
     # bounded: the oldest files go first
     sizes = sorted(f.stat().st_size for f in folder.glob("*.npz"))
     monkeypatch.setattr(featurizers_module, "DEFAULT_DISK_CACHE_BYTES", sum(sizes[-2:]))
