@@ -361,19 +361,18 @@ class _AtomSetsBase(BaseEstimator):
         self.verbose = verbose
         self.callbacks = callbacks
         self.warm_start = warm_start
-        unknown = sorted(set(kwargs) - set(_routed(kwargs)))
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__}.__init__() got unexpected keyword argument(s) {unknown}; parameters "
-                f"for the skorch net take one of the prefixes {list(ROUTED_PREFIXES)}."
-            )
-        for name, value in kwargs.items():  # stored as given, like every parameter
+        for name, value in kwargs.items():  # stored as given, like every parameter; checked in fit
             setattr(self, name, value)
+
+    def _extra_params(self):
+        """The parameters given through ``**kwargs`` (fitted attributes end in ``_``)."""
+        named = set(self._get_param_names())
+        return {k: v for k, v in vars(self).items() if k not in named and not k.endswith("_") and not k.startswith("_")}
 
     def get_params(self, deep=True):
         """The estimator's parameters, with the skorch-routed ones (``optimizer__momentum`` ...)."""
         params = super().get_params(deep=deep)
-        params.update(_routed(vars(self)))
+        params.update(self._extra_params())
         return params
 
     def set_params(self, **params):
@@ -387,6 +386,12 @@ class _AtomSetsBase(BaseEstimator):
     # -- validation -----------------------------------------------------------------------
     def _check_params(self):
         self._validate_params()
+        unknown = sorted(set(self._extra_params()) - set(_routed(self._extra_params())))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected parameter(s) {unknown}; parameters for the skorch net "
+                f"take one of the prefixes {list(ROUTED_PREFIXES)}."
+            )
         for name in ("n_neurons", "n_neurons_final"):
             if not _widths_ok(getattr(self, name)):
                 raise ValueError(f"{name} must be a tuple of positive integers, got {getattr(self, name)!r}.")

@@ -144,10 +144,10 @@ def test_skorch_prefixed_params_and_callbacks_reach_the_net():
     grid = GridSearchCV(AtomSetsRegressor(max_epochs=2, optimizer=torch.optim.SGD),
                         {"optimizer__momentum": [0.0, 0.9]}, cv=2).fit(X, y)
     assert grid.best_estimator_.net_.optimizer_.defaults["momentum"] in (0.0, 0.9)
-    with pytest.raises(TypeError, match=r"AtomSetsRegressor.__init__\(\).*'momentum'"):
-        AtomSetsRegressor(momentum=0.9)
-    with pytest.raises(TypeError, match=r"MLPfClassifier.__init__\(\)"):
-        MLPfClassifier(module__n_features=3)
+    with pytest.raises(TypeError, match=r"AtomSetsRegressor got unexpected parameter\(s\) \['momentum'\]"):
+        AtomSetsRegressor(momentum=0.9).fit(X, y)
+    with pytest.raises(TypeError, match=r"MLPfClassifier got unexpected parameter\(s\) \['module__n_features'\]"):
+        MLPfClassifier(module__n_features=3).fit(np.ones((4, 2)), [0, 1, 0, 1])
     with pytest.raises(ValueError, match="Invalid parameter 'momentum' for estimator AtomSetsRegressor"):
         AtomSetsRegressor().set_params(momentum=0.9)
 
