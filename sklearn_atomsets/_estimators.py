@@ -834,6 +834,9 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
     module_ : AtomSetsModule
     n_features_in_ : int
         Row width (feature mode only).
+    feature_names_in_ : ndarray of str
+        Column names of a DataFrame ``X`` (a set column's name, or a table's columns),
+        checked by ``predict``; absent for other ``X``.
     input_kind_ : {"features", "atomic_numbers"}
     target_mean_, target_scale_ : ndarray
         The target standardisation.
