@@ -28,8 +28,7 @@ ALL = [AtomSetsRegressor, AtomSetsClassifier, MLPfRegressor, MLPfClassifier]
 
 def _sets(n=30, seed=0):
     rng = np.random.default_rng(seed)
-    X = [WeightedSet(rng.normal(size=(rng.integers(1, 5), 4)), rng.uniform(0.2, 1, size=None) * np.ones(1)
-                     if False else None) for _ in range(n)]
+    X = [WeightedSet(rng.normal(size=(rng.integers(1, 5), 4))) for _ in range(n)]
     y = np.array([s.features[:, 0].mean() * 2 + 1 for s in X])
     return X, y
 
