@@ -24,6 +24,11 @@ from ._estimators import AtomSetsClassifier, AtomSetsRegressor
 __all__ = ["AtomSetsEnsembleClassifier", "AtomSetsEnsembleRegressor"]
 
 
+def _weights(sample_weight):
+    """``fit`` keywords for the members: none without weights (members need not take them)."""
+    return {} if sample_weight is None else {"sample_weight": sample_weight}
+
+
 class _SeedEnsemble(BaseEstimator):
     _parameter_constraints = {
         "estimator": [HasMethods(["fit", "set_params"]), None],
@@ -37,17 +42,18 @@ class _SeedEnsemble(BaseEstimator):
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y):
-        """Fit ``n_estimators`` clones of ``estimator``, each with its own ``random_state``."""
+    def fit(self, X, y, sample_weight=None):
+        """Fit ``n_estimators`` clones of ``estimator``, each with its own ``random_state``
+        (``sample_weight``, when given, is passed to every member's ``fit``)."""
         base = self._default() if self.estimator is None else self.estimator
         if "random_state" not in base.get_params():
             raise ValueError(f"estimator {type(base).__name__} has no random_state parameter to vary.")
         self.seeds_ = self._draw_seeds()
-        self.estimators_ = [clone(base).set_params(random_state=s).fit(X, y) for s in self.seeds_]
+        self.estimators_ = [clone(base).set_params(random_state=s).fit(X, y, **_weights(sample_weight)) for s in self.seeds_]
         return self._fitted()
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit_from(self, fitted, X, y):
+    def fit_from(self, fitted, X, y, sample_weight=None):
         """Fit the ensemble around ``fitted``, a member already trained on ``X, y``.
 
         ``fitted`` becomes the first member as it is (its ``random_state`` is the first of
@@ -62,7 +68,8 @@ class _SeedEnsemble(BaseEstimator):
         if not isinstance(seed, numbers.Integral):
             raise ValueError(f"fitted needs an integer random_state (its seed as a member), got {seed!r}.")
         self.seeds_ = [int(seed)] + self._draw_seeds()[1:]
-        self.estimators_ = [fitted] + [clone(fitted).set_params(random_state=s).fit(X, y) for s in self.seeds_[1:]]
+        self.estimators_ = [fitted] + [clone(fitted).set_params(random_state=s).fit(X, y, **_weights(sample_weight))
+                                      for s in self.seeds_[1:]]
         return self._fitted()
 
     def _draw_seeds(self):

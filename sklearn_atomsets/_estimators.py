@@ -18,12 +18,14 @@ tensors in a Python loop (the difference between minutes and hours on MatBench).
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
 import math
 import numbers
 import time
-import types
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -32,8 +34,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import _check_feature_names, _check_sample_weight, check_is_fitted, column_or_1d
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, EpochScoring, LRScheduler
 from skorch.dataset import ValidSplit
@@ -109,7 +112,7 @@ class _PackedDataset(torch.utils.data.Dataset):
     skorch's validation split and scoring expect of a dataset.
     """
 
-    def __init__(self, packed, y=None):
+    def __init__(self, packed, y=None, sample_weight=None):
         self.index = None  # with an index, features is the table of distinct rows
         features = packed.features
         if _MERGE_ROWS:
@@ -126,6 +129,8 @@ class _PackedDataset(torch.utils.data.Dataset):
         self.weights = torch.from_numpy(np.require(packed.weights, requirements="W"))
         self.X = np.arange(packed.n_sets)
         self.y = y
+        # per-sample loss weights (float32), travelling in each batch's X as "sample_weight"
+        self.sample_weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
 
     def __len__(self):
         return self.packed.n_sets
@@ -145,6 +150,8 @@ class _PackedDataset(torch.utils.data.Dataset):
             used, index = np.unique(self.index[rows], return_inverse=True)
             X["features"] = self.features.index_select(0, torch.from_numpy(used))
             X["index"] = torch.from_numpy(index.reshape(-1))
+        if self.sample_weight is not None:
+            X["sample_weight"] = torch.from_numpy(self.sample_weight[sets])
         y = torch.zeros(len(sets)) if self.y is None else torch.from_numpy(self.y[sets])
         return _SetBatch(X, y)
 
@@ -183,6 +190,28 @@ class _FiniteLoss(Callback):
             )
 
 
+class _AtomSetsNet(NeuralNet):
+    """skorch's ``NeuralNet`` with per-sample loss weights, by skorch's own recipe: the weights
+    travel in each batch's ``X`` (key ``"sample_weight"``), the criterion is built with
+    ``reduction="none"``, and ``get_loss`` takes their weighted mean. Only the two narrow hooks
+    are overridden; without weights in ``X`` both are skorch's."""
+
+    def infer(self, x, **fit_params):
+        if isinstance(x, Mapping) and "sample_weight" in x:
+            x = {key: value for key, value in x.items() if key != "sample_weight"}  # not a module input
+        return super().infer(x, **fit_params)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if not isinstance(X, Mapping) or "sample_weight" not in X:
+            return loss
+        # sum_i w_i l_i / sum_i w_i over the batch (l_i: sample i's loss, averaged over its targets), so
+        # an integer weight counts a sample that many times; a batch of zero weights gives 0, not NaN
+        per_sample = loss.reshape(len(loss), -1).mean(dim=1)
+        weights = X["sample_weight"].to(per_sample.device)
+        return (weights * per_sample).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
+
+
 def _require_y(estimator, y):
     if y is None:
         raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None.")
@@ -192,18 +221,37 @@ def _require_y(estimator, y):
 # returns the predictions of the validation pass that skorch already ran (moved to the CPU),
 # and ``y`` is the validation targets as skorch batched them. skorch's ``to_numpy`` brings any
 # tensor to the host, whatever device it was left on.
+def _validation_weights(X):
+    """The loss weights of the validation samples ``X`` (skorch's Subset of a ``_PackedDataset``,
+    in the order ``iterator_valid`` batched them), or None for an unweighted fit."""
+    if isinstance(X, torch.utils.data.Subset):
+        weights = X.dataset.sample_weight
+        weights = None if weights is None else weights[np.asarray(X.indices)]
+    else:
+        weights = getattr(X, "sample_weight", None)
+    if weights is not None and not weights.sum() > 0:
+        raise ValueError(
+            "The samples of the inner validation split all have sample weight 0, so early stopping has "
+            "nothing to score: give them weight, use another random_state, or validation_fraction=None."
+        )
+    return weights
+
+
 def _mae_in_target_units(net, X, y, scale):
-    """MAE of standardised predictions, in the units of the original target (x target_scale_)."""
+    """MAE of standardised predictions, in the units of the original target (x target_scale_);
+    weighted by the validation samples' weights in a weighted fit."""
     y_pred = to_numpy(net.forward(X, training=False)).reshape(len(y), -1)
-    return float(np.mean(np.abs(y_pred - to_numpy(y).reshape(len(y), -1)) * scale))
+    errors = (np.abs(y_pred - to_numpy(y).reshape(len(y), -1)) * scale).mean(axis=1)
+    return float(np.average(errors, weights=_validation_weights(X)))
 
 
 def _roc_auc(net, X, y):
     proba = to_numpy(torch.softmax(net.forward(X, training=False), dim=-1))
     y = to_numpy(y)
+    weights = _validation_weights(X)
     if proba.shape[1] == 2:
-        return roc_auc_score(y, proba[:, 1])
-    return roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
+        return roc_auc_score(y, proba[:, 1], sample_weight=weights)
+    return roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]), sample_weight=weights)
 
 
 def _positions(positions, limit=10):
@@ -218,6 +266,16 @@ def _readout_ok(value):
 
 def _widths_ok(value):
     return isinstance(value, (tuple, list)) and all(isinstance(v, numbers.Integral) and v > 0 for v in value)
+
+
+#: Prefixes of the skorch parameters an estimator passes through to its net (skorch's routing:
+#: ``optimizer__momentum``, ``iterator_train__batch_size``, ``callbacks__early_stopping__threshold``,
+#: ``criterion__delta`` ...). The module is configured by the estimator's own parameters.
+ROUTED_PREFIXES = ("optimizer__", "criterion__", "iterator_train__", "iterator_valid__", "callbacks__")
+
+
+def _routed(params):
+    return {name: value for name, value in params.items() if name.startswith(ROUTED_PREFIXES)}
 
 
 class _AtomSetsBase(BaseEstimator):
@@ -245,6 +303,8 @@ class _AtomSetsBase(BaseEstimator):
         "n_jobs": [numbers.Integral, None],
         "handle_missing": [StrOptions({"error", "ignore"})],
         "verbose": ["verbose"],
+        "callbacks": [list, tuple, None],
+        "warm_start": ["boolean"],
     }
 
     def __init__(
@@ -272,6 +332,9 @@ class _AtomSetsBase(BaseEstimator):
         n_jobs=None,
         handle_missing="error",
         verbose=0,
+        callbacks=None,
+        warm_start=False,
+        **kwargs,
     ):
         self.n_neurons = n_neurons
         self.n_neurons_final = n_neurons_final
@@ -296,10 +359,39 @@ class _AtomSetsBase(BaseEstimator):
         self.n_jobs = n_jobs
         self.handle_missing = handle_missing
         self.verbose = verbose
+        self.callbacks = callbacks
+        self.warm_start = warm_start
+        for name, value in kwargs.items():  # stored as given, like every parameter; checked in fit
+            setattr(self, name, value)
+
+    def _extra_params(self):
+        """The parameters given through ``**kwargs`` (fitted attributes end in ``_``)."""
+        named = set(self._get_param_names())
+        return {k: v for k, v in vars(self).items() if k not in named and not k.endswith("_") and not k.startswith("_")}
+
+    def get_params(self, deep=True):
+        """The estimator's parameters, with the skorch-routed ones (``optimizer__momentum`` ...)."""
+        params = super().get_params(deep=deep)
+        params.update(self._extra_params())
+        return params
+
+    def set_params(self, **params):
+        """Set parameters; a skorch-routed one (``optimizer__momentum=0.9`` ...) may be new."""
+        routed = _routed(params)
+        super().set_params(**{name: value for name, value in params.items() if name not in routed})
+        for name, value in routed.items():
+            setattr(self, name, value)
+        return self
 
     # -- validation -----------------------------------------------------------------------
     def _check_params(self):
         self._validate_params()
+        unknown = sorted(set(self._extra_params()) - set(_routed(self._extra_params())))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected parameter(s) {unknown}; parameters for the skorch net "
+                f"take one of the prefixes {list(ROUTED_PREFIXES)}."
+            )
         for name in ("n_neurons", "n_neurons_final"):
             if not _widths_ok(getattr(self, name)):
                 raise ValueError(f"{name} must be a tuple of positive integers, got {getattr(self, name)!r}.")
@@ -308,6 +400,13 @@ class _AtomSetsBase(BaseEstimator):
         allowed = ("auto", *LOSSES) if isinstance(self, RegressorMixin) else ("auto", "cross_entropy")
         if self.loss not in allowed:
             raise ValueError(f"{type(self).__name__} cannot train with loss={self.loss!r}; choose from {list(allowed)}.")
+        try:  # a CPU-only torch fails on "cuda" only at first use, with a bare AssertionError
+            torch.empty(0, device=self.device)
+        except (AssertionError, RuntimeError, ValueError) as exc:
+            raise ValueError(
+                f"device={self.device!r} cannot be used with this torch ({torch.__version__}; CUDA available: "
+                f"{torch.cuda.is_available()}): {exc}. Pass device='cpu' or a device this torch has."
+            ) from None
 
     def _split_missing(self, X, y=None, fitting=False):
         """``X`` (and ``y``) without the samples that have no set, and the positions of those.
@@ -326,6 +425,14 @@ class _AtomSetsBase(BaseEstimator):
                 raise ValueError(
                     f"Sample {first} of X has no set: the featurizer could not featurize it ({reasons[first]}).{others} "
                     "Drop or fix such rows, or pass handle_missing='ignore' to fit without them."
+                )
+            if _is_table(_from_pandas(X)):  # an all-NaN row: not the bare "Input contains NaN."
+                first = int(positions[0])
+                others = f" ({len(positions)} of the {len(_from_pandas(X))} samples have none.)" if len(positions) > 1 else ""
+                raise ValueError(
+                    f"Sample {first} has no set (its row of X is all NaN): a row the featurizer could not "
+                    f"handle?{others} Drop or fix such rows, or pass handle_missing='ignore' to fit without "
+                    "them (predict gives them the training prior)."
                 )
             return X, y, positions[:0]
         X = _from_pandas(X)
@@ -364,32 +471,70 @@ class _AtomSetsBase(BaseEstimator):
         return packed
 
     # -- training -------------------------------------------------------------------------
-    def _fit(self, X, y):
+    def _fit(self, X, y, sample_weight=None):
         """The fit both estimators share; ``_encode_targets`` is what differs (scaled targets and
         an L1/L2/Huber loss, or class codes, cross-entropy and a stratified split)."""
         self._check_params()
         _require_y(self, y)
+        warm = bool(self.warm_start) and hasattr(self, "net_")
+        previous = self._warm_state() if warm else None
+        _check_feature_names(self, X, reset=not warm)
+        if sample_weight is not None:
+            # sklearn's checks: length, finite, non-negative, not all zero
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         X, y, missing = self._split_missing(X, y, fitting=True)
+        if sample_weight is not None and len(missing):
+            sample_weight = np.delete(sample_weight, missing)
+            if not sample_weight.any():
+                raise ValueError("Sample weights must contain at least one non-zero number among the samples with a set.")
         packed = self._pack(X, fitting=True)
-        targets, n_outputs, criterion, score, y_for_split = self._encode_targets(y, packed.n_sets)
-        self._fit_feature_scaling(packed)
+        if previous is not None:
+            self._check_warm_input(previous)
+        targets, n_outputs, criterion, score, y_for_split, loss_weights = self._encode_targets(
+            y, packed.n_sets, sample_weight, previous
+        )
+        if previous is None:
+            self._fit_feature_scaling(packed, sample_weight)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        net = self._net(n_outputs, criterion, score, seed, stratified=y_for_split is not None)
-        dataset = _PackedDataset(packed, targets)
-        self.net_ = self._train(net, dataset, y_for_split, seed)
+        net = self._net(n_outputs, criterion, score, seed, stratified=y_for_split is not None,
+                        weighted=loss_weights is not None)
+        dataset = _PackedDataset(packed, targets, loss_weights)
+        self.net_ = self._train(net, dataset, y_for_split, seed, None if previous is None else previous["module"])
         self._record_validation_split(dataset, y_for_split, missing)
         return self
 
-    def _fit_feature_scaling(self, packed):
+    # -- warm start -------------------------------------------------------------------------
+    _WARM_KEPT = ("input_kind_", "n_features_in_", "feature_mean_", "feature_scale_")
+
+    def _warm_state(self):
+        """What a ``warm_start`` fit keeps of the previous fit: its trained weights and the
+        standardisations (so the net keeps computing the same function), the input kind and
+        width and (classifiers) the classes or (regressors) the target scaling."""
+        state = {name: getattr(self, name) for name in self._WARM_KEPT + self._WARM_KEPT_TARGETS if hasattr(self, name)}
+        state["module"] = copy.deepcopy(self.net_.module_.state_dict())
+        return state
+
+    def _check_warm_input(self, previous):
+        for name in ("input_kind_", "n_features_in_"):
+            if getattr(self, name, None) != previous.get(name):
+                raise ValueError(
+                    f"warm_start=True continues the previous fit, on {previous.get(name)!r} ({name}), but this X "
+                    f"gives {getattr(self, name, None)!r}. Set warm_start=False to fit afresh."
+                )
+        self.feature_mean_, self.feature_scale_ = previous["feature_mean_"], previous["feature_scale_"]
+
+    def _fit_feature_scaling(self, packed, sample_weight=None):
         """``feature_mean_`` / ``feature_scale_``: with ``standardize_features``, every feature's mean
         and standard deviation over all rows of the training sets (sklearn's ``StandardScaler``:
-        a constant feature keeps scale 1); None otherwise and for sets of atomic numbers."""
+        a constant feature keeps scale 1; each row weighted by its sample's ``sample_weight``);
+        None otherwise and for sets of atomic numbers."""
         self.feature_mean_ = self.feature_scale_ = None
         if self.standardize_features and self.input_kind_ == "features":
-            scaler = StandardScaler().fit(packed.features.astype(np.float64))
+            row_weight = None if sample_weight is None else np.repeat(sample_weight, packed.lengths)
+            scaler = StandardScaler().fit(packed.features.astype(np.float64), sample_weight=row_weight)
             self.feature_mean_, self.feature_scale_ = scaler.mean_, scaler.scale_
 
-    def _net(self, n_outputs, criterion, score, seed, stratified):
+    def _net(self, n_outputs, criterion, score, seed, stratified, weighted=False):
         score_name, lower_is_better = self._score_name, self._lower_is_better
         callbacks = []
         train_split = None
@@ -405,7 +550,11 @@ class _AtomSetsBase(BaseEstimator):
             ]
         elif self.lr_schedule is not None:
             callbacks = list(self._lr_scheduler("train_loss", True))
-        return NeuralNet(
+        # the user's callbacks (copies: fit leaves its parameters as they are) go after the scoring and
+        # the schedule, so they can read this epoch's score, and before early stopping ends the epoch
+        n_before = 1 + bool(self.lr_schedule) if self.validation_fraction else len(callbacks)
+        callbacks[n_before:n_before] = copy.deepcopy(list(self.callbacks or ()))
+        own = dict(
             module=AtomSetsModule,
             module__n_features=self.n_features_in_ if self.input_kind_ == "features" else None,
             module__n_outputs=n_outputs,
@@ -434,7 +583,11 @@ class _AtomSetsBase(BaseEstimator):
             callbacks=[*callbacks, ("finite_loss", _FiniteLoss())],
             device=self.device,
             verbose=int(self.verbose >= 2),  # skorch's per-epoch table
+            **({"criterion__reduction": "none"} if weighted else {}),
         )
+        # skorch-routed parameters given to the estimator (optimizer__momentum=0.9, ...) are passed on
+        # and take precedence over the ones it derives from its own parameters
+        return _AtomSetsNet(**{**own, **_routed(self.get_params(deep=False))})
 
     def _lr_scheduler(self, monitor, lower_is_better):
         """skorch's ``LRScheduler`` for ``lr_schedule`` ("plateau": torch's ``ReduceLROnPlateau`` on the
@@ -445,10 +598,14 @@ class _AtomSetsBase(BaseEstimator):
             policy=torch.optim.lr_scheduler.ReduceLROnPlateau, monitor=monitor, mode="min" if lower_is_better else "max",
             factor=0.5, patience=max(1, self.patience // 4), threshold=0.0, min_lr=self.lr / 100)),)
 
-    def _train(self, net, dataset, y_for_split, seed):
+    def _train(self, net, dataset, y_for_split, seed, warm_weights=None):
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]), torch_threads(self.n_jobs):  # global RNG, threads restored
             torch.manual_seed(seed)
+            if warm_weights is not None:  # skorch's warm start: fit does not initialise the module again
+                net.set_params(warm_start=True)
+                net.initialize()
+                net.module_.load_state_dict(warm_weights)
             net.fit(dataset, y_for_split)
         self.net_ = net
         if self.verbose == 1:
@@ -478,6 +635,7 @@ class _AtomSetsBase(BaseEstimator):
     def _forward(self, X):
         """Outputs for the samples of X that have a set, and the positions of the others."""
         check_is_fitted(self, "net_")
+        _check_feature_names(self, X, reset=False)
         X, _, missing = self._split_missing(X)
         if len(missing) and not len(X):
             return torch.zeros((0, len(self._prior))), missing
@@ -549,8 +707,9 @@ _DOC_PARAMS = """
         row counts once; a constant feature is only centred). Stored as
         ``feature_mean_`` / ``feature_scale_`` and inside the module, so ``predict`` applies
         the same. No effect on sets of atomic numbers (the embedding is trained).
-    optimizer : torch optimizer class, default=torch.optim.Adam
-        Adam and AdamW run as torch's fused kernel where the device supports it (the same
+    optimizer : torch optimizer class or callable, default=torch.optim.Adam
+        Called as ``optimizer(params, lr=lr, weight_decay=weight_decay, **optimizer__*)``, so
+        ``functools.partial(torch.optim.SGD, momentum=0.9)`` works too. Adam and AdamW run as torch's fused kernel where the device supports it (the same
         update, one kernel per step); other optimizers as given.
     lr : float, default=1e-3
     weight_decay : float, default=0.0
@@ -598,7 +757,60 @@ _DOC_PARAMS = """
     verbose : int, default=0
         0: silent. 1: one line per fit (epochs, best epoch, its validation score, time).
         2: skorch's per-epoch table and the early-stopping messages.
+    callbacks : list of skorch callbacks or (name, callback) pairs, default=None
+        Added to the net's own (validation score, schedule, early stopping); copies train,
+        the fitted ones are in ``net_.callbacks_``.
+    warm_start : bool, default=False
+        When fitted before, ``fit`` starts from the previous weights (and keeps the
+        previous feature and target standardisation and classes) instead of a new
+        initialisation; the optimizer starts afresh.
+    **kwargs
+        skorch's prefixed parameters, passed to the net and reachable by ``set_params`` and
+        ``GridSearchCV``: ``optimizer__*`` (e.g. ``optimizer=torch.optim.SGD,
+        optimizer__momentum=0.9``), ``criterion__*``, ``iterator_train__*``,
+        ``iterator_valid__*``, ``callbacks__<name>__*``. They override what the estimator
+        sets itself (e.g. ``iterator_train__shuffle=False``). Classifiers also take
+        ``class_weight`` (None, "balanced" or a dict class -> weight, as scikit-learn's
+        classifiers), multiplying ``sample_weight`` in the loss.
 """
+
+
+def _public_init(init, extra=None, **defaults):
+    """An ``__init__`` with the parameters of ``init``, some defaults changed (``defaults``) and
+    keyword-only parameters added (``extra``: name -> default), stored as given.
+
+    scikit-learn reads an estimator's parameters and defaults from its ``__init__``
+    signature, so MLP-f (one default differs) and the classifiers (``class_weight``) need an
+    ``__init__`` of their own; deriving it from the base's keeps the parameter list and its
+    defaults in one place instead of repeating all of them. A wrong argument is a
+    ``TypeError`` naming the public class.
+    """
+    signature = inspect.signature(init)
+    unknown = set(defaults) - set(signature.parameters)
+    if unknown:
+        raise TypeError(f"{init.__qualname__} has no parameters {sorted(unknown)}")
+    params = [p.replace(default=defaults.get(p.name, p.default)) for p in signature.parameters.values()]
+    var_keyword = [p for p in params if p.kind is p.VAR_KEYWORD]
+    params = [p for p in params if p.kind is not p.VAR_KEYWORD]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value) for name, value in (extra or {}).items()]
+    signature = signature.replace(parameters=params + var_keyword)
+
+    def __init__(self, *args, **kwargs):
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{type(self).__name__}.__init__(): {exc}") from None
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        del arguments["self"]
+        routed = arguments.pop(var_keyword[0].name, {}) if var_keyword else {}
+        for name in extra or {}:
+            setattr(self, name, arguments.pop(name))
+        init(self, **arguments, **routed)
+
+    __init__.__signature__ = signature
+    __init__.__doc__ = init.__doc__
+    return __init__
 
 
 class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
@@ -622,6 +834,9 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
     module_ : AtomSetsModule
     n_features_in_ : int
         Row width (feature mode only).
+    feature_names_in_ : ndarray of str
+        Column names of a DataFrame ``X`` (a set column's name, or a table's columns),
+        checked by ``predict``; absent for other ``X``.
     input_kind_ : {"features", "atomic_numbers"}
     target_mean_, target_scale_ : ndarray
         The target standardisation.
@@ -652,27 +867,55 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
 
     _score_name = "valid_mae_in_y_units"
     _lower_is_better = True
+    __init__ = _public_init(_AtomSetsBase.__init__)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True  # y may be (n_samples, n_targets)
         return tags
 
-    def fit(self, X, y):
-        """Train on sets ``X`` and targets ``y`` (raw units: eV, GPa, log10 GPa, ...)."""
-        return self._fit(X, y)
+    def fit(self, X, y, sample_weight=None):
+        """Train on sets ``X`` and targets ``y`` (raw units: eV, GPa, log10 GPa, ...).
 
-    def _encode_targets(self, y, n_sets):
-        """Targets standardised per column (the net's outputs are scaled back in ``predict``)."""
+        Parameters
+        ----------
+        X : sequence of WeightedSet, one-column DataFrame of them, or 2-D array
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample in the training loss (a weighted mean over
+            each batch), the target and feature standardisation and the validation MAE
+            early stopping watches; an integer weight counts a sample that many times.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight)
+
+    _WARM_KEPT_TARGETS = ("target_mean_", "target_scale_", "_y_ndim")
+
+    def _encode_targets(self, y, n_sets, sample_weight=None, previous=None):
+        """Targets standardised per column (the net's outputs are scaled back in ``predict``),
+        with the (weighted) mean and standard deviation of ``y``, or on a warm start those of
+        the previous fit."""
         y = self._check_targets(y, n_sets)
-        self._y_ndim = y.ndim
         y2 = y.reshape(len(y), -1)
-        self.target_mean_ = y2.mean(axis=0)
-        scale = y2.std(axis=0)
-        self.target_scale_ = np.where(scale > 0, scale, 1.0)
+        if previous is not None:
+            if y.ndim != previous["_y_ndim"] or y2.shape[1] != len(previous["target_mean_"]):
+                raise ValueError(
+                    f"warm_start=True continues the previous fit, on {len(previous['target_mean_'])} target(s) "
+                    f"of y.ndim={previous['_y_ndim']}; this y has shape {y.shape}. Set warm_start=False to fit afresh."
+                )
+            self.target_mean_, self.target_scale_ = previous["target_mean_"], previous["target_scale_"]
+        else:
+            self.target_mean_ = np.average(y2, axis=0, weights=sample_weight)
+            scale = y2.std(axis=0) if sample_weight is None else np.sqrt(
+                np.average((y2 - self.target_mean_) ** 2, axis=0, weights=sample_weight))
+            self.target_scale_ = np.where(scale > 0, scale, 1.0)
+        self._y_ndim = y.ndim
         scaled = ((y2 - self.target_mean_) / self.target_scale_).astype(np.float32)
         score = functools.partial(_mae_in_target_units, scale=self.target_scale_)
-        return scaled, scaled.shape[1], LOSSES[self.loss if self.loss != "auto" else "mse"], score, None
+        return scaled, scaled.shape[1], LOSSES[self.loss if self.loss != "auto" else "mse"], score, None, sample_weight
 
     @property
     def _prior(self):
@@ -747,13 +990,35 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
 
     _score_name = "valid_roc_auc"
     _lower_is_better = False
+    _parameter_constraints = {
+        **_AtomSetsBase._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+    __init__ = _public_init(_AtomSetsBase.__init__, extra={"class_weight": None})
 
-    def fit(self, X, y):
-        """Train on sets ``X`` and class labels ``y``."""
-        return self._fit(X, y)
+    def fit(self, X, y, sample_weight=None):
+        """Train on sets ``X`` and class labels ``y``.
 
-    def _encode_targets(self, y, n_sets):
-        """Class codes (``classes_`` order); the inner validation split is stratified on them."""
+        Parameters
+        ----------
+        X : sequence of WeightedSet, one-column DataFrame of them, or 2-D array
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample in the cross-entropy (a weighted mean over
+            each batch), multiplied by ``class_weight``, and in the validation ROC-AUC early
+            stopping watches; an integer weight counts a sample that many times.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight)
+
+    _WARM_KEPT_TARGETS = ("classes_",)
+
+    def _encode_targets(self, y, n_sets, sample_weight=None, previous=None):
+        """Class codes (``classes_`` order); the inner validation split is stratified on them.
+        The loss weights are ``sample_weight`` times the ``class_weight`` of each sample's class."""
         y = column_or_1d(y, warn=True)
         if len(y) != n_sets:
             raise ValueError(f"X has {n_sets} samples but y has {len(y)}.")
@@ -764,11 +1029,22 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
         if y.dtype.kind == "O" and any(v is None for v in y):
             raise ValueError("y contains None.")
         encoder = LabelEncoder().fit(y)
+        if previous is not None and not np.array_equal(encoder.classes_, previous["classes_"]):
+            raise ValueError(
+                f"warm_start=True continues the previous fit, on the classes {previous['classes_'].tolist()}; this y "
+                f"has {encoder.classes_.tolist()}. Set warm_start=False to fit afresh."
+            )
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
             raise ValueError(f"Classification needs at least 2 classes; y has 1 class: {self.classes_.tolist()}.")
         codes = encoder.transform(y).astype(np.int64)
-        self.class_prior_ = np.bincount(codes, minlength=len(self.classes_)) / len(codes)
+        counts = np.bincount(codes, weights=sample_weight, minlength=len(self.classes_))
+        self.class_prior_ = counts / counts.sum()
+        loss_weights = sample_weight
+        if self.class_weight is not None:
+            # sklearn's helper; "balanced" counts the classes with the sample weights
+            per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight)
+            loss_weights = per_class[codes] * (1.0 if sample_weight is None else sample_weight)
         if self.validation_fraction:
             n_valid = int(np.ceil(self.validation_fraction * len(codes)))
             smallest = np.bincount(codes).min()
@@ -779,7 +1055,7 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
                     f"{smallest} samples). Use more data, a larger validation_fraction, or "
                     "validation_fraction=None (no early stopping)."
                 )
-        return codes, len(self.classes_), torch.nn.CrossEntropyLoss, _roc_auc, codes
+        return codes, len(self.classes_), torch.nn.CrossEntropyLoss, _roc_auc, codes, loss_weights
 
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_`` (see ``handle_missing``
@@ -809,31 +1085,7 @@ _MLPF_HEAD = """The paper's MLP-f model: an MLP on the fixed-length readout vect
 """
 
 
-def _with_defaults(init, **defaults):
-    """A copy of ``init`` with some defaults changed.
-
-    scikit-learn reads an estimator's parameters and defaults from its ``__init__``
-    signature, so MLP-f, which differs from AtomSets by one default, needs an ``__init__`` of
-    its own; copying the base's keeps the parameter list and its other defaults in one
-    place instead of repeating all of them.
-    """
-    code = init.__code__
-    names = code.co_varnames[: code.co_argcount][-len(init.__defaults__) :]
-    unknown = set(defaults) - set(names)
-    if unknown:
-        raise TypeError(f"{init.__qualname__} has no parameters {sorted(unknown)}")
-    copy = types.FunctionType(
-        code, init.__globals__, init.__name__,
-        tuple(defaults.get(name, value) for name, value in zip(names, init.__defaults__)), init.__closure__,
-    )
-    copy.__kwdefaults__ = init.__kwdefaults__
-    copy.__doc__ = init.__doc__
-    return copy
-
-
 class _MLPfMixin:
-    __init__ = _with_defaults(_AtomSetsBase.__init__, n_neurons_final=())
-
     def _pack(self, X, fitting):
         if not _is_table(_from_pandas(X)):
             raise ValueError("MLP-f takes a 2-D numeric array of fixed-length features (e.g. the readout f), not sets.")
@@ -844,6 +1096,7 @@ _MLPF_PARAMS = _DOC_PARAMS.replace("n_neurons_final : tuple of int, default=(64,
 
 
 class MLPfRegressor(_MLPfMixin, AtomSetsRegressor):
+    __init__ = _public_init(_AtomSetsBase.__init__, n_neurons_final=())
     __doc__ = (
         _MLPF_HEAD
         + _MLPF_PARAMS
@@ -872,6 +1125,7 @@ class MLPfRegressor(_MLPfMixin, AtomSetsRegressor):
 
 
 class MLPfClassifier(_MLPfMixin, AtomSetsClassifier):
+    __init__ = _public_init(_AtomSetsBase.__init__, n_neurons_final=(), extra={"class_weight": None})
     __doc__ = (
         _MLPF_HEAD
         + _MLPF_PARAMS
