@@ -23,6 +23,8 @@ from sklearn_atomsets import (
     WeightedSet,
 )
 
+from .conftest import TRAINED_RTOL, assert_float32_close
+
 ALL = [AtomSetsRegressor, AtomSetsClassifier, MLPfRegressor, MLPfClassifier]
 
 
@@ -54,11 +56,11 @@ def test_integer_sample_weights_equal_duplicated_rows(standardize):
     repeated = AtomSetsRegressor(**params).fit(X_dup, y_dup)
     np.testing.assert_allclose(weighted.target_mean_, repeated.target_mean_, rtol=1e-12)
     np.testing.assert_allclose(weighted.target_scale_, repeated.target_scale_, rtol=1e-12)
-    np.testing.assert_allclose(weighted.predict(X), repeated.predict(X), rtol=0, atol=1e-4 * np.ptp(y))
+    assert_float32_close(weighted.predict(X), repeated.predict(X), TRAINED_RTOL, scale=np.ptp(y))
     plain = AtomSetsRegressor(**params).fit(X, y)
     assert np.abs(plain.predict(X) - weighted.predict(X)).max() > 1e-2 * np.ptp(y)  # the weights matter
     ones = AtomSetsRegressor(**params).fit(X, y, sample_weight=np.ones(30))
-    np.testing.assert_allclose(ones.predict(X), plain.predict(X), rtol=0, atol=1e-4 * np.ptp(y))
+    assert_float32_close(ones.predict(X), plain.predict(X), TRAINED_RTOL, scale=np.ptp(y))
 
 
 def test_class_weight_balanced_equals_duplicating_the_small_class():
@@ -69,9 +71,9 @@ def test_class_weight_balanced_equals_duplicating_the_small_class():
     balanced = MLPfClassifier(**params, class_weight="balanced").fit(F, labels)
     # balanced weights 0.75 and 1.5: the same as weights 1 and 2, i.e. the small class twice
     doubled = MLPfClassifier(**params).fit(np.vstack([F, F[20:]]), np.r_[labels, labels[20:]])
-    np.testing.assert_allclose(balanced.predict_proba(F), doubled.predict_proba(F), atol=1e-5)
+    assert_float32_close(balanced.predict_proba(F), doubled.predict_proba(F), TRAINED_RTOL, scale=1.0)
     as_dict = MLPfClassifier(**params, class_weight={0: 1.0, 1: 2.0}).fit(F, labels)
-    np.testing.assert_allclose(as_dict.predict_proba(F), doubled.predict_proba(F), atol=1e-5)
+    assert_float32_close(as_dict.predict_proba(F), doubled.predict_proba(F), TRAINED_RTOL, scale=1.0)
     with pytest.raises(ValueError, match="class_weight"):
         MLPfClassifier(class_weight="equal").fit(F, labels)
 
