@@ -73,3 +73,38 @@ def test_1_a_chain_of_near_equal_lengths_is_not_merged_and_does_not_move_its_nei
         _close(reduced[position], alone)
         _close(full[position], alone)
     assert len(np.unique(reduced[1], axis=0)) == 3
+
+
+# -- item 2: equal rows merge with a tolerance of their own set, never of the batch -------------
+
+
+def test_2_a_sets_merged_rows_do_not_depend_on_the_other_sets_in_the_batch():
+    from sklearn_atomsets import WeightedSet
+    from sklearn_atomsets._sets import ROW_RTOL, merge_equal_rows, pack_sets
+
+    base = np.array([[1.0, 2.0, 0.5, 1.5]], dtype=np.float32)
+    apart = base + np.float32(1e-3)  # far apart at this set's scale, "equal" at 1e6's
+    sample = WeightedSet(np.vstack([base, apart, base]))
+    big = WeightedSet(np.full((2, 4), 1e6, dtype=np.float32))
+    alone = merge_equal_rows(pack_sets([sample]))
+    mixed = merge_equal_rows(pack_sets([sample, big, sample]))
+    assert 1e-3 < ROW_RTOL * 1e6  # the old whole-batch tolerance would have merged them
+    for k in (0, 2):
+        rows = slice(mixed.offsets[k], mixed.offsets[k + 1])
+        np.testing.assert_array_equal(mixed.features[rows], alone.features)
+        np.testing.assert_array_equal(mixed.weights[rows], alone.weights)
+    assert alone.weights.tolist() == [2.0, 1.0]
+    rows = slice(mixed.offsets[1], mixed.offsets[2])
+    assert mixed.weights[rows].tolist() == [2.0]
+
+
+def test_2_a_prediction_does_not_depend_on_the_other_samples_in_the_call():
+    from sklearn_atomsets import AtomSetsRegressor, WeightedSet
+
+    rng = np.random.default_rng(0)
+    X = [WeightedSet(rng.normal(size=(3, 4)).astype(np.float32)) for _ in range(20)]
+    sample = WeightedSet(np.array([[1, 2, 0.5, 1.5], [1.001, 2.001, 0.501, 1.501], [1, 2, 0.5, 1.5]], np.float32))
+    model = AtomSetsRegressor(max_epochs=3, random_state=0).fit(X, rng.normal(size=20))
+    alone = model.predict([sample])[0]
+    mixed = model.predict([sample, WeightedSet(np.full((2, 4), 1e6, dtype=np.float32)), sample])
+    np.testing.assert_allclose(mixed[[0, 2]], alone, rtol=1e-6)
