@@ -108,3 +108,18 @@ def test_2_a_prediction_does_not_depend_on_the_other_samples_in_the_call():
     alone = model.predict([sample])[0]
     mixed = model.predict([sample, WeightedSet(np.full((2, 4), 1e6, dtype=np.float32)), sample])
     np.testing.assert_allclose(mixed[[0, 2]], alone, rtol=1e-6)
+
+
+# -- item 8: a corrupt CHGNet checkpoint is named ------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"PK\x03\x04" + b"\x00" * 64])
+def test_8_a_corrupt_chgnet_checkpoint_fails_naming_the_file(tmp_path, content):
+    pytest.importorskip("chgnet")
+    from sklearn_atomsets import ParentModelCorruptError
+    from sklearn_atomsets.parents.chgnet import CHGNetEncoder
+
+    path = tmp_path / "broken.pth.tar"
+    path.write_bytes(content)
+    with pytest.raises(ParentModelCorruptError, match="broken.pth.tar"):
+        CHGNetEncoder(str(path)).load()
