@@ -627,7 +627,8 @@ def as_packed_sets(X):
 
 
 #: Rows of one set merge when every feature differs by at most ``ROW_RTOL`` times the largest
-#: absolute feature value of the data (about 12 float32 ulps of it). Measured on the V1 sets
+#: absolute feature value of that set, never of the whole data (about 12 float32 ulps of it).
+#: Measured on the V1 sets
 #: of the MatBench dielectric crystals: 93 % of symmetry-equivalent site pairs (spglib,
 #: symprec 1e-3; first 400 crystals) agree within 1e-6 and 96 % within 1e-5 (float32 sums in
 #: another order); the rest differ by up to 2e-3 (crystals symmetric only approximately) and
@@ -644,16 +645,18 @@ _PAIRWISE_MAX = 64
 def _first_close(rows, offsets, tolerance):
     """For each row, a row of its group (``offsets``) within ``tolerance`` (the largest
     difference over features), as an index into ``rows``: the first such row for small
-    groups; in large groups, the first row not yet taken."""
+    groups; in large groups, the first row not yet taken. ``tolerance``: one per group."""
     lengths = np.diff(offsets)
+    tolerance = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), lengths.shape)
     leader = np.arange(len(rows))
     for n in np.unique(lengths[lengths > 1]):
         starts = offsets[:-1][lengths == n]
+        tols = tolerance[lengths == n]
         if n > _PAIRWISE_MAX:  # few large groups (one element over a data set, say)
-            for start in starts:
+            for start, tol in zip(starts, tols):
                 left = np.arange(start, start + n)
                 for _ in range(_PAIRWISE_MAX):  # the rest of a run this mixed stays unmerged
-                    close = np.abs(rows[left] - rows[left[0]]).max(axis=1) <= tolerance
+                    close = np.abs(rows[left] - rows[left[0]]).max(axis=1) <= tol
                     leader[left[close]] = left[0]
                     left = left[~close]
                     if not len(left):
@@ -667,38 +670,42 @@ def _first_close(rows, offsets, tolerance):
             for k in range(group.shape[2]):
                 column = group[:, :, k]
                 np.maximum(distance, np.abs(column[:, :, None] - column[:, None, :]), out=distance)
-            leader[block] = block[:, :1] + (distance <= tolerance).argmax(axis=2)
+            leader[block] = block[:, :1] + (distance <= tols[chunk : chunk + per_block, None, None]).argmax(axis=2)
     return leader
 
 
 def _leaders(features, offsets, tolerance):
-    """For each row, the row of its set it merges into: a row within ``tolerance``.
+    """For each row, the row of its set it merges into: a row within ``tolerance`` (a number,
+    or one per set).
 
     Rows are projected on a random direction and sorted within their set; rows within the
     tolerance project within ``tolerance * sum|direction|`` (plus rounding) of each other,
     so they lie in one run of the sorted projections whose gaps are all that small. Only
     rows of a run are compared: distinct rows rarely share a run, so the cost stays near
-    that of one sort.
+    that of one sort. Everything is decided per set: no set's rows depend on another set.
     """
     rows = features[:, None] if features.ndim == 1 else features
-    segment = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    n_sets = len(offsets) - 1
+    segment = np.repeat(np.arange(n_sets), np.diff(offsets))
+    tolerance = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), (n_sets,))
     direction = np.random.default_rng(20211130).uniform(0.5, 1.0, size=rows.shape[1])
     direction *= np.where(np.arange(rows.shape[1]) % 2, -1.0, 1.0)
     projection = (rows @ direction.astype(np.float32) if rows.dtype == np.float32 else rows @ direction).astype(np.float64)
-    span = float(np.ptp(projection)) + 1.0 if len(projection) else 1.0
-    key = projection + segment * span  # sets stay in order; rows sorted within each set
-    # slack for rounding in the float32 dot products and the shift by segment * span; a
-    # close pair that rounding still puts apart just stays unmerged, which is exact
-    bound = (tolerance * np.abs(direction).sum() * (1 + 1e-6) + (1e-6 if tolerance else 1e-7) * float(np.abs(projection).max(initial=0))
-             + 4e-16 * float(np.abs(key).max(initial=0)))
-    order = np.argsort(key, kind="stable")
+    biggest = np.zeros(n_sets)
+    if len(projection):
+        np.maximum.at(biggest, segment, np.abs(projection))
+    # slack for rounding in the float32 dot products, per set; a close pair that rounding
+    # still puts apart just stays unmerged, which is exact
+    bound = tolerance * np.abs(direction).sum() * (1 + 1e-6) + np.where(tolerance > 0, 1e-6, 1e-7) * biggest
+    order = np.lexsort((projection, segment))  # sets stay in order; rows sorted within each set
     new_run = np.ones(len(order), dtype=bool)
-    new_run[1:] = (segment[order[1:]] != segment[order[:-1]]) | (key[order[1:]] - key[order[:-1]] > bound)
+    new_run[1:] = (segment[order[1:]] != segment[order[:-1]]) | (
+        projection[order[1:]] - projection[order[:-1]] > bound[segment[order[1:]]])
     run = np.cumsum(new_run) - 1
     order = order[np.argsort(run * len(order) + order, kind="stable")]  # each run in row order
     run_offsets = np.concatenate([np.flatnonzero(new_run), [len(order)]])
     leader = np.empty(len(order), dtype=np.int64)
-    leader[order] = order[_first_close(rows[order], run_offsets, tolerance)]
+    leader[order] = order[_first_close(rows[order], run_offsets, tolerance[segment[order[run_offsets[:-1]]]])]
     return leader
 
 
@@ -711,7 +718,7 @@ def merge_equal_rows(packed, rtol=ROW_RTOL):
     weighted by the orbit size, and a structure's V0 rows one row per element.
 
     A float row merges into an earlier row of its set (the first, for sets of a few dozen
-    equal rows) whose every feature is within ``rtol * max|features|`` (see ``ROW_RTOL``);
+    equal rows) whose every feature is within ``rtol * max|features of the set|`` (see ``ROW_RTOL``);
     atomic numbers only when equal. The kept row is one of the merged rows, so no feature
     moves by more than the tolerance.
 
@@ -727,7 +734,11 @@ def merge_equal_rows(packed, rtol=ROW_RTOL):
     ([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0]], [2.0, 1.0, 1.0], [0, 2, 3])
     """
     features = packed.features
-    tolerance = rtol * float(np.abs(features).max()) if features.ndim == 2 and features.size else 0.0
+    tolerance = np.zeros(packed.n_sets)
+    if features.ndim == 2 and features.size:  # per set: no set's merging depends on another set
+        row_max = np.abs(features).max(axis=1).astype(np.float64)
+        nonempty = packed.lengths > 0
+        tolerance[nonempty] = rtol * np.maximum.reduceat(row_max, packed.offsets[:-1][nonempty])
     leader = _leaders(features, packed.offsets, tolerance)
     kept, group = np.unique(leader, return_inverse=True)  # leaders are sorted: sets stay in order
     weights = np.bincount(group.reshape(-1), weights=packed.weights, minlength=len(kept)).astype(np.float32)

@@ -241,7 +241,13 @@ class CHGNetEncoder:
                     model = chgnet_model.CHGNet.load(model_name=parent.model_name, use_device=self.device,
                                                      verbose=False)
                 else:
-                    model = chgnet_model.CHGNet.from_file(str(parent.path)).to(self.device)
+                    try:
+                        model = chgnet_model.CHGNet.from_file(str(parent.path)).to(self.device)
+                    except Exception as exc:  # noqa: BLE001 - torch's unpickling errors name no file
+                        raise ParentModelCorruptError(
+                            f"CHGNet checkpoint {parent.path} could not be loaded ({type(exc).__name__}: "
+                            f"{exc}); is it truncated, corrupt or another kind of file?"
+                        ) from exc
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
