@@ -14,7 +14,7 @@ from pymatgen.core import Lattice, Structure
 from sklearn_atomsets import MEGNetEncoder
 from sklearn_atomsets._symmetry import _length_ids
 
-from .conftest import needs_shared_models
+from .conftest import assert_float32_close, needs_shared_models
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -22,9 +22,8 @@ NACL = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"], [[0
 
 
 def _close(a, b, scale=None):
-    """Equal within float32 error (a few ulps of the outputs' scale, summed in another order)."""
-    scale = float(np.abs(b).max()) if scale is None else scale
-    np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 * max(scale, 1.0))
+    """Equal within float32 error of the outputs' scale (summed in another order; tests/conftest.py)."""
+    assert_float32_close(a, b, scale=scale)
 
 
 def _chain(spacings):
@@ -107,7 +106,7 @@ def test_2_a_prediction_does_not_depend_on_the_other_samples_in_the_call():
     model = AtomSetsRegressor(max_epochs=3, random_state=0).fit(X, rng.normal(size=20))
     alone = model.predict([sample])[0]
     mixed = model.predict([sample, WeightedSet(np.full((2, 4), 1e6, dtype=np.float32)), sample])
-    np.testing.assert_allclose(mixed[[0, 2]], alone, rtol=1e-6)
+    assert_float32_close(mixed[[0, 2]], alone)
 
 
 # -- item 8: a corrupt CHGNet checkpoint is named ------------------------------------------------
