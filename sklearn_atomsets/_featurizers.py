@@ -99,7 +99,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, va
 
 from ._graph import GraphConstructionError
 from ._parents import DEFAULT_PARENT, ParentModel
-from ._sets import FailedSet, WeightedSet
+from ._sets import FailedSet, WeightedSet, parse_composition
 from ._threads import torch_threads
 from .parents import make_encoder, registered_parents
 from .parents.chgnet import CHGNetParent
@@ -369,17 +369,16 @@ def _as_structure(item):
 
 def _as_composition(item):
     if isinstance(item, Composition):
-        return item
+        return parse_composition(item)
     if isinstance(item, IStructure):
         return item.composition
     if isinstance(item, str):
-        return Composition(item)
+        return parse_composition(item)
     if isinstance(item, Mapping):
         if "lattice" in item:
             return Structure.from_dict(item).composition
-        # pymatgen's Composition silently drops a NaN amount: check the raw amounts first
-        _check_amounts({str(k): v for k, v in item.items()})
-        return Composition(item)
+        # pymatgen's Composition silently drops NaN, zero and tiny amounts: checked by name there
+        return parse_composition(item)
     raise TypeError(
         f"Expected a Composition, a formula, a Structure, IStructure or its as_dict(), got {type(item).__name__}."
     )

@@ -122,3 +122,44 @@ def test_8_a_corrupt_chgnet_checkpoint_fails_naming_the_file(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(ParentModelCorruptError, match="broken.pth.tar"):
         CHGNetEncoder(str(path)).load()
+
+
+# -- item 6: every element of a composition is kept, or the row is an error naming it -----------
+
+
+@needs_shared_models
+def test_6_compositions_keep_every_element_or_fail_naming_it():
+    import math
+
+    import pandas as pd
+
+    from sklearn_atomsets import CompositionFeaturizer, WeightedSet
+
+    featurizer = CompositionFeaturizer(stats=("mean",))
+    good = ["Fe2O3", {"Fe": np.float32(2.0), "O": np.float64(3.0)}, "NaCl"]
+    bad = [({"Fe": 1e-9, "O": 1}, "Fe=1e-09"), ("Fe1e-9O", "Fe would be dropped"), ("Fe0O1", "Fe would be dropped"),
+           ({"Fe": 0, "O": 1}, "Fe=0"), ({"Fe": 1e300, "O": 1}, "O=1.0"), ({"Fe": float("nan"), "O": 1}, "Fe=nan"),
+           ({"Fe": 1e308, "O": 1e308}, "overflows")]
+    items = [good[0], bad[0][0], good[1], *[b for b, _ in bad[1:]], good[2]]
+    where_bad = {1: bad[0][1], **{3 + k: m for k, (_, m) in enumerate(bad[1:])}}
+    frame = featurizer.featurize_dataframe(pd.DataFrame({"x": pd.Series(items, dtype=object)}), "x",
+                                           ignore_errors=True, return_errors=True, pbar=False)
+    alone = featurizer.featurize_dataframe(pd.DataFrame({"x": pd.Series(good, dtype=object)}), "x",
+                                           ignore_errors=True, return_errors=True, pbar=False)
+    labels, column = featurizer.feature_labels(), "CompositionFeaturizer Exceptions"
+    assert len(frame) == len(items) and alone[column].isna().all()
+    good_rows = iter(alone[labels].to_numpy(dtype=float))
+    for i in range(len(items)):
+        row, message = frame[labels].iloc[i].to_numpy(dtype=float), frame[column].iloc[i]
+        if i in where_bad:
+            assert isinstance(message, str) and where_bad[i] in message, (i, message)
+            assert np.isnan(row).all()
+        else:
+            assert not isinstance(message, str) or not message, (i, message)
+            _close(row, next(good_rows))
+    # numpy amounts give the same numbers as Python floats; the mapping's Fe is not lost
+    _close(frame[labels].iloc[2].to_numpy(dtype=float), frame[labels].iloc[0].to_numpy(dtype=float))
+    assert WeightedSet.from_composition("Fe2O3").weights.tolist() == pytest.approx([0.6, 0.4])
+    with pytest.raises(ValueError, match="Fe would be dropped"):
+        WeightedSet.from_composition("Fe0O1")
+    assert not math.isnan(frame[labels].iloc[0].iloc[0])
