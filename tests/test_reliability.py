@@ -14,7 +14,7 @@ from pymatgen.core import Lattice, Structure
 from sklearn_atomsets import MEGNetEncoder
 from sklearn_atomsets._symmetry import _length_ids
 
-from .conftest import assert_float32_close, needs_shared_models
+from .conftest import TRAINED_RTOL, assert_float32_close, needs_shared_models
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -163,3 +163,37 @@ def test_6_compositions_keep_every_element_or_fail_naming_it():
     with pytest.raises(ValueError, match="Fe would be dropped"):
         WeightedSet.from_composition("Fe0O1")
     assert not math.isnan(frame[labels].iloc[0].iloc[0])
+
+
+# -- item 7: targets are finite, representable after scaling, at least one column -------------
+
+
+@pytest.mark.parametrize("kind", ["AtomSetsRegressor", "MLPfRegressor"])
+def test_7_huge_targets_train_the_same_model_and_unrepresentable_ones_are_refused(kind):
+    import sklearn_atomsets
+    from sklearn_atomsets import WeightedSet
+
+    rng = np.random.default_rng(0)
+    if kind == "AtomSetsRegressor":
+        X = [WeightedSet(rng.normal(size=(3, 4)).astype(np.float32)) for _ in range(12)]
+    else:
+        X = rng.normal(size=(12, 4)).astype(np.float32)
+    y = rng.normal(size=12)
+    make = lambda: getattr(sklearn_atomsets, kind)(max_epochs=3, validation_fraction=None, random_state=0)
+    plain = make().fit(X, y).predict(X)
+    huge = make().fit(X, y * 1e200).predict(X)  # the std's squares overflowed: an inf model
+    assert np.isfinite(huge).all()
+    assert_float32_close(huge / 1e200, plain, TRAINED_RTOL, scale=np.ptp(y))
+    # y - mean overflows float64 here: trained all the same, on the same standardised targets
+    spread = np.where(y > 0, 1.7e308, -1.7e308)
+    model = make().fit(X, spread)
+    assert np.isfinite(model.target_mean_).all() and np.isfinite(model.target_scale_).all()
+    assert_float32_close(model.predict(X) / 1.7e308, make().fit(X, np.sign(y)).predict(X), TRAINED_RTOL, scale=2.0)
+    # a warm start keeps the previous scale: targets that overflow float32 there are refused by name
+    warm = make().set_params(warm_start=True).fit(X, y)
+    with pytest.raises(ValueError, match=r"y is not representable after standardising.*samples \[0, 1"):
+        warm.fit(X, y * 1e200)
+    with pytest.raises(ValueError, match=r"y has shape \(12, 0\): it needs at least one target column"):
+        make().fit(X, np.zeros((12, 0)))
+    with pytest.raises(ValueError, match="y contains NaN or infinite"):
+        make().fit(X, np.r_[y[:-1], np.inf])
