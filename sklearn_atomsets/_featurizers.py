@@ -150,7 +150,12 @@ def _parent_file(parent):
         stat = os.stat(path)
     except OSError:
         return (path,)
-    return (path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    where = (path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    try:  # a megnet converter (.hdf5.json: cutoff, Gaussian centres) overwritten in place loads anew too
+        converter = os.stat(path + ".json")
+    except OSError:
+        return where
+    return (*where, converter.st_size, converter.st_mtime_ns, converter.st_ino)
 
 
 def _authors():

@@ -197,3 +197,60 @@ def test_7_huge_targets_train_the_same_model_and_unrepresentable_ones_are_refuse
         make().fit(X, np.zeros((12, 0)))
     with pytest.raises(ValueError, match="y contains NaN or infinite"):
         make().fit(X, np.r_[y[:-1], np.inf])
+
+
+# -- item 4: caches and loaded encoders are keyed by the converter (.hdf5.json) too ------------
+
+
+def _copy_parent(folder, name, cutoff):
+    import json
+    import shutil
+
+    from sklearn_atomsets import load_parent
+
+    source = load_parent().path
+    target = folder / f"{name}.hdf5"
+    shutil.copyfile(source, target)
+    _write_cutoff(target, json.loads(open(str(source) + ".json").read()), cutoff)
+    return target
+
+
+def _write_cutoff(target, config, cutoff):
+    import json
+    import os
+
+    config["graph_converter"]["cutoff"] = cutoff
+    path = str(target) + ".json"
+    before = os.stat(path).st_mtime_ns if os.path.exists(path) else None
+    with open(path, "w") as fh:
+        json.dump(config, fh)
+    if before is not None:  # a coarse clock must not hide the overwrite from this test's premise
+        os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+@needs_shared_models
+def test_4_the_same_weights_with_another_converter_are_another_parent(tmp_path):
+    import json
+
+    from sklearn_atomsets import MEGNetStructureFeaturizer, load_parent
+
+    wide = _copy_parent(tmp_path, "wide", 5.0)
+    narrow = _copy_parent(tmp_path, "narrow", 4.0)
+    batch = [NACL, _chain([3.0, 3.2, 3.4]), NACL]
+
+    def features(parent, cache):
+        featurizer = MEGNetStructureFeaturizer(parent=str(parent), cache=cache)
+        return np.array(featurizer.featurize_many(batch, pbar=False), dtype=float)
+
+    first = features(wide, True)
+    other = features(narrow, True)  # used to come from the first copy's cached rows
+    fresh = features(narrow, False)
+    _close(other, fresh)
+    assert np.abs(other - first).max() > 1e-3  # NaCl's second neighbours (4.02 A) are cut at 4.0
+    _close(first[0], first[2])
+    alone = MEGNetStructureFeaturizer(parent=str(narrow), cache=False).featurize(NACL)
+    _close(other[0], alone)
+    # the converter overwritten in place: noticed with and without the cache
+    _write_cutoff(wide, json.loads(open(str(load_parent().path) + ".json").read()), 4.0)
+    _close(features(wide, False), fresh)
+    _close(features(wide, True), fresh)
