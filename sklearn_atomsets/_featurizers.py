@@ -355,6 +355,11 @@ def _structure_key(structure):
     digest.update(np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64).tobytes())
     digest.update(np.ascontiguousarray(structure.frac_coords, dtype=np.float64).tobytes())
     digest.update(repr([site.species.as_dict() for site in structure]).encode())
+    # pbc is part of what the structure is (a non-periodic cell is refused, never given a periodic
+    # one's features); periodic cells keep their keys of before
+    pbc = tuple(bool(p) for p in getattr(structure.lattice, "pbc", (True, True, True)))
+    if not all(pbc):
+        digest.update(repr(pbc).encode())
     return digest.hexdigest()
 
 

@@ -254,3 +254,42 @@ def test_4_the_same_weights_with_another_converter_are_another_parent(tmp_path):
     _write_cutoff(wide, json.loads(open(str(load_parent().path) + ".json").read()), 4.0)
     _close(features(wide, False), fresh)
     _close(features(wide, True), fresh)
+
+
+# -- item 3: a cell that is not periodic in every direction is refused, per row, never cached --
+
+
+def _h2(pbc):
+    return Structure(Lattice(np.eye(3) * 2.5, pbc=pbc), ["H", "H"], [[0, 0, 0], [0.3, 0, 0]])
+
+
+@pytest.mark.parametrize("parent", [pytest.param(None, marks=needs_shared_models), "CHGNet-0.3.0"])
+def test_3_non_periodic_cells_are_refused_per_row_and_never_served_from_the_cache(parent):
+    import pandas as pd
+
+    from sklearn_atomsets import StructureFeaturizer
+
+    if parent is not None:
+        pytest.importorskip("chgnet")
+    kwargs = {} if parent is None else {"parent": parent}
+    label = "MEGNet" if parent is None else "CHGNet"
+    periodic = _h2((True, True, True))
+    featurizer = StructureFeaturizer(cache=True, **kwargs)
+    featurizer.featurize(periodic)  # the periodic cell first: its cached rows must not serve the others
+    items = [periodic, _h2((False, False, False)), NACL, _h2((True, True, False)), periodic]
+    frame = featurizer.featurize_dataframe(pd.DataFrame({"x": pd.Series(items, dtype=object)}), "x",
+                                           ignore_errors=True, return_errors=True, pbar=False)
+    column = f"{type(featurizer).__name__} Exceptions"
+    labels = featurizer.feature_labels()
+    assert len(frame) == len(items)
+    for i, missing in ((1, "a, b, c"), (3, "c")):
+        message = frame[column].iloc[i]
+        assert isinstance(message, str) and f"not periodic along {missing}" in message, message
+        assert f"the {label} parent treats every cell as periodic" in message and "pbc=" in message
+        assert frame[labels].iloc[i].isna().all()
+    uncached = StructureFeaturizer(cache=False, **kwargs)
+    for i, structure in ((0, periodic), (2, NACL), (4, periodic)):
+        assert not isinstance(frame[column].iloc[i], str)
+        _close(frame[labels].iloc[i].to_numpy(dtype=float), np.asarray(uncached.featurize(structure), dtype=float))
+    with pytest.raises(Exception, match="pbc=\\(False, False, False\\)"):
+        uncached.featurize(_h2((False, False, False)))
