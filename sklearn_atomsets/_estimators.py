@@ -908,12 +908,27 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
                 )
             self.target_mean_, self.target_scale_ = previous["target_mean_"], previous["target_scale_"]
         else:
-            self.target_mean_ = np.average(y2, axis=0, weights=sample_weight)
-            scale = y2.std(axis=0) if sample_weight is None else np.sqrt(
-                np.average((y2 - self.target_mean_) ** 2, axis=0, weights=sample_weight))
-            self.target_scale_ = np.where(scale > 0, scale, 1.0)
+            # mean and std of y / max|y|, scaled back: y near the float64 limit must not overflow
+            # in the squares (y * 1e200 used to give an inf std and an inf model); both are at most
+            # max|y| then, so they are finite
+            unit = np.abs(y2).max(axis=0)
+            unit = np.where(unit > 0, unit, 1.0)
+            mean = np.average(y2 / unit, axis=0, weights=sample_weight)
+            scale = np.sqrt(np.average((y2 / unit - mean) ** 2, axis=0, weights=sample_weight))
+            self.target_mean_ = mean * unit
+            self.target_scale_ = np.where(scale > 0, scale * unit, 1.0)
         self._y_ndim = y.ndim
-        scaled = ((y2 - self.target_mean_) / self.target_scale_).astype(np.float32)
+        # y - mean itself can overflow (y = +-1.7e308): subtract in units of max|y| too
+        unit = np.abs(y2).max(axis=0, initial=0.0)
+        unit = np.where(unit > 0, unit, 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = ((y2 / unit - self.target_mean_ / unit) / (self.target_scale_ / unit)).astype(np.float32)
+        if not np.isfinite(scaled).all():
+            rows = np.flatnonzero(~np.isfinite(scaled).all(axis=1))
+            raise ValueError(
+                f"y is not representable after standardising (mean {self.target_mean_.tolist()!r:.100}, "
+                f"scale {self.target_scale_.tolist()!r:.100}): samples {rows[:10].tolist()} overflow float32."
+            )
         score = functools.partial(_mae_in_target_units, scale=self.target_scale_)
         return scaled, scaled.shape[1], LOSSES[self.loss if self.loss != "auto" else "mse"], score, None, sample_weight
 
@@ -932,6 +947,8 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         y = y.astype(np.float64)
         if y.ndim not in (1, 2) or len(y) != n_samples:
             raise ValueError(f"X has {n_samples} samples but y has shape {y.shape}.")
+        if y.ndim == 2 and y.shape[1] == 0:
+            raise ValueError(f"y has shape {y.shape}: it needs at least one target column.")
         if not np.isfinite(y).all():
             raise ValueError("y contains NaN or infinite values.")
         return y

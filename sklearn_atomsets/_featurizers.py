@@ -99,7 +99,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, va
 
 from ._graph import GraphConstructionError
 from ._parents import DEFAULT_PARENT, ParentModel
-from ._sets import FailedSet, WeightedSet
+from ._sets import FailedSet, WeightedSet, parse_composition
 from ._threads import torch_threads
 from .parents import make_encoder, registered_parents
 from .parents.chgnet import CHGNetParent
@@ -150,7 +150,12 @@ def _parent_file(parent):
         stat = os.stat(path)
     except OSError:
         return (path,)
-    return (path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    where = (path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    try:  # a megnet converter (.hdf5.json: cutoff, Gaussian centres) overwritten in place loads anew too
+        converter = os.stat(path + ".json")
+    except OSError:
+        return where
+    return (*where, converter.st_size, converter.st_mtime_ns, converter.st_ino)
 
 
 def _authors():
@@ -350,6 +355,11 @@ def _structure_key(structure):
     digest.update(np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64).tobytes())
     digest.update(np.ascontiguousarray(structure.frac_coords, dtype=np.float64).tobytes())
     digest.update(repr([site.species.as_dict() for site in structure]).encode())
+    # pbc is part of what the structure is (a non-periodic cell is refused, never given a periodic
+    # one's features); periodic cells keep their keys of before
+    pbc = tuple(bool(p) for p in getattr(structure.lattice, "pbc", (True, True, True)))
+    if not all(pbc):
+        digest.update(repr(pbc).encode())
     return digest.hexdigest()
 
 
@@ -369,17 +379,16 @@ def _as_structure(item):
 
 def _as_composition(item):
     if isinstance(item, Composition):
-        return item
+        return parse_composition(item)
     if isinstance(item, IStructure):
         return item.composition
     if isinstance(item, str):
-        return Composition(item)
+        return parse_composition(item)
     if isinstance(item, Mapping):
         if "lattice" in item:
             return Structure.from_dict(item).composition
-        # pymatgen's Composition silently drops a NaN amount: check the raw amounts first
-        _check_amounts({str(k): v for k, v in item.items()})
-        return Composition(item)
+        # pymatgen's Composition silently drops NaN, zero and tiny amounts: checked by name there
+        return parse_composition(item)
     raise TypeError(
         f"Expected a Composition, a formula, a Structure, IStructure or its as_dict(), got {type(item).__name__}."
     )

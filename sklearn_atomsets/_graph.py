@@ -191,6 +191,14 @@ def _one_graph(i, structure, cutoff, max_z):
 
     if len(structure) == 0:
         fail("empty, it has no sites.")
+    pbc = tuple(bool(p) for p in getattr(structure.lattice, "pbc", (True, True, True)))
+    if not all(pbc):
+        fail(
+            f"pbc={pbc}: not periodic along {', '.join(a for a, p in zip('abc', pbc) if not p)}; the MEGNet "
+            "parent treats every cell as periodic in all three directions (its neighbours cross every face), "
+            "so it cannot represent this structure. Put a molecule or slab in a periodic box with vacuum "
+            "(pbc=(True, True, True)) if that is what you mean."
+        )
     species = []
     for site in structure:
         occupancy = site.species.items()

@@ -256,9 +256,15 @@ def _sha256(path) -> str:
 
 
 def content_sha256(parent: ParentModel) -> str:
-    """The checksum of a parent's weights file as it is now: what the feature cache is keyed by
-    (never the path string, which may mean another file from another working directory)."""
-    return _sha256(parent.path)
+    """The checksum of a parent's weights file and of its ``.hdf5.json`` converter (cutoff,
+    Gaussian centres) as they are now: what the feature cache is keyed by (never the path
+    string, which may mean another file from another working directory). The converter
+    changes the graphs, so the same weights with another converter are another key."""
+    key = _sha256(parent.path)
+    json_path = Path(str(parent.path) + ".json")
+    if json_path.is_file():
+        key = f"{key}+{_sha256(json_path)}"
+    return key
 
 
 def _verified(path: Path, entry: _Registered) -> bool:

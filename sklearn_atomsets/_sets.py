@@ -131,6 +131,73 @@ def _take(X, positions):
     return [X[i] for i in positions]
 
 
+
+def parse_composition(composition):
+    """A pymatgen ``Composition`` that keeps every element the user gave, or a ValueError naming it.
+
+    pymatgen silently drops amounts below ``Composition.amount_tolerance`` (1e-8), in a formula
+    (``"Fe1e-9O"``, ``"Fe0O1"``), a mapping and in the atom fractions (``{"Fe": 1e300, "O": 1}``
+    leaves O with 1e-300): each is refused here, naming the element and its amount. Amounts may be
+    any real number, numpy scalars included; they must be finite and positive.
+    """
+    import math
+    import re
+    from collections.abc import Mapping
+
+    from pymatgen.core import Composition
+
+    tol = Composition.amount_tolerance
+    if isinstance(composition, str):
+        comp = Composition(composition)
+        kept = {getattr(sp, "symbol", str(sp)) for sp in comp}
+        if "H" in kept:
+            kept |= {"D", "T"}  # pymatgen reads deuterium and tritium as H
+        given = set(re.findall(r"[A-Z][a-z]*", composition))
+        lost = sorted(given - kept)
+        if lost:
+            raise ValueError(
+                f"formula {composition!r}: {', '.join(lost)} would be dropped (an amount of zero or below "
+                f"{tol:g}, which pymatgen ignores); remove the element or give it a larger amount."
+            )
+    elif isinstance(composition, Composition):
+        comp = composition
+    elif isinstance(composition, Mapping):
+        amounts, bad, small = {}, {}, {}
+        for element, amount in composition.items():
+            if isinstance(amount, (bool, np.bool_)) or not isinstance(amount, (numbers.Real, np.number)):
+                bad[str(element)] = amount
+                continue
+            value = float(amount)
+            if not (math.isfinite(value) and value > 0):
+                bad[str(element)] = amount
+            elif value < tol:
+                small[str(element)] = amount
+            amounts[element] = value
+        if bad:
+            listed = ", ".join(f"{el}={amount!r}" for el, amount in sorted(bad.items()))
+            raise ValueError(f"amounts must be finite and positive, got {listed}.")
+        if small:
+            listed = ", ".join(f"{el}={amount!r}" for el, amount in sorted(small.items()))
+            raise ValueError(f"amounts below {tol:g} would be dropped by pymatgen, got {listed}.")
+        comp = Composition(amounts)
+    else:
+        raise TypeError(f"Expected a Composition, a formula or a mapping of amounts, got {type(composition).__name__}.")
+    amounts = comp.element_composition.get_el_amt_dict()
+    bad = [f"{el}={amt!r}" for el, amt in amounts.items() if not (math.isfinite(amt) and amt > 0)]
+    if bad:
+        raise ValueError(f"amounts must be finite and positive, got {', '.join(sorted(bad))}.")
+    total = float(sum(amounts.values()))  # inf when it overflows (math.fsum raises instead)
+    if not math.isfinite(total):
+        raise ValueError(f"the amounts' sum overflows ({', '.join(f'{el}={a!r}' for el, a in amounts.items())}).")
+    small = [f"{el}={amt!r}" for el, amt in amounts.items() if amt / total < tol]
+    if small:
+        raise ValueError(
+            f"atom fractions below {tol:g} would be dropped by pymatgen: {', '.join(small)} "
+            f"of a total {total:g}."
+        )
+    return comp
+
+
 class WeightedSet:
     """A material as a set of feature rows, each with a positive weight.
 
@@ -217,9 +284,9 @@ class WeightedSet:
         """
         from pymatgen.core import Composition
 
-        comp = Composition(composition) if isinstance(composition, str) else composition
-        if not isinstance(comp, Composition):
+        if not isinstance(composition, (str, Composition)):
             raise TypeError(f"Expected a Composition or a formula string, got {type(composition).__name__}.")
+        comp = parse_composition(composition)
         amounts = comp.element_composition.fractional_composition.get_el_amt_dict()
         if not amounts:
             raise ValueError(f"Composition {composition!r} has no elements.")
