@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import multiprocessing
 import numbers
 import os
@@ -97,9 +96,9 @@ from pymatgen.core import Composition, Element, IStructure, Structure
 from pymatgen.core.periodic_table import DummySpecies
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_parameter_constraints
 
-from ._graph import GraphConstructionError
+from ._graph import GraphConstructionError, cell_pbc
 from ._parents import DEFAULT_PARENT, ParentModel
-from ._sets import FailedSet, WeightedSet, parse_composition
+from ._sets import FailedSet, WeightedSet, check_amounts, parse_composition
 from ._threads import torch_threads
 from .parents import make_encoder, registered_parents
 from .parents.chgnet import CHGNetParent
@@ -357,7 +356,7 @@ def _structure_key(structure):
     digest.update(repr([site.species.as_dict() for site in structure]).encode())
     # pbc is part of what the structure is (a non-periodic cell is refused, never given a periodic
     # one's features); periodic cells keep their keys of before
-    pbc = tuple(bool(p) for p in getattr(structure.lattice, "pbc", (True, True, True)))
+    pbc = cell_pbc(structure)
     if not all(pbc):
         digest.update(repr(pbc).encode())
     return digest.hexdigest()
@@ -394,23 +393,6 @@ def _as_composition(item):
     )
 
 
-def _check_amounts(amounts):
-    """Amounts must be finite and positive: a negative, NaN or infinite amount is not a
-    composition, and a silently dropped element would be a wrong answer given as a right one."""
-    bad = {}
-    for element, amount in amounts.items():
-        try:
-            value = float(amount)
-        except (TypeError, ValueError):
-            bad[element] = amount
-            continue
-        if not (math.isfinite(value) and value > 0):
-            bad[element] = amount
-    if bad:
-        listed = ", ".join(f"{el}={amount!r}" for el, amount in sorted(bad.items()))
-        raise ValueError(f"amounts must be finite and positive, got {listed}.")
-
-
 def _element_fractions(item, max_z=None):
     """(sorted atomic numbers, atom fractions) of a composition-like item, or a ValueError /
     TypeError naming what is wrong (dummy species, amounts, elements outside the embedding)."""
@@ -421,7 +403,7 @@ def _element_fractions(item, max_z=None):
     amounts = composition.element_composition.get_el_amt_dict()
     if not amounts:
         raise ValueError(f"{item!r:.60} has no elements.")
-    _check_amounts(amounts)
+    check_amounts(amounts)
     z = np.array([Element(el).Z for el in amounts], dtype=np.int64)
     if max_z is not None and z.max() > max_z:
         beyond = sorted((el for el in amounts if Element(el).Z > max_z), key=lambda el: Element(el).Z)

@@ -179,6 +179,12 @@ def _widths(lattice, volume):
     return volume / np.linalg.norm(np.cross(lattice[[1, 2, 0]], lattice[[2, 0, 1]]), axis=1)
 
 
+def cell_pbc(structure):
+    """The structure's periodic boundary conditions, one bool per lattice vector (a lattice
+    without the attribute is periodic in all three directions)."""
+    return tuple(bool(p) for p in getattr(structure.lattice, "pbc", (True, True, True)))
+
+
 def _one_graph(i, structure, cutoff, max_z):
     """Neighbour list of one structure, or a GraphConstructionError that names it."""
     if not isinstance(structure, IStructure):  # Structure and IStructure
@@ -191,7 +197,7 @@ def _one_graph(i, structure, cutoff, max_z):
 
     if len(structure) == 0:
         fail("empty, it has no sites.")
-    pbc = tuple(bool(p) for p in getattr(structure.lattice, "pbc", (True, True, True)))
+    pbc = cell_pbc(structure)
     if not all(pbc):
         fail(
             f"pbc={pbc}: not periodic along {', '.join(a for a, p in zip('abc', pbc) if not p)}; the MEGNet "

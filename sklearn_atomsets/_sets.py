@@ -132,6 +132,22 @@ def _take(X, positions):
 
 
 
+def _refuse_amounts(bad):
+    """The error naming the amounts ({element: amount}) that are not finite and positive."""
+    if bad:
+        listed = ", ".join(f"{el}={amount!r}" for el, amount in sorted(bad.items()))
+        raise ValueError(f"amounts must be finite and positive, got {listed}.")
+
+
+def check_amounts(amounts):
+    """Element amounts (numbers, e.g. pymatgen's ``get_el_amt_dict()``) must be finite and
+    positive: a negative, NaN or infinite amount is not a composition, and a silently dropped
+    element would be a wrong answer given as a right one."""
+    import math
+
+    _refuse_amounts({el: amount for el, amount in amounts.items() if not (math.isfinite(amount) and amount > 0)})
+
+
 def parse_composition(composition):
     """A pymatgen ``Composition`` that keeps every element the user gave, or a ValueError naming it.
 
@@ -173,9 +189,7 @@ def parse_composition(composition):
             elif value < tol:
                 small[str(element)] = amount
             amounts[element] = value
-        if bad:
-            listed = ", ".join(f"{el}={amount!r}" for el, amount in sorted(bad.items()))
-            raise ValueError(f"amounts must be finite and positive, got {listed}.")
+        _refuse_amounts(bad)
         if small:
             listed = ", ".join(f"{el}={amount!r}" for el, amount in sorted(small.items()))
             raise ValueError(f"amounts below {tol:g} would be dropped by pymatgen, got {listed}.")
@@ -183,9 +197,7 @@ def parse_composition(composition):
     else:
         raise TypeError(f"Expected a Composition, a formula or a mapping of amounts, got {type(composition).__name__}.")
     amounts = comp.element_composition.get_el_amt_dict()
-    bad = [f"{el}={amt!r}" for el, amt in amounts.items() if not (math.isfinite(amt) and amt > 0)]
-    if bad:
-        raise ValueError(f"amounts must be finite and positive, got {', '.join(sorted(bad))}.")
+    check_amounts(amounts)
     total = float(sum(amounts.values()))  # inf when it overflows (math.fsum raises instead)
     if not math.isfinite(total):
         raise ValueError(f"the amounts' sum overflows ({', '.join(f'{el}={a!r}' for el, a in amounts.items())}).")
