@@ -900,6 +900,11 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         the previous fit."""
         y = self._check_targets(y, n_sets)
         y2 = y.reshape(len(y), -1)
+        # statistics and the subtraction run in units of max|y|: y near the float64 limit must not
+        # overflow in the squares (y * 1e200 used to give an inf std and an inf model) nor in y - mean
+        unit = np.abs(y2).max(axis=0, initial=0.0)
+        unit = np.where(unit > 0, unit, 1.0)
+        y_unit = y2 / unit
         if previous is not None:
             if y.ndim != previous["_y_ndim"] or y2.shape[1] != len(previous["target_mean_"]):
                 raise ValueError(
@@ -907,22 +912,14 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
                     f"of y.ndim={previous['_y_ndim']}; this y has shape {y.shape}. Set warm_start=False to fit afresh."
                 )
             self.target_mean_, self.target_scale_ = previous["target_mean_"], previous["target_scale_"]
-        else:
-            # mean and std of y / max|y|, scaled back: y near the float64 limit must not overflow
-            # in the squares (y * 1e200 used to give an inf std and an inf model); both are at most
-            # max|y| then, so they are finite
-            unit = np.abs(y2).max(axis=0)
-            unit = np.where(unit > 0, unit, 1.0)
-            mean = np.average(y2 / unit, axis=0, weights=sample_weight)
-            scale = np.sqrt(np.average((y2 / unit - mean) ** 2, axis=0, weights=sample_weight))
+        else:  # mean and std of y / max|y| are at most 1, so finite; scaled back
+            mean = np.average(y_unit, axis=0, weights=sample_weight)
+            scale = np.sqrt(np.average((y_unit - mean) ** 2, axis=0, weights=sample_weight))
             self.target_mean_ = mean * unit
             self.target_scale_ = np.where(scale > 0, scale * unit, 1.0)
         self._y_ndim = y.ndim
-        # y - mean itself can overflow (y = +-1.7e308): subtract in units of max|y| too
-        unit = np.abs(y2).max(axis=0, initial=0.0)
-        unit = np.where(unit > 0, unit, 1.0)
         with np.errstate(over="ignore", invalid="ignore"):
-            scaled = ((y2 / unit - self.target_mean_ / unit) / (self.target_scale_ / unit)).astype(np.float32)
+            scaled = ((y_unit - self.target_mean_ / unit) / (self.target_scale_ / unit)).astype(np.float32)
         if not np.isfinite(scaled).all():
             rows = np.flatnonzero(~np.isfinite(scaled).all(axis=1))
             raise ValueError(
