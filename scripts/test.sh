@@ -7,4 +7,7 @@ python3 -m venv .venv
 # The official MatBench folds ship in the 'matbench' package, whose pins are years old.
 .venv/bin/pip install -q --no-deps matbench==0.6
 .venv/bin/sphinx-build -W -q -b html docs docs/_build/html
-.venv/bin/python -m pytest
+# One test process per core, at most 4 (each loads torch, TensorFlow and the parents: ~2 GB);
+# pytest-xdist hands the tests out one by one, so the slow modules do not queue behind each other.
+WORKERS=$(.venv/bin/python -c "import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))")
+.venv/bin/python -m pytest -n "$WORKERS"
