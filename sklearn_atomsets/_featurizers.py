@@ -79,6 +79,7 @@ works too but caches per fold's training rows, so it saves less.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import multiprocessing
@@ -311,7 +312,47 @@ def _disk_put(folder, entries):
         warnings.warn(f"Could not write the feature cache in {folder!r}: {exc}", RuntimeWarning, stacklevel=4)
 
 
+#: Lock files of a cache folder, in its ``locks/`` subfolder: one per bucket (the first three hex
+#: digits of a cached file's name), so at most 16**3 = 4096 however many structures it holds.
+_DISK_LOCK_DIGITS = 3
+
+
+def _disk_claim(folder, keys, held, wait):
+    """Take the locks of the buckets of ``keys``' files into ``held`` (an ExitStack, which
+    releases them, also on an exception or KeyboardInterrupt) and return (the keys whose
+    buckets this process now holds, the others), both in input order. ``wait=False`` tries
+    each bucket without waiting; ``wait=True`` waits for each, in sorted order. A process
+    waits only while holding locks it took in that order, so none waits for another in a
+    cycle (no deadlock). The locks are ``flock``s (filelock): the system releases those of a
+    killed process, and a lock file left behind blocks no one. With a folder where no lock
+    can be taken (read-only), every key is returned unlocked: the features are still right,
+    and the write that follows gives the warning."""
+    from filelock import FileLock, Timeout
+
+    if folder is None or not keys:
+        return list(keys), []
+    buckets = OrderedDict()
+    for key in keys:
+        buckets.setdefault(os.path.basename(_disk_file(folder, key))[:_DISK_LOCK_DIGITS], []).append(key)
+    mine = set()
+    try:
+        locks = os.path.join(folder, "locks")
+        os.makedirs(locks, exist_ok=True)
+        for bucket in sorted(buckets):
+            lock = FileLock(os.path.join(locks, bucket + ".lock"))
+            try:
+                lock.acquire(timeout=-1 if wait else 0)
+            except Timeout:
+                continue
+            held.callback(lock.release)
+            mine.update(buckets[bucket])
+    except OSError:
+        return list(keys), []
+    return [key for key in keys if key in mine], [key for key in keys if key not in mine]
+
+
 def _disk_evict(folder, max_bytes):
+    # the cached files only (top-level *.npz): not the temporary files, not locks/
     files = []
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -639,26 +680,52 @@ class _StructureBase(_MEGNetFeaturizerBase):
             n_todo = sum(len(rows) for _, rows in todo.values())
             bar = tqdm(total=len(items), initial=len(items) - n_todo,
                        **{"desc": type(self).__name__, "unit": "structure", "delay": _PBAR_DELAY, **options})
+        # With a folder, a structure is encoded under its bucket's lock, after looking the folder
+        # up once more: of processes starting together on the same structures, one encodes each
+        # and the others wait, then read it. First the structures whose buckets no other process
+        # holds; then, waiting for the others' buckets, what they did not write. Processes on
+        # disjoint structures wait only for the structures of colliding buckets (a bucket's holder
+        # keeps it until it has written all it took in that round).
         try:
-            encoded = self._encode_structures([todo[key][0] for key in keys], compute,
-                                              [len(todo[key][1]) for key in keys], bar)
+            pending, first = keys, True
+            while pending:
+                with contextlib.ExitStack() as held:
+                    claimed, pending = _disk_claim(folder, pending, held, wait=not first)
+                    first = False
+                    claimed = [key for key in claimed if not self._read_claimed(folder, key, wanted, todo, results, bar)]
+                    encoded = self._encode_structures([todo[key][0] for key in claimed], compute,
+                                                      [len(todo[key][1]) for key in claimed], bar)
+                    done = []
+                    for key, value in zip(claimed, encoded):
+                        if isinstance(value, Exception):
+                            for i in todo[key][1]:
+                                errors[i] = self._error(i, value)
+                            continue
+                        if self.cache:
+                            _CACHE.put(key, value)
+                            done.append((key, value))
+                        for i in todo[key][1]:
+                            results[i] = value
+                    if folder is not None and done:
+                        _disk_put(folder, done)
         finally:
             if bar is not None:
                 bar.close()
-        done = []
-        for key, value in zip(keys, encoded):
-            if isinstance(value, Exception):
-                for i in todo[key][1]:
-                    errors[i] = self._error(i, value)
-                continue
-            if self.cache:
-                _CACHE.put(key, value)
-                done.append((key, value))
-            for i in todo[key][1]:
-                results[i] = value
-        if folder is not None and done:
-            _disk_put(folder, done)
         return results, errors
+
+    @staticmethod
+    def _read_claimed(folder, key, wanted, todo, results, bar):
+        """Whether another process wrote ``key``'s file before this one took its lock (then its
+        rows are filled from it)."""
+        cached = None if folder is None else _disk_get(folder, key, wanted)
+        if cached is None:
+            return False
+        _CACHE.put(key, cached)
+        for i in todo[key][1]:
+            results[i] = cached
+        if bar is not None:
+            bar.update(len(todo[key][1]))
+        return True
 
     def _progress_options(self, pbar):
         """tqdm's options for this call's bar, or None for no bar: the call's ``pbar`` (False
@@ -765,6 +832,11 @@ class MEGNetStructureFeaturizer(_StructureBase):
         structure and parent, keyed by the sha256 of the parent's weights and the
         structure, written to a temporary name and renamed (safe under concurrent writers),
         bounded to 4 GiB (``DEFAULT_DISK_CACHE_BYTES``; least recently used files go first).
+        Processes starting together on the same structures encode each once: a structure
+        is encoded under a lock (one of at most 4096 in the folder's ``locks/``; released
+        by the system if the process dies) while the others wait, then read its file;
+        processes on other structures wait only where their locks collide. A folder that
+        cannot be written still featurizes, with a warning.
         Every layer of the parent is computed and kept, so asking for another layer of a
         cached structure needs no forward pass.
     n_jobs : int, default=1
