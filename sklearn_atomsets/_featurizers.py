@@ -32,8 +32,8 @@ per entry; errors stay with their row, reported like matminer's (``ignore_errors
 ``return_errors``: a ``"<Featurizer> Exceptions"`` column with a readable message). In
 ``transform`` (what a ``Pipeline`` calls) a failed row is a :class:`FailedSet` instead: NaN
 that keeps the message, so that an AtomSets estimator can name the reason or skip the row
-(its ``handle_missing``). A progress bar counts the structures sent through the encoder; it
-appears only once encoding has run for a couple of seconds (tqdm's ``delay``), so short calls
+(its ``handle_missing``). A progress bar counts the structures sent through the encoder (one
+step per structure graph built, in ``n_jobs`` workers too); it appears only once encoding has run for a couple of seconds (tqdm's ``delay``), so short calls
 stay quiet and long ones, inside a ``Pipeline`` too, show progress. The constructor's
 ``progress`` (``"auto"``: the main process only; ``True``, ``False``, or a dict of ``tqdm``
 options) sets it for every call; a call's ``pbar=False`` turns it off and a dict is passed
@@ -758,21 +758,29 @@ class _StructureBase(_MEGNetFeaturizerBase):
             worker = copy.copy(self)  # pickled without the loaded parent; loads it once
             worker.n_jobs = 1
             bounds = np.linspace(0, len(structures), n_workers + 1).astype(int)
-            spans = list(zip(bounds[:-1], bounds[1:]))
-            encoded = []
-            with multiprocessing.Pool(n_workers) as pool:
-                parts = pool.imap(_encode_in_worker, [(worker, structures[a:b], wanted) for a, b in spans])
-                for (a, b), part in zip(spans, parts):
-                    encoded += part
-                    if bar is not None:
-                        bar.update(sum(counts[a:b]))
-            return encoded
+            jobs = [(worker, structures[a:b], wanted, counts[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+            # the workers send the rows of each structure they are through; this process moves the
+            # bar. A SimpleQueue writes to its pipe before put returns: every update of a part is
+            # there to read once its result has come back.
+            progress = None if bar is None else multiprocessing.SimpleQueue()
+            with multiprocessing.Pool(n_workers, initializer=_set_progress_queue, initargs=(progress,)) as pool:
+                parts = pool.map_async(_encode_in_worker, jobs)
+                while progress is not None:
+                    finished = parts.ready()
+                    while not progress.empty():
+                        bar.update(progress.get())
+                    if finished:
+                        break
+                    parts.wait(0.05)
+                return [value for part in parts.get() for value in part]
         encoded = []
+        advance = _Advance(bar, counts)
         with torch_threads(self.torch_threads):
             for start in range(0, len(structures), self.batch_size):
                 chunk = structures[start : start + self.batch_size]
                 try:
-                    outs = [self._encoder().encode(chunk, on_error="nan", outputs=wanted)]
+                    outs = [self._encoder().encode(chunk, on_error="nan", outputs=wanted,
+                                                   progress=advance.batch(start, start + len(chunk)))]
                 except Exception:  # noqa: BLE001 - find the structure(s) that break the batch
                     outs = []
                     for structure in chunk:
@@ -782,9 +790,39 @@ class _StructureBase(_MEGNetFeaturizerBase):
                             outs.append(exc)
                 for out in outs:
                     encoded += [out] if isinstance(out, Exception) else _per_structure(out, wanted)
-                if bar is not None:
-                    bar.update(sum(counts[start : start + self.batch_size]))
+                advance(start + len(chunk))
         return encoded
+
+
+class _Advance:
+    """Moves a progress bar to the input rows of the first ``k`` structures, as the encoder
+    reports them (per structure graph built) and after each batch; never back, so that a
+    batch encoded again structure by structure is not counted twice."""
+
+    def __init__(self, bar, counts):
+        self.bar, self.k = bar, 0
+        self.rows = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+
+    def batch(self, start, stop):
+        """The encoder's hook for structures ``[start, stop)``, one batch: each as its graph is
+        built, but the last when the batch is done (``self(stop)``), so that the bar is not
+        full during the last forward pass (about 3/4 of a MEGNet batch's time)."""
+        return lambda k: self(min(start + k, stop - 1))
+
+    def __call__(self, k):
+        if self.bar is not None and k > self.k:
+            self.bar.update(int(self.rows[k] - self.rows[self.k]))
+            self.k = k
+
+
+class _QueueBar:
+    """A worker process's stand-in for the bar: sends each update to the parent process."""
+
+    def __init__(self, channel):
+        self.channel = channel
+
+    def update(self, n):
+        self.channel.put(n)
 
 
 def _per_structure(out, wanted):
@@ -804,9 +842,18 @@ def _per_structure(out, wanted):
     return values
 
 
+_PROGRESS_QUEUE = None  # in a worker process of _encode_structures: where its progress goes
+
+
+def _set_progress_queue(progress):
+    global _PROGRESS_QUEUE
+    _PROGRESS_QUEUE = progress
+
+
 def _encode_in_worker(job):
-    featurizer, structures, wanted = job
-    return featurizer._encode_structures(structures, wanted)
+    featurizer, structures, wanted, counts = job
+    bar = None if _PROGRESS_QUEUE is None else _QueueBar(_PROGRESS_QUEUE)
+    return featurizer._encode_structures(structures, wanted, counts, bar)
 
 class MEGNetStructureFeaturizer(_StructureBase):
     """Fixed-length MEGNet features of a crystal structure.
@@ -848,7 +895,8 @@ class MEGNetStructureFeaturizer(_StructureBase):
     device : str or torch.device, default="cpu"
         Where the forward passes run (``"cuda"``, ...); features come back on the host.
     progress : "auto", bool or dict, default="auto"
-        The progress bar (tqdm) counting the structures sent through the encoder, in
+        The progress bar (tqdm) counting the structures sent through the encoder (a step
+        per structure graph built, a batch's last when its forward pass is done), in
         ``featurize_many``, ``featurize_dataframe`` and ``transform`` (so in a ``Pipeline``).
         ``"auto"``: shown after two seconds of encoding, in the main process's main thread
         only (workers of ``GridSearchCV(n_jobs=2)`` or joblib stay quiet rather than write
