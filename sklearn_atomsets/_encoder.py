@@ -679,7 +679,7 @@ class MEGNetEncoder:
         """``(n_elements, d)`` array whose row z is V0 of atomic number z."""
         return self.module_.element_embedding().cpu().numpy()
 
-    def encode(self, structures, on_error="raise", outputs=None):
+    def encode(self, structures, on_error="raise", outputs=None, progress=None):
         """Run the parent on structures and return every intermediate output.
 
         Parameters
@@ -692,6 +692,9 @@ class MEGNetEncoder:
         outputs : list of str, optional
             Only these outputs (e.g. ``["V1", "f"]``); default all. Leaving out the bond
             outputs ``E1`` to ``E3`` saves most of the memory on large batches.
+        progress : callable, optional
+            Called with the number of structures whose graphs are built so far, after each
+            one (a progress bar's hook: it moves within a batch, not once per batch).
 
         Returns
         -------
@@ -721,7 +724,7 @@ class MEGNetEncoder:
         for start in range(0, len(structures), self.batch_size):
             chunk = structures[start : start + self.batch_size]
             graphs, chunk_ok, chunk_errors = build_graphs(
-                chunk, parent.cutoff, max_atomic_number=max_z, on_error=on_error, offset=start
+                chunk, parent.cutoff, max_atomic_number=max_z, on_error=on_error, offset=start, progress=progress
             )
             ok[start : start + len(chunk)] = chunk_ok
             errors.update({start + i: msg for i, msg in chunk_errors.items()})

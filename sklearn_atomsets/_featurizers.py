@@ -32,8 +32,8 @@ per entry; errors stay with their row, reported like matminer's (``ignore_errors
 ``return_errors``: a ``"<Featurizer> Exceptions"`` column with a readable message). In
 ``transform`` (what a ``Pipeline`` calls) a failed row is a :class:`FailedSet` instead: NaN
 that keeps the message, so that an AtomSets estimator can name the reason or skip the row
-(its ``handle_missing``). A progress bar counts the structures sent through the encoder; it
-appears only once encoding has run for a couple of seconds (tqdm's ``delay``), so short calls
+(its ``handle_missing``). A progress bar counts the structures sent through the encoder (one
+step per structure graph built, in ``n_jobs`` workers too); it appears only once encoding has run for a couple of seconds (tqdm's ``delay``), so short calls
 stay quiet and long ones, inside a ``Pipeline`` too, show progress. The constructor's
 ``progress`` (``"auto"``: the main process only; ``True``, ``False``, or a dict of ``tqdm``
 options) sets it for every call; a call's ``pbar=False`` turns it off and a dict is passed
@@ -79,6 +79,7 @@ works too but caches per fold's training rows, so it saves less.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import multiprocessing
@@ -311,7 +312,47 @@ def _disk_put(folder, entries):
         warnings.warn(f"Could not write the feature cache in {folder!r}: {exc}", RuntimeWarning, stacklevel=4)
 
 
+#: Lock files of a cache folder, in its ``locks/`` subfolder: one per bucket (the first three hex
+#: digits of a cached file's name), so at most 16**3 = 4096 however many structures it holds.
+_DISK_LOCK_DIGITS = 3
+
+
+def _disk_claim(folder, keys, held, wait):
+    """Take the locks of the buckets of ``keys``' files into ``held`` (an ExitStack, which
+    releases them, also on an exception or KeyboardInterrupt) and return (the keys whose
+    buckets this process now holds, the others), both in input order. ``wait=False`` tries
+    each bucket without waiting; ``wait=True`` waits for each, in sorted order. A process
+    waits only while holding locks it took in that order, so none waits for another in a
+    cycle (no deadlock). The locks are ``flock``s (filelock): the system releases those of a
+    killed process, and a lock file left behind blocks no one. With a folder where no lock
+    can be taken (read-only), every key is returned unlocked: the features are still right,
+    and the write that follows gives the warning."""
+    from filelock import FileLock, Timeout
+
+    if folder is None or not keys:
+        return list(keys), []
+    buckets = OrderedDict()
+    for key in keys:
+        buckets.setdefault(os.path.basename(_disk_file(folder, key))[:_DISK_LOCK_DIGITS], []).append(key)
+    mine = set()
+    try:
+        locks = os.path.join(folder, "locks")
+        os.makedirs(locks, exist_ok=True)
+        for bucket in sorted(buckets):
+            lock = FileLock(os.path.join(locks, bucket + ".lock"))
+            try:
+                lock.acquire(timeout=-1 if wait else 0)
+            except Timeout:
+                continue
+            held.callback(lock.release)
+            mine.update(buckets[bucket])
+    except OSError:
+        return list(keys), []
+    return [key for key in keys if key in mine], [key for key in keys if key not in mine]
+
+
 def _disk_evict(folder, max_bytes):
+    # the cached files only (top-level *.npz): not the temporary files, not locks/
     files = []
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -639,26 +680,52 @@ class _StructureBase(_MEGNetFeaturizerBase):
             n_todo = sum(len(rows) for _, rows in todo.values())
             bar = tqdm(total=len(items), initial=len(items) - n_todo,
                        **{"desc": type(self).__name__, "unit": "structure", "delay": _PBAR_DELAY, **options})
+        # With a folder, a structure is encoded under its bucket's lock, after looking the folder
+        # up once more: of processes starting together on the same structures, one encodes each
+        # and the others wait, then read it. First the structures whose buckets no other process
+        # holds; then, waiting for the others' buckets, what they did not write. Processes on
+        # disjoint structures wait only for the structures of colliding buckets (a bucket's holder
+        # keeps it until it has written all it took in that round).
         try:
-            encoded = self._encode_structures([todo[key][0] for key in keys], compute,
-                                              [len(todo[key][1]) for key in keys], bar)
+            pending, first = keys, True
+            while pending:
+                with contextlib.ExitStack() as held:
+                    claimed, pending = _disk_claim(folder, pending, held, wait=not first)
+                    first = False
+                    claimed = [key for key in claimed if not self._read_claimed(folder, key, wanted, todo, results, bar)]
+                    encoded = self._encode_structures([todo[key][0] for key in claimed], compute,
+                                                      [len(todo[key][1]) for key in claimed], bar)
+                    done = []
+                    for key, value in zip(claimed, encoded):
+                        if isinstance(value, Exception):
+                            for i in todo[key][1]:
+                                errors[i] = self._error(i, value)
+                            continue
+                        if self.cache:
+                            _CACHE.put(key, value)
+                            done.append((key, value))
+                        for i in todo[key][1]:
+                            results[i] = value
+                    if folder is not None and done:
+                        _disk_put(folder, done)
         finally:
             if bar is not None:
                 bar.close()
-        done = []
-        for key, value in zip(keys, encoded):
-            if isinstance(value, Exception):
-                for i in todo[key][1]:
-                    errors[i] = self._error(i, value)
-                continue
-            if self.cache:
-                _CACHE.put(key, value)
-                done.append((key, value))
-            for i in todo[key][1]:
-                results[i] = value
-        if folder is not None and done:
-            _disk_put(folder, done)
         return results, errors
+
+    @staticmethod
+    def _read_claimed(folder, key, wanted, todo, results, bar):
+        """Whether another process wrote ``key``'s file before this one took its lock (then its
+        rows are filled from it)."""
+        cached = None if folder is None else _disk_get(folder, key, wanted)
+        if cached is None:
+            return False
+        _CACHE.put(key, cached)
+        for i in todo[key][1]:
+            results[i] = cached
+        if bar is not None:
+            bar.update(len(todo[key][1]))
+        return True
 
     def _progress_options(self, pbar):
         """tqdm's options for this call's bar, or None for no bar: the call's ``pbar`` (False
@@ -691,21 +758,29 @@ class _StructureBase(_MEGNetFeaturizerBase):
             worker = copy.copy(self)  # pickled without the loaded parent; loads it once
             worker.n_jobs = 1
             bounds = np.linspace(0, len(structures), n_workers + 1).astype(int)
-            spans = list(zip(bounds[:-1], bounds[1:]))
-            encoded = []
-            with multiprocessing.Pool(n_workers) as pool:
-                parts = pool.imap(_encode_in_worker, [(worker, structures[a:b], wanted) for a, b in spans])
-                for (a, b), part in zip(spans, parts):
-                    encoded += part
-                    if bar is not None:
-                        bar.update(sum(counts[a:b]))
-            return encoded
+            jobs = [(worker, structures[a:b], wanted, counts[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+            # the workers send the rows of each structure they are through; this process moves the
+            # bar. A SimpleQueue writes to its pipe before put returns: every update of a part is
+            # there to read once its result has come back.
+            progress = None if bar is None else multiprocessing.SimpleQueue()
+            with multiprocessing.Pool(n_workers, initializer=_set_progress_queue, initargs=(progress,)) as pool:
+                parts = pool.map_async(_encode_in_worker, jobs)
+                while progress is not None:
+                    finished = parts.ready()
+                    while not progress.empty():
+                        bar.update(progress.get())
+                    if finished:
+                        break
+                    parts.wait(0.05)
+                return [value for part in parts.get() for value in part]
         encoded = []
+        advance = _Advance(bar, counts)
         with torch_threads(self.torch_threads):
             for start in range(0, len(structures), self.batch_size):
                 chunk = structures[start : start + self.batch_size]
                 try:
-                    outs = [self._encoder().encode(chunk, on_error="nan", outputs=wanted)]
+                    outs = [self._encoder().encode(chunk, on_error="nan", outputs=wanted,
+                                                   progress=advance.batch(start, start + len(chunk)))]
                 except Exception:  # noqa: BLE001 - find the structure(s) that break the batch
                     outs = []
                     for structure in chunk:
@@ -715,9 +790,39 @@ class _StructureBase(_MEGNetFeaturizerBase):
                             outs.append(exc)
                 for out in outs:
                     encoded += [out] if isinstance(out, Exception) else _per_structure(out, wanted)
-                if bar is not None:
-                    bar.update(sum(counts[start : start + self.batch_size]))
+                advance(start + len(chunk))
         return encoded
+
+
+class _Advance:
+    """Moves a progress bar to the input rows of the first ``k`` structures, as the encoder
+    reports them (per structure graph built) and after each batch; never back, so that a
+    batch encoded again structure by structure is not counted twice."""
+
+    def __init__(self, bar, counts):
+        self.bar, self.k = bar, 0
+        self.rows = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+
+    def batch(self, start, stop):
+        """The encoder's hook for structures ``[start, stop)``, one batch: each as its graph is
+        built, but the last when the batch is done (``self(stop)``), so that the bar is not
+        full during the last forward pass (about 3/4 of a MEGNet batch's time)."""
+        return lambda k: self(min(start + k, stop - 1))
+
+    def __call__(self, k):
+        if self.bar is not None and k > self.k:
+            self.bar.update(int(self.rows[k] - self.rows[self.k]))
+            self.k = k
+
+
+class _QueueBar:
+    """A worker process's stand-in for the bar: sends each update to the parent process."""
+
+    def __init__(self, channel):
+        self.channel = channel
+
+    def update(self, n):
+        self.channel.put(n)
 
 
 def _per_structure(out, wanted):
@@ -737,9 +842,18 @@ def _per_structure(out, wanted):
     return values
 
 
+_PROGRESS_QUEUE = None  # in a worker process of _encode_structures: where its progress goes
+
+
+def _set_progress_queue(progress):
+    global _PROGRESS_QUEUE
+    _PROGRESS_QUEUE = progress
+
+
 def _encode_in_worker(job):
-    featurizer, structures, wanted = job
-    return featurizer._encode_structures(structures, wanted)
+    featurizer, structures, wanted, counts = job
+    bar = None if _PROGRESS_QUEUE is None else _QueueBar(_PROGRESS_QUEUE)
+    return featurizer._encode_structures(structures, wanted, counts, bar)
 
 class MEGNetStructureFeaturizer(_StructureBase):
     """Fixed-length MEGNet features of a crystal structure.
@@ -765,6 +879,11 @@ class MEGNetStructureFeaturizer(_StructureBase):
         structure and parent, keyed by the sha256 of the parent's weights and the
         structure, written to a temporary name and renamed (safe under concurrent writers),
         bounded to 4 GiB (``DEFAULT_DISK_CACHE_BYTES``; least recently used files go first).
+        Processes starting together on the same structures encode each once: a structure
+        is encoded under a lock (one of at most 4096 in the folder's ``locks/``; released
+        by the system if the process dies) while the others wait, then read its file;
+        processes on other structures wait only where their locks collide. A folder that
+        cannot be written still featurizes, with a warning.
         Every layer of the parent is computed and kept, so asking for another layer of a
         cached structure needs no forward pass.
     n_jobs : int, default=1
@@ -776,7 +895,8 @@ class MEGNetStructureFeaturizer(_StructureBase):
     device : str or torch.device, default="cpu"
         Where the forward passes run (``"cuda"``, ...); features come back on the host.
     progress : "auto", bool or dict, default="auto"
-        The progress bar (tqdm) counting the structures sent through the encoder, in
+        The progress bar (tqdm) counting the structures sent through the encoder (a step
+        per structure graph built, a batch's last when its forward pass is done), in
         ``featurize_many``, ``featurize_dataframe`` and ``transform`` (so in a ``Pipeline``).
         ``"auto"``: shown after two seconds of encoding, in the main process's main thread
         only (workers of ``GridSearchCV(n_jobs=2)`` or joblib stay quiet rather than write

@@ -255,7 +255,7 @@ def _one_graph(i, structure, cutoff, max_z):
     return z, center.astype(np.int64), neighbor.astype(np.int64), dist.astype(np.float32)
 
 
-def build_graphs(structures, cutoff, max_atomic_number=94, on_error="raise", offset=0):
+def build_graphs(structures, cutoff, max_atomic_number=94, on_error="raise", offset=0, progress=None):
     """Build the crystal graphs of many structures at once.
 
     Parameters
@@ -270,6 +270,9 @@ def build_graphs(structures, cutoff, max_atomic_number=94, on_error="raise", off
         ``"nan"`` leaves it out of the batch and records the reason.
     offset : int
         Added to item indices in error messages (for callers that work in chunks).
+    progress : callable, optional
+        Called after each structure (converted or not) with ``offset`` + the number of
+        structures done so far: a progress bar's hook.
 
     Returns
     -------
@@ -296,6 +299,8 @@ def build_graphs(structures, cutoff, max_atomic_number=94, on_error="raise", off
             if on_error == "raise":
                 raise
             errors[i] = f"{_describe(i + offset, structure)}: {type(exc).__name__}: {exc}"
+        if progress is not None:
+            progress(offset + i + 1)
 
     n_atoms = np.array([len(p[0]) for p in parts], dtype=np.int64)
     n_bonds = np.array([len(p[1]) for p in parts], dtype=np.int64)

@@ -212,3 +212,12 @@ def test_cache_keeps_parents_apart():
     assert megnet.features.shape[1] == 32 and chgnet.features.shape[1] == 64
     uncached = MEGNetSiteSetFeaturizer("V1", parent=PARENT, cache=False).featurize(nacl)[0]
     np.testing.assert_array_equal(chgnet.features, uncached.features)
+
+
+def test_progress_hook_counts_each_structure_as_its_graph_is_built(pymatgen_structures):
+    done = []
+    structures = [s for s in pymatgen_structures if len(s) <= 8][:2]
+    isolated = Structure(Lattice.cubic(30.0), ["Na"], [[0, 0, 0]])
+    CHGNetEncoder(PARENT, batch_size=2).encode([*structures, isolated], on_error="nan", outputs=["V1"],
+                                              progress=done.append)
+    assert done == [1, 2, 3]

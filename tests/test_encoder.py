@@ -180,3 +180,10 @@ def test_requested_outputs_only_equal_the_full_run(encoder, pymatgen_structures)
     np.testing.assert_array_equal(some.packed("E3"), full.packed("E3"))
     with pytest.raises(KeyError, match="not encoder outputs"):
         encoder.encode(pymatgen_structures, outputs=["V9"])
+
+
+def test_progress_hook_counts_each_structure_as_its_graph_is_built():
+    # batch_size=2: the count runs on over batches; a structure that cannot be encoded counts too
+    done = []
+    MEGNetEncoder(batch_size=2).encode([nacl(), isolated_h(), nacl()], on_error="nan", progress=done.append)
+    assert done == [1, 2, 3]

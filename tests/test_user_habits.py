@@ -305,3 +305,24 @@ def test_progress_parameter_turns_the_bar_off_and_auto_keeps_workers_quiet(pymat
     assert MEGNetStructureFeaturizer(progress="auto").get_params()["progress"] == "auto"
     with pytest.raises(Exception, match="progress"):
         MEGNetStructureFeaturizer(progress="sometimes").featurize(CSCL)
+
+
+def test_progress_bar_moves_per_structure_within_a_batch_also_in_the_worker_pool(pymatgen_structures, monkeypatch):
+    import io
+
+    import tqdm.auto
+
+    structures = [s for s in pymatgen_structures if len(s) <= 16][:6]
+    steps = []
+    update = tqdm.auto.tqdm.update
+    monkeypatch.setattr(tqdm.auto.tqdm, "update", lambda self, n=1: steps.append(n) or update(self, n))
+    quiet = {"delay": 0, "file": io.StringIO()}
+    # one batch of 6 (batch_size=256): six steps, not one of 6 (the bar went 0 -> 100% per batch);
+    # a structure given twice is encoded once (the cache): one step of its two rows
+    MEGNetStructureFeaturizer(progress=quiet).featurize_many(structures + structures[:1])
+    assert steps == [2, 1, 1, 1, 1, 1]
+    # n_jobs=2: two workers of 3 structures each report every structure, not their span of 3
+    steps.clear()
+    monkeypatch.setattr(featurizers_module, "_MIN_STRUCTURES_PER_WORKER", 3)
+    MEGNetStructureFeaturizer(cache=False, n_jobs=2, progress=quiet).featurize_many(structures)
+    assert steps == [1] * 6

@@ -7,7 +7,8 @@ Every family (``megnet``, ``chgnet``) implements the same small interface, :clas
 * ``load(parent)``: resolve it (checksummed) to a parent record with ``name``, ``path`` and
   ``sha256`` (the MEGNet family returns :class:`~sklearn_atomsets.ParentModel`);
 * ``encoder(parent, batch_size=..., device=...)``: an encoder whose ``encode(structures,
-  on_error=..., outputs=...)`` returns the same :class:`~sklearn_atomsets.EncoderOutput` for
+  on_error=..., outputs=..., progress=...)`` (``progress``: called with the number of
+  structures whose graphs are built so far) returns the same :class:`~sklearn_atomsets.EncoderOutput` for
   every family -- site-level ``V0`` .. ``Vn``, the structure-level readout vector ``f`` and the
   parent's own ``prediction``, with per-row errors -- and which names its outputs
   (``output_widths()``, ``site_layers``, ``structure_layers``), its feature-label prefix

@@ -329,7 +329,7 @@ class CHGNetEncoder:
         except Exception as exc:  # noqa: BLE001 - chgnet's own refusal, named with the structure
             raise GraphConstructionError(f"{_describe(i, structure)}: {type(exc).__name__}: {exc}") from exc
 
-    def encode(self, structures, on_error="raise", outputs=None):
+    def encode(self, structures, on_error="raise", outputs=None, progress=None):
         """Run the parent on structures and return the requested outputs.
 
         Parameters
@@ -342,6 +342,9 @@ class CHGNetEncoder:
         outputs : list of str, optional
             Only these outputs (default all). Without ``f`` and ``prediction`` the forward
             pass stops after the last site layer asked for.
+        progress : callable, optional
+            Called with the number of structures whose graphs are built so far, after each
+            one (a progress bar's hook).
 
         Returns
         -------
@@ -384,10 +387,12 @@ class CHGNetEncoder:
                         raise
                     errors[i] = str(exc) if isinstance(exc, GraphConstructionError) else (
                         f"{_describe(i, structure)}: {type(exc).__name__}: {exc}")
-                    continue
-                ok[i] = True
-                n_sites[i], n_bonds[i] = len(structure), int(g.atom_graph.shape[0])
-                graphs.append(g.to(self.device))
+                else:
+                    ok[i] = True
+                    n_sites[i], n_bonds[i] = len(structure), int(g.atom_graph.shape[0])
+                    graphs.append(g.to(self.device))
+                if progress is not None:
+                    progress(i + 1)
             if not graphs:
                 continue
             batch_counts.append(len(graphs))
