@@ -10,4 +10,4 @@ python3 -m venv .venv
 # One test process per core, at most 4 (each loads torch, TensorFlow and the parents: ~2 GB);
 # pytest-xdist hands the tests out one by one, so the slow modules do not queue behind each other.
 WORKERS=$(.venv/bin/python -c "import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))")
-.venv/bin/python -m pytest -n "$WORKERS"
+.venv/bin/python -m pytest -n "$WORKERS" "$@"
