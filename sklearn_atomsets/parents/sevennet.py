@@ -224,11 +224,11 @@ class SevenNetEncoder:
     Examples
     --------
     >>> from sklearn_atomsets.parents.sevennet import SevenNetEncoder
-    >>> encoder = SevenNetEncoder("SevenNet-0")
-    >>> encoder.site_layers  # doctest: +SKIP
-    ('V0', 'V1', 'V2', 'V3', 'V4', 'V5')
-    >>> encoder.parent_.sha256[:12]
+    >>> encoder = SevenNetEncoder("SevenNet-0")  # nothing is loaded yet
+    >>> encoder.parent_.sha256[:12]  # the checkpoint sevenn ships, checksummed
     '7052cb42b7b3'
+    >>> SevenNetEncoder("SevenNet-MF-0").parent_.modal  # the fidelity channel read
+    'PBE'
     """
 
     label = "SevenNet"
