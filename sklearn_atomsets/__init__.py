@@ -5,7 +5,7 @@ Data flows one way, one module per step::
     structure -> graph (_graph) -> frozen MEGNet encoder (_encoder) -> features
               -> AtomSets estimator -> benchmark
 
-The parent model (a pretrained MEGNet or CHGNet) is found by ``load_parent``; each family of
+The parent model (a pretrained MEGNet, CHGNet or SevenNet) is found by ``load_parent``; each family of
 parents lives in its own module of ``sklearn_atomsets.parents``, behind one interface.
 """
 
@@ -37,6 +37,7 @@ from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
 from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError
 from .parents import load_parent, parent_family, registered_parents
 from .parents.chgnet import CHGNET_PARENTS, CHGNetEncoder, CHGNetParent
+from .parents.sevennet import SEVENNET_PARENTS, SevenNetEncoder, SevenNetParent
 from ._sets import FailedSet, WeightedSet, as_sets, sets_from_list_columns, sets_to_list_columns
 
 __all__ += [
@@ -44,6 +45,9 @@ __all__ += [
     "CHGNET_PARENTS",
     "CHGNetEncoder",
     "CHGNetParent",
+    "SEVENNET_PARENTS",
+    "SevenNetEncoder",
+    "SevenNetParent",
     "parent_family",
     "registered_parents",
     "AtomSetsClassifier",

@@ -103,6 +103,7 @@ from ._sets import FailedSet, WeightedSet, check_amounts, parse_composition
 from ._threads import torch_threads
 from .parents import make_encoder, registered_parents
 from .parents.chgnet import CHGNetParent
+from .parents.sevennet import SevenNetParent
 from .parents.megnet import MEGNET_CITATION
 
 __all__ = [
@@ -136,12 +137,12 @@ _ATOMSETS_CITATION = (
 _CITATIONS = [MEGNET_CITATION, _ATOMSETS_CITATION]  # featurizers without a parent model
 
 # a registered name or a path; a ParentModel; a live megnet GraphModel (has predict_structure)
-_PARENT_TYPES = [str, os.PathLike, ParentModel, CHGNetParent, HasMethods(["predict_structure"])]
+_PARENT_TYPES = [str, os.PathLike, ParentModel, CHGNetParent, SevenNetParent, HasMethods(["predict_structure"])]
 
 
 def _parent_file(parent):
     """Which file a parent given as a path means now (absolute path, size, mtime), else None."""
-    if isinstance(parent, (ParentModel, CHGNetParent)):
+    if isinstance(parent, (ParentModel, CHGNetParent, SevenNetParent)):
         parent = parent.path
     if not isinstance(parent, (str, os.PathLike)) or (isinstance(parent, str) and parent in registered_parents()):
         return None  # a registered name (resolved and checksummed by load_parent) or a live model
@@ -1081,10 +1082,15 @@ class _CompositionBase(_MEGNetFeaturizerBase):
         """``make_row((atomic numbers, atom fractions))`` per item, or an error: the set and
         its statistics are built inside the per-row guard too."""
         table = self._table()
+        missing = np.isnan(table).any(axis=1)  # elements the parent has no embedding for (SevenNet: Po..Ra)
         results, errors = [], {}
         for i, item in enumerate(items):
             try:
-                results.append(make_row(_element_fractions(item, max_z=len(table) - 1)))
+                z, fractions = _element_fractions(item, max_z=len(table) - 1)
+                if missing[z].any():
+                    raise ValueError(f"{[Element.from_Z(int(k)).symbol for k in z[missing[z]]]} are outside the "
+                                     "parent's element set (it has no embedding for them).")
+                results.append(make_row((z, fractions)))
             except Exception as exc:  # noqa: BLE001 - reported per row
                 results.append(None)
                 errors[i] = self._error(i, exc)

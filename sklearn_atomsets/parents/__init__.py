@@ -1,7 +1,7 @@
 """Parent models behind one interface: one module per family, one registry keyed by name.
 
 A *parent* is a pretrained graph network whose frozen layers give the AtomSets features.
-Every family (``megnet``, ``chgnet``) implements the same small interface, :class:`ParentFamily`:
+Every family (``megnet``, ``chgnet``, ``sevennet``) implements the same small interface, :class:`ParentFamily`:
 
 * ``owns(parent)``: whether a name, path or object is one of its parents;
 * ``load(parent)``: resolve it (checksummed) to a parent record with ``name``, ``path`` and
@@ -20,17 +20,20 @@ Adding a family touches this registry and its own module, nothing else.
 Examples
 --------
 >>> from sklearn_atomsets import parent_family
->>> parent_family("Eform_MP_2019").name, parent_family("CHGNet-0.3.0").name
-('megnet', 'chgnet')
+>>> parent_family("Eform_MP_2019").name, parent_family("CHGNet-0.3.0").name, parent_family("SevenNet-0").name
+('megnet', 'chgnet', 'sevennet')
 """
 
 from __future__ import annotations
 
 import os
+import pickletools
+import zipfile
 
 __all__ = [
     "FAMILIES",
     "ParentFamily",
+    "checkpoint_names",
     "load_parent",
     "make_encoder",
     "parent_family",
@@ -70,15 +73,33 @@ class ParentFamily:
         return f"<parent family {self.name!r}: {', '.join(self.names())}>"
 
 
+def checkpoint_names(path):
+    """The strings a torch checkpoint's pickle holds (its dict keys among them), read from the
+    pickle's opcodes without unpickling anything; None for a file that is no torch zip archive.
+
+    Families that share the ``.pth`` suffix tell their checkpoints apart by these names.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if member is None:
+                return None
+            pickled = archive.read(member)
+        return frozenset(arg for op, arg, _ in pickletools.genops(pickled) if isinstance(arg, str))
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return None
+
+
 def _families():
     from .chgnet import CHGNetFamily
     from .megnet import MEGNetFamily
+    from .sevennet import SevenNetFamily
 
-    return {"megnet": MEGNetFamily(), "chgnet": CHGNetFamily()}
+    return {"megnet": MEGNetFamily(), "chgnet": CHGNetFamily(), "sevennet": SevenNetFamily()}
 
 
 #: The families, keyed by family name. Checked in this order: megnet first (its default
-#: parent and its paths), then chgnet.
+#: parent and its paths), then chgnet, then sevennet (each recognises its own ``.pth`` files).
 FAMILIES: dict[str, ParentFamily] = {}
 
 
@@ -116,7 +137,7 @@ def parent_family(parent) -> ParentFamily:
     if isinstance(parent, (str, os.PathLike)):
         raise ValueError(
             f"parent={parent!r} is neither a registered parent {sorted(registered_parents())} nor the "
-            "path of a model file (a megnet .hdf5 with its .hdf5.json, or a CHGNet .pth.tar checkpoint)."
+            "path of a model file (a megnet .hdf5 with its .hdf5.json, a CHGNet .pth.tar or a sevenn .pth checkpoint)."
         )
     raise TypeError(
         f"parent must be a registered name, a model file's path, a parent record or a live megnet "
@@ -125,21 +146,23 @@ def parent_family(parent) -> ParentFamily:
 
 
 def load_parent(parent="Eform_MP_2019", **kwargs):
-    """Find a pretrained parent model of any family: MEGNet or CHGNet.
+    """Find a pretrained parent model of any family: MEGNet, CHGNet or SevenNet.
 
     Parameters
     ----------
     parent : str, path-like, parent record or megnet GraphModel, default="Eform_MP_2019"
         A registered name (``registered_parents()``: megnet's ``"Eform_MP_2019"`` and
-        friends, ``"CHGNet-0.3.0"``, ``"CHGNet-0.2.0"``, ``"CHGNet-r2SCAN"``), the path of a
-        megnet ``.hdf5`` file or of a CHGNet ``.pth.tar`` checkpoint, a record returned by
-        an earlier call, or a live megnet ``GraphModel``.
+        friends, ``"CHGNet-0.3.0"``, ``"CHGNet-0.2.0"``, ``"CHGNet-r2SCAN"``, ``"SevenNet-0"``
+        and the other SevenNet models), the path of a megnet ``.hdf5`` file, of a CHGNet
+        ``.pth.tar`` or of a sevenn ``.pth`` checkpoint, a record returned by an earlier call,
+        or a live megnet ``GraphModel``.
     **kwargs
-        Passed to the family's loader (megnet: ``download``, ``url``, ``timeout``).
+        Passed to the family's loader (megnet: ``download``, ``url``, ``timeout``; SevenNet:
+        ``modal``, the fidelity channel of a multi-fidelity checkpoint given by path).
 
     Returns
     -------
-    ParentModel or CHGNetParent
+    ParentModel, CHGNetParent or SevenNetParent
         The family's parent record: where the weights are and their sha256.
 
     Examples

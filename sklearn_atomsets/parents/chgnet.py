@@ -40,7 +40,7 @@ import numpy as np
 from .._encoder import EncoderOutput
 from .._graph import GraphConstructionError, _describe, _one_graph
 from .._parents import ParentModelCorruptError, ParentModelNotFoundError, _sha256
-from . import ParentFamily
+from . import ParentFamily, checkpoint_names
 
 __all__ = ["CHGNET_CITATION", "CHGNET_PARENTS", "CHGNetEncoder", "CHGNetFamily", "CHGNetParent"]
 
@@ -428,7 +428,7 @@ class CHGNetEncoder:
 
 class CHGNetFamily(ParentFamily):
     """The pretrained CHGNet models shipped by chgnet (:data:`CHGNET_PARENTS`) and CHGNet
-    ``.pth.tar`` checkpoints."""
+    ``.pth.tar`` checkpoints (or ``.pth`` ones, whose pickle names chgnet's ``model_args``)."""
 
     name = "chgnet"
     label = "CHGNet"
@@ -444,7 +444,9 @@ class CHGNetFamily(ParentFamily):
             return True
         if isinstance(parent, (str, os.PathLike)):
             name = Path(parent).name
-            return name.endswith((".pth.tar", ".pth"))
+            # .pth is also sevenn's suffix: a .pth file is chgnet's when it holds a CHGNet's arguments
+            return name.endswith(".pth.tar") or name.endswith(".pth") and "model_args" in (
+                checkpoint_names(Path(parent).expanduser()) or ())
         return False
 
     def load(self, parent, **kwargs):
