@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/pip install -q -c constraints-cpu.txt -e ".[megnet,test,docs,dask,chgnet]"
+.venv/bin/pip install -q -c constraints-cpu.txt -e ".[megnet,test,docs,dask,chgnet,sevennet]"
 # The official MatBench folds ship in the 'matbench' package, whose pins are years old.
 .venv/bin/pip install -q --no-deps matbench==0.6
 .venv/bin/sphinx-build -W -q -b html docs docs/_build/html
