@@ -105,6 +105,19 @@ def pytest_report_header(config):
     return f"CPU: {cpu}; torch {torch.__version__}, CPU kernels {torch.backends.cpu.get_cpu_capability()}"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (scripts/test.sh), each worker's torch gets its share of the cores:
+    N workers with a thread per core each would oversubscribe them, and torch's spinning thread
+    pool then runs several times slower. Tests of thread counts set their own."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if os.environ.get("PYTEST_XDIST_WORKER") and workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+
+
 needs_shared_models = pytest.mark.skipif(
     not SHARED_MODELS.is_dir(), reason=f"pretrained megnet models not found at {SHARED_MODELS}"
 )
