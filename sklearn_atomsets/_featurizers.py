@@ -80,6 +80,7 @@ works too but caches per fold's training rows, so it saves less.
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import multiprocessing
 import numbers
@@ -707,17 +708,22 @@ class _StructureBase(_MEGNetFeaturizerBase):
                 try:
                     outs = [self._encoder().encode(chunk, on_error="nan", outputs=wanted)]
                 except Exception:  # noqa: BLE001 - find the structure(s) that break the batch
-                    outs = []
-                    for structure in chunk:
-                        try:
-                            outs.append(self._encoder().encode([structure], on_error="nan", outputs=wanted))
-                        except Exception as exc:  # noqa: BLE001 - that structure's error
-                            outs.append(exc)
+                    outs = None
+                if outs is None:  # retried out here, once the failed batch's arrays are freed
+                    gc.collect()  # (and any reference cycle that holds them)
+                    outs = [self._encode_alone(structure, wanted) for structure in chunk]
                 for out in outs:
                     encoded += [out] if isinstance(out, Exception) else _per_structure(out, wanted)
                 if bar is not None:
                     bar.update(sum(counts[start : start + self.batch_size]))
         return encoded
+
+    def _encode_alone(self, structure, wanted):
+        """One structure's encoder output, or its error (a MemoryError too: alone, it is its own)."""
+        try:
+            return self._encoder().encode([structure], on_error="nan", outputs=wanted)
+        except Exception as exc:  # noqa: BLE001 - that structure's error
+            return exc
 
 
 def _per_structure(out, wanted):
