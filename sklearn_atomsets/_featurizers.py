@@ -86,6 +86,7 @@ import multiprocessing
 import numbers
 import os
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -694,7 +695,7 @@ class _StructureBase(_MEGNetFeaturizerBase):
             bounds = np.linspace(0, len(structures), n_workers + 1).astype(int)
             spans = list(zip(bounds[:-1], bounds[1:]))
             encoded = []
-            with multiprocessing.Pool(n_workers) as pool:
+            with multiprocessing.Pool(n_workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                 parts = pool.imap(_encode_in_worker, [(worker, structures[a:b], wanted) for a, b in spans])
                 for (a, b), part in zip(spans, parts):
                     encoded += part
@@ -741,6 +742,36 @@ def _per_structure(out, wanted):
         # never a NaN feature reported as a success
         values.append(FloatingPointError(f"the encoder gave non-finite {bad}.") if bad else value)
     return values
+
+
+def _die_with_parent(parent_pid):
+    """Pool initializer: a worker stops when the process that started it is gone (killed by
+    SIGTERM or SIGKILL, which run no ``with Pool`` exit), instead of computing on for nobody.
+    Linux: the kernel's parent-death signal (prctl PR_SET_PDEATHSIG). Elsewhere, or where the
+    worker's parent is not that process (a forkserver's children): a thread that waits on
+    multiprocessing's sentinel of the parent."""
+    if sys.platform.startswith("linux") and os.getppid() == parent_pid:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent_pid:  # it died before the signal was armed
+                os._exit(1)
+            return
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _exit_with(sentinel):
+    from multiprocessing.connection import wait
+
+    wait([sentinel])
+    os._exit(1)
 
 
 def _encode_in_worker(job):
