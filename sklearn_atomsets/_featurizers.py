@@ -81,11 +81,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import hashlib
 import multiprocessing
 import numbers
 import os
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -764,7 +766,8 @@ class _StructureBase(_MEGNetFeaturizerBase):
             # bar. A SimpleQueue writes to its pipe before put returns: every update of a part is
             # there to read once its result has come back.
             progress = None if bar is None else multiprocessing.SimpleQueue()
-            with multiprocessing.Pool(n_workers, initializer=_set_progress_queue, initargs=(progress,)) as pool:
+            with multiprocessing.Pool(n_workers, initializer=_init_worker,
+                                   initargs=(progress, os.getpid())) as pool:
                 parts = pool.map_async(_encode_in_worker, jobs)
                 while progress is not None:
                     finished = parts.ready()
@@ -783,16 +786,21 @@ class _StructureBase(_MEGNetFeaturizerBase):
                     outs = [self._encoder().encode(chunk, on_error="nan", outputs=wanted,
                                                    progress=advance.batch(start, start + len(chunk)))]
                 except Exception:  # noqa: BLE001 - find the structure(s) that break the batch
-                    outs = []
-                    for structure in chunk:
-                        try:
-                            outs.append(self._encoder().encode([structure], on_error="nan", outputs=wanted))
-                        except Exception as exc:  # noqa: BLE001 - that structure's error
-                            outs.append(exc)
+                    outs = None
+                if outs is None:  # retried out here, once the failed batch's arrays are freed
+                    gc.collect()  # (and any reference cycle that holds them)
+                    outs = [self._encode_alone(structure, wanted) for structure in chunk]
                 for out in outs:
                     encoded += [out] if isinstance(out, Exception) else _per_structure(out, wanted)
                 advance(start + len(chunk))
         return encoded
+
+    def _encode_alone(self, structure, wanted):
+        """One structure's encoder output, or its error (a MemoryError too: alone, it is its own)."""
+        try:
+            return self._encoder().encode([structure], on_error="nan", outputs=wanted)
+        except Exception as exc:  # noqa: BLE001 - that structure's error
+            return exc
 
 
 class _Advance:
@@ -849,6 +857,43 @@ _PROGRESS_QUEUE = None  # in a worker process of _encode_structures: where its p
 def _set_progress_queue(progress):
     global _PROGRESS_QUEUE
     _PROGRESS_QUEUE = progress
+
+
+def _init_worker(progress, parent_pid):
+    """Pool initializer of _encode_structures: where the worker's progress goes, and the
+    worker's death with the featurizing process."""
+    _set_progress_queue(progress)
+    _die_with_parent(parent_pid)
+
+
+def _die_with_parent(parent_pid):
+    """Pool initializer: a worker stops when the process that started it is gone (killed by
+    SIGTERM or SIGKILL, which run no ``with Pool`` exit), instead of computing on for nobody.
+    Linux: the kernel's parent-death signal (prctl PR_SET_PDEATHSIG). Elsewhere, or where the
+    worker's parent is not that process (a forkserver's children): a thread that waits on
+    multiprocessing's sentinel of the parent."""
+    if sys.platform.startswith("linux") and os.getppid() == parent_pid:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent_pid:  # it died before the signal was armed
+                os._exit(1)
+            return
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _exit_with(sentinel):
+    from multiprocessing.connection import wait
+
+    wait([sentinel])
+    os._exit(1)
 
 
 def _encode_in_worker(job):

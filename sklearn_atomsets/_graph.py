@@ -9,9 +9,16 @@ assembled with array operations, with no Python loop over bonds.
 Before the search every structure is checked (see the module constants): finite lattice and
 coordinates, at least ``MIN_VOLUME_PER_ATOM`` A^3 per atom, a (reduced) cell at least
 ``MIN_CELL_WIDTH`` thick, at most ``MAX_BONDS`` estimated bonds and a bounded search grid, so
-that no single input takes unbounded time or memory; after it, atoms closer than
-``MIN_DISTANCE`` (0.5 A) are refused by policy. With ``on_error="nan"`` any failure of one
-structure, whatever its type, becomes that structure's error.
+that no single input takes unbounded time or memory. Where the cell could hold more than
+``MAX_BONDS`` pairs at all, atoms closer than ``MIN_DISTANCE`` and the bonds are counted first
+without listing any pair (so atoms piled on one point cannot make the search build n^2 pairs);
+after the search, atoms closer than ``MIN_DISTANCE`` (0.5 A) are refused by policy. With
+``on_error="nan"`` any failure of one structure, whatever its type, becomes that structure's
+error, except ``MemoryError``, which depends on the rest of the batch and is raised.
+
+The encoders run structures ``batch_size`` at a time and also cut a batch where the next
+structure would take its forward pass over ``MAX_BATCH_BYTES`` (:func:`within_budget`); a
+structure that needs more than that alone is refused with its count of bonds.
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+from scipy.spatial import cKDTree
+
 import numpy as np
-from pymatgen.core import IStructure
+from pymatgen.core import IStructure, Structure
 from pymatgen.core.periodic_table import DummySpecies
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
-__all__ = ["CrystalGraphBatch", "GraphConstructionError", "build_graphs"]
+__all__ = ["CrystalGraphBatch", "GraphConstructionError", "build_graphs", "within_budget"]
 
 # megnet.utils.data.get_graphs_within_cutoff
 _NUMERICAL_TOL = 1e-8
@@ -100,6 +109,53 @@ MAX_SEARCH_CUBES = 2_000_000
 #: Fractional coordinates further than this from the cell have lost their position within the
 #: cell to float64 rounding (and would make the neighbour search scan that many cells).
 MAX_FRACTIONAL = 1e6
+#: Memory budget of one forward pass of a parent (its graphs, activations and outputs), in
+#: bytes. Each parent family estimates a structure's need from its counts of atoms and bonds
+#: (MEGNet: 2 kB per bond, measured 1.5-1.8 kB; CHGNet: also 4 kB per bond angle); a batch is
+#: cut before the structure that would take it over, and a structure that needs more alone is
+#: refused. 4 GiB holds a MEGNet structure of about 2 M bonds (some 50,000 atoms).
+MAX_BATCH_BYTES = 4 * 2**30
+
+
+def _too_close(a, b, distance):
+    what = f"site {a} and a periodic image of itself" if a == b else f"sites {a} and {b}"
+    return (
+        f"{what} are {distance:.3g} A apart, closer than {MIN_DISTANCE} A, which no chemical bond "
+        "is (duplicated sites or wrong units?)."
+    )
+
+
+def over_budget(nbytes, counts):
+    """Why a structure is refused: its forward pass alone needs ``nbytes`` (``counts``: what it
+    was estimated from, e.g. ``"2,100,000 bonds"``)."""
+    return (
+        f"its forward pass would need about {_size(nbytes)} ({counts}), more than the budget of "
+        f"{_size(MAX_BATCH_BYTES)} per batch (MAX_BATCH_BYTES)."
+    )
+
+
+def _size(nbytes):
+    return f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.3g} MiB"
+
+
+def within_budget(items, batch_size, budget=None):
+    """Group ``(item, nbytes)`` pairs, in order, into lists of at most ``batch_size`` items
+    whose ``nbytes`` add up to at most ``budget`` (default ``MAX_BATCH_BYTES``; an item over
+    it on its own makes a batch of one: refusing it is the caller's business).
+
+    ``items`` is read lazily: with a generator, a batch's graphs are built only once the
+    previous batch has been handed on, so no more than one batch is alive at a time.
+    """
+    budget = MAX_BATCH_BYTES if budget is None else budget
+    batch, total = [], 0
+    for item, nbytes in items:
+        if batch and (len(batch) >= batch_size or total + nbytes > budget):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += nbytes
+    if batch:
+        yield batch
 
 
 def _check_geometry(structure, cutoff):
@@ -150,7 +206,7 @@ def _check_geometry(structure, cutoff):
             f"about {estimated:.3g} bonds within the {cutoff} A cutoff ({n} sites at "
             f"{volume / n:.3g} A^3 per atom), more than the bound of {MAX_BONDS:,} per structure."
         )
-    if frac.min() < -1 or frac.max() > 2:
+    if _far_outside(frac):
         # the search scans every cell between the lowest and highest site: wrap them in
         cart = (frac - np.floor(frac)) @ lattice
     if _search_cubes(lattice, cutoff) > MAX_SEARCH_CUBES:
@@ -163,7 +219,61 @@ def _check_geometry(structure, cutoff):
                 f"the cell spans {np.abs(lattice).sum(axis=0).round(1).tolist()} A; the neighbour search "
                 f"would allocate {cubes:.3g} cubes of the cutoff, more than the bound of {MAX_SEARCH_CUBES:,}."
             )
+    # The density estimate above assumes the atoms spread over the cell; atoms piled up in one
+    # part of it have more pairs, which the search would list before they could be counted.
+    # Where the cell could hold more than MAX_BONDS pairs at all (n^2 times the images a pair
+    # can have within the cutoff), count them first.
+    reach = np.floor(float(cutoff) / _widths(lattice, volume)) + 1
+    if n * n * float(np.prod(2 * reach + 1)) > MAX_BONDS:
+        crowded = _crowding(lattice, cart, cutoff, volume)
+        if crowded is not None:
+            return crowded
     return lattice, cart
+
+
+def _crowding(lattice, cart, cutoff, volume):
+    """Atoms closer than ``MIN_DISTANCE``, or more than ``MAX_BONDS`` bonds, found without
+    listing pairs: a message, or None. Memory grows with the sites and their images within the
+    cutoff of the cell, time about as n log n."""
+    frac = np.linalg.solve(lattice.T, cart.T).T
+    frac -= np.floor(frac)
+    inside = frac @ lattice
+    # two sites in one cube of side MIN_DISTANCE / sqrt(3) are closer than MIN_DISTANCE (this
+    # also keeps the k-d tree below from holding many points at one place, where it is slow)
+    _, inverse, counts = np.unique(np.floor(inside / (MIN_DISTANCE / np.sqrt(3))).astype(np.int64),
+                                   axis=0, return_inverse=True, return_counts=True)
+    if counts.max() > 1:
+        a, b = np.flatnonzero(inverse.ravel() == np.argmax(counts))[:2]
+        return _too_close(int(a), int(b), float(np.linalg.norm(inside[a] - inside[b])))
+    # every image of every site within the cutoff of the cell, one lattice direction at a time
+    margin = float(cutoff) / _widths(lattice, volume) + 1e-9
+    points = frac
+    for axis in range(3):
+        k = int(np.floor(margin[axis])) + 1
+        shifted = np.concatenate([points + np.eye(3)[axis] * s for s in range(-k, k + 1)])
+        points = shifted[(shifted[:, axis] >= -margin[axis]) & (shifted[:, axis] <= 1 + margin[axis])]
+    pairs = cKDTree(inside).count_neighbors(cKDTree(points @ lattice), float(cutoff)) - len(frac)
+    if pairs > MAX_BONDS:
+        return (
+            f"{pairs:,} bonds within the {cutoff} A cutoff (counted before the neighbour search), more "
+            f"than the bound of {MAX_BONDS:,} per structure."
+        )
+    return None
+
+
+def _far_outside(frac):
+    return frac.min() < -1 or frac.max() > 2
+
+
+def wrapped_into_cell(structure):
+    """The structure with its sites moved into the cell by lattice vectors where some lie
+    further than a cell outside it (the same crystal; the structure itself otherwise, so that
+    results for ordinary inputs do not move by a rounding)."""
+    frac = np.asarray(structure.frac_coords, dtype=float)
+    if not _far_outside(frac):
+        return structure
+    return Structure(structure.lattice, structure.species_and_occu, frac - np.floor(frac),
+                     site_properties=structure.site_properties)
 
 
 def _search_cubes(lattice, cutoff):
@@ -240,12 +350,7 @@ def _one_graph(i, structure, cutoff, max_z):
         fail(f"{len(dist):,} bonds within the {cutoff} A cutoff, more than the bound of {MAX_BONDS:,}.")
     if len(dist) and dist.min() < MIN_DISTANCE:
         k = int(np.argmin(dist))
-        a, b = sorted((int(center[k]), int(neighbor[k])))
-        what = f"site {a} and a periodic image of itself" if a == b else f"sites {a} and {b}"
-        fail(
-            f"{what} are {dist[k]:.3g} A apart, closer than {MIN_DISTANCE} A, which no chemical bond "
-            "is (duplicated sites or wrong units?)."
-        )
+        fail(_too_close(*sorted((int(center[k]), int(neighbor[k]))), dist[k]))
     isolated = np.flatnonzero(np.bincount(center, minlength=len(z)) == 0)
     if isolated.size:
         fail(
@@ -282,15 +387,58 @@ def build_graphs(structures, cutoff, max_atomic_number=94, on_error="raise", off
         Which inputs are in ``graphs``.
     errors : dict of int -> str
         Reason for every input that is not.
+
+    A ``MemoryError`` is raised even with ``on_error="nan"``: it depends on what else is
+    alive, not on the structure.
     """
     if on_error not in ("raise", "nan"):
         raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}.")
-    parts, errors = [], {}
+    errors = {}
+    built = list(each_structure(structures, lambda i, s: _one_graph(i, s, cutoff, max_atomic_number),
+                                on_error, errors, offset, progress))
     ok = np.zeros(len(structures), dtype=bool)
+    ok[[i for i, _ in built]] = True
+    return _assemble([part for _, part in built]), ok, errors
+
+
+def graph_batches(structures, cutoff, max_atomic_number, on_error, errors, batch_size, bytes_per_bond,
+                  bytes_per_atom, progress=None):
+    """Yield ``(indices, CrystalGraphBatch)``: the graphs of at most ``batch_size`` structures
+    whose estimated forward-pass memory (``bytes_per_bond`` and ``bytes_per_atom``, the parent
+    family's measured costs) stays within ``MAX_BATCH_BYTES``, in input order. A structure
+    that needs more alone is refused with its counts; every refusal goes to ``errors`` (or is
+    raised, with ``on_error="raise"``). Each batch's graphs are built only once the previous
+    batch is done with. ``progress`` is called after each structure (see ``each_structure``)."""
+    if on_error not in ("raise", "nan"):
+        raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}.")
+
+    def sized(i, structure):
+        part = _one_graph(i, structure, cutoff, max_atomic_number)
+        nbytes = bytes_per_bond * len(part[1]) + bytes_per_atom * len(part[0])
+        if nbytes > MAX_BATCH_BYTES:
+            raise GraphConstructionError(
+                f"{_describe(i, structure)}: {over_budget(nbytes, f'{len(part[0]):,} sites, {len(part[1]):,} bonds')}")
+        return (i, part), nbytes
+
+    built = (value for _, value in each_structure(structures, sized, on_error, errors, progress=progress))
+    for batch in within_budget(built, batch_size):
+        yield np.array([i for i, _ in batch], dtype=np.int64), _assemble([part for _, part in batch])
+
+
+def each_structure(structures, build, on_error, errors, offset=0, progress=None):
+    """Yield ``(i, build(i + offset, structure))`` for every structure that can be built, and
+    put the reason of every other in ``errors`` (or raise it, with ``on_error="raise"``): any
+    failure of one structure is its own error, except ``MemoryError``, which depends on what
+    else is alive (the rest of a batch) and is raised, for the caller to retry alone.
+    ``progress`` (a progress bar's hook) is called after each structure, built or not, with
+    ``offset`` + the number of structures done so far."""
     for i, structure in enumerate(structures):
+        failed = True
         try:
-            parts.append(_one_graph(i + offset, structure, cutoff, max_atomic_number))
-            ok[i] = True
+            value = build(i + offset, structure)
+            failed = False
+        except MemoryError:
+            raise
         except GraphConstructionError as exc:
             if on_error == "raise":
                 raise
@@ -301,19 +449,20 @@ def build_graphs(structures, cutoff, max_atomic_number=94, on_error="raise", off
             errors[i] = f"{_describe(i + offset, structure)}: {type(exc).__name__}: {exc}"
         if progress is not None:
             progress(offset + i + 1)
+        if not failed:
+            yield i, value
 
+
+def _assemble(parts):
+    """One CrystalGraphBatch of several structures' neighbour lists (from ``_one_graph``)."""
     n_atoms = np.array([len(p[0]) for p in parts], dtype=np.int64)
     n_bonds = np.array([len(p[1]) for p in parts], dtype=np.int64)
     if not parts:
         empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return (
-            CrystalGraphBatch(empty_i, empty_f, empty_i, empty_i, empty_i, empty_i, n_atoms, n_bonds),
-            ok,
-            errors,
-        )
+        return CrystalGraphBatch(empty_i, empty_f, empty_i, empty_i, empty_i, empty_i, n_atoms, n_bonds)
     atom_start = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
     bond_shift = np.repeat(atom_start, n_bonds)
-    graphs = CrystalGraphBatch(
+    return CrystalGraphBatch(
         atomic_numbers=np.concatenate([p[0] for p in parts]),
         distances=np.concatenate([p[3] for p in parts]),
         index1=np.concatenate([p[1] for p in parts]) + bond_shift,
@@ -323,4 +472,3 @@ def build_graphs(structures, cutoff, max_atomic_number=94, on_error="raise", off
         n_atoms=n_atoms,
         n_bonds=n_bonds,
     )
-    return graphs, ok, errors

@@ -397,3 +397,20 @@ def test_multi_fidelity_parent_reads_its_channel(pymatgen_structures):
     assert_float32_close(out["prediction"][:, 0], per_atom["PBE"])
     assert np.abs(out["prediction"][:, 0] - per_atom["R2SCAN"]).max() > 0.1
     assert len(mf.citations()) == 2
+
+
+def test_progress_hook_counts_each_structure_as_its_graph_is_built(encoder, pymatgen_structures):
+    done = []
+    structures = [s for s in pymatgen_structures if len(s) <= 8][:2]
+    isolated = Structure(Lattice.cubic(30.0), ["Na"], [[0, 0, 0]])
+    encoder.encode([*structures, isolated], on_error="nan", outputs=["V1"], progress=done.append)
+    assert done == [1, 2, 3]
+
+
+def test_a_site_far_outside_the_cell_is_wrapped_into_it(encoder):
+    """Issue 32 item 5: a Cl 300 cells out is the same crystal (sevenn gets it wrapped)."""
+    cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    far = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [300.5, 0.5, 0.5]])
+    out = encoder.encode([cscl, far], outputs=["V2", "prediction"])
+    assert_float32_close(out["V2"][1], out["V2"][0], KERNEL_RTOL)
+    assert_float32_close(out["prediction"][1], out["prediction"][0], KERNEL_RTOL)

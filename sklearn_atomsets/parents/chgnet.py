@@ -19,10 +19,12 @@ name              level        what it is
 ``prediction``    structure    chgnet's predicted energy, eV/atom
 ================  ===========  ========================================================
 
-Structures go through the model ``batch_size`` at a time, without gradients: no forces,
-stresses or magnetic moments are computed, and when only early layers are asked for the
+Structures go through the model ``batch_size`` at a time (fewer where the next one would take
+a batch over the memory budget, ``MAX_BATCH_BYTES`` in ``_graph.py``), without gradients: no
+forces, stresses or magnetic moments are computed, and when only early layers are asked for the
 forward pass stops after the last one needed. Bad input follows the package's per-row error
-policy (the same checks as the MEGNet graphs, at CHGNet's 6 A cutoff).
+policy (the same checks as the MEGNet graphs, at CHGNet's 6 A cutoff); sites far outside the
+cell are wrapped into it first, as for MEGNet.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from .._encoder import EncoderOutput
-from .._graph import GraphConstructionError, _describe, _one_graph
+from .. import _graph as _graph_module
+from .._graph import (GraphConstructionError, _describe, _one_graph, each_structure, over_budget, within_budget,
+                      wrapped_into_cell)
 from .._parents import ParentModelCorruptError, ParentModelNotFoundError, _sha256
 from . import ParentFamily, checkpoint_names
 
@@ -154,6 +158,15 @@ def load_chgnet_parent(parent="CHGNet-0.3.0"):
     if not path.is_file():
         raise ParentModelNotFoundError(f"CHGNet checkpoint {path} does not exist.")
     return CHGNetParent(path.name, path, _sha256(path))
+
+
+# Forward-pass memory per bond (6 A atom graph), bond angle and site, for the batch budget
+# (_graph.MAX_BATCH_BYTES). Peak RSS above an idle encoder, every output, one torch thread, Cu
+# supercells of 864 sites: 3.9 kB per bond with no angles (a = 4.6 A), and 3.6 kB per angle
+# more with 132 angles per site (a = 3.61 A); chgnet's Python graph converter is most of it.
+_BYTES_PER_BOND = 4000
+_BYTES_PER_ANGLE = 4000
+_BYTES_PER_ATOM = 1000
 
 
 class _Stop(Exception):
@@ -318,14 +331,27 @@ class CHGNetEncoder:
         return [CHGNET_CITATION]
 
     def _graph(self, i, structure, max_z):
-        """chgnet's own CrystalGraph of one structure, after the package's input checks."""
-        model = self.model_
+        """chgnet's own CrystalGraph of one structure, after the package's input checks, and
+        the memory its forward pass needs (refused over the batch budget before chgnet's
+        converter builds the bond angles, whose number grows with the square of the
+        neighbours per atom)."""
+        converter = self.model_.graph_converter
         try:
-            _one_graph(i, structure, model.graph_converter.atom_graph_cutoff, max_z)
+            z, center, _, dist = _one_graph(i, structure, converter.atom_graph_cutoff, max_z)
         except GraphConstructionError as exc:
             raise GraphConstructionError(str(exc).replace("MEGNet", "CHGNet")) from None
+        # chgnet's angles: every ordered pair of a site's bonds shorter than its bond-graph cutoff
+        short = np.bincount(center[dist <= converter.bond_graph_cutoff], minlength=len(z))
+        n_angles = int((short * (short - 1)).sum())
+        nbytes = _BYTES_PER_BOND * len(dist) + _BYTES_PER_ANGLE * n_angles + _BYTES_PER_ATOM * len(z)
+        if nbytes > _graph_module.MAX_BATCH_BYTES:
+            raise GraphConstructionError(f"{_describe(i, structure)}: " + over_budget(
+                nbytes, f"{len(z):,} sites, {len(dist):,} bonds, {n_angles:,} bond angles"))
         try:
-            return model.graph_converter(structure, graph_id=str(i))
+            # sites far outside the cell make chgnet's neighbour search scan every cell in between
+            return converter(wrapped_into_cell(structure), graph_id=str(i)), nbytes
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - chgnet's own refusal, named with the structure
             raise GraphConstructionError(f"{_describe(i, structure)}: {type(exc).__name__}: {exc}") from exc
 
@@ -375,26 +401,14 @@ class CHGNetEncoder:
         n_bonds = np.zeros(len(structures), dtype=np.int64)
         ok = np.zeros(len(structures), dtype=bool)
         errors, batch_counts = {}, []
-        for start in range(0, len(structures), self.batch_size):
-            chunk = structures[start : start + self.batch_size]
+        built = each_structure(structures, lambda i, structure: self._graph(i, structure, max_z), on_error, errors,
+                               progress=progress)
+        for batch in within_budget((((i, g), nbytes) for i, (g, nbytes) in built), self.batch_size):
             graphs = []
-            for j, structure in enumerate(chunk):
-                i = start + j
-                try:
-                    g = self._graph(i, structure, max_z)
-                except Exception as exc:  # noqa: BLE001 - one structure's failure is its own error
-                    if on_error == "raise":
-                        raise
-                    errors[i] = str(exc) if isinstance(exc, GraphConstructionError) else (
-                        f"{_describe(i, structure)}: {type(exc).__name__}: {exc}")
-                else:
-                    ok[i] = True
-                    n_sites[i], n_bonds[i] = len(structure), int(g.atom_graph.shape[0])
-                    graphs.append(g.to(self.device))
-                if progress is not None:
-                    progress(i + 1)
-            if not graphs:
-                continue
+            for i, g in batch:
+                ok[i] = True
+                n_sites[i], n_bonds[i] = len(structures[i]), int(g.atom_graph.shape[0])
+                graphs.append(g.to(self.device))
             batch_counts.append(len(graphs))
             store = {}
             self._capture = (set(site_wanted), stop_after, store)

@@ -44,7 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from .._encoder import EncoderOutput
-from .._graph import GraphConstructionError, _describe, _one_graph
+from .. import _graph as _graph_module
+from .._graph import (GraphConstructionError, _describe, _one_graph, each_structure, over_budget, within_budget,
+                      wrapped_into_cell)
 from .._parents import ParentModelCorruptError, ParentModelNotFoundError, _sha256
 from . import ParentFamily, checkpoint_names
 
@@ -201,6 +203,14 @@ def _is_sevennet_checkpoint(path):
     ``model_state_dict`` and a ``config`` (read without unpickling anything)."""
     names = checkpoint_names(path)
     return names is not None and {"model_state_dict", "config"} <= names
+
+
+# Forward-pass memory per bond (sevenn's 5 A graph) and site, for the batch budget
+# (_graph.MAX_BATCH_BYTES). Peak RSS above an idle encoder, every output, one torch thread,
+# SevenNet-0 on shaken Cu fcc supercells: 35 kB per bond (500 sites, 21,000 bonds) and 33 kB
+# (2048 sites, 86,016 bonds); the equivariant messages (l = 0..2 channels per bond) are most of it.
+_BYTES_PER_BOND = 36_000
+_BYTES_PER_ATOM = 1000
 
 
 class SevenNetEncoder:
@@ -370,15 +380,20 @@ class SevenNetEncoder:
 
     def _graph(self, i, structure):
         """sevenn's own graph of one structure (its neighbour list, at its cutoff), after the
-        package's input checks and a check of the model's element set."""
+        package's input checks and a check of the model's element set, and the memory its
+        forward pass needs (refused over the batch budget before sevenn builds it)."""
         keys, AtomGraphData, _, unlabeled_atoms_to_graph, _ = import_sevenn()
         from pymatgen.io.ase import AseAtomsAdaptor
 
         model = self.model_
         try:
-            _one_graph(i, structure, model.cutoff, self.max_atomic_number)
+            z, _, _, dist = _one_graph(i, structure, model.cutoff, self.max_atomic_number)
         except GraphConstructionError as exc:
             raise GraphConstructionError(str(exc).replace("MEGNet", "SevenNet")) from None
+        nbytes = _BYTES_PER_BOND * len(dist) + _BYTES_PER_ATOM * len(z)
+        if nbytes > _graph_module.MAX_BATCH_BYTES:
+            raise GraphConstructionError(f"{_describe(i, structure)}: " + over_budget(
+                nbytes, f"{len(z):,} sites, {len(dist):,} bonds"))
         unknown = sorted({site.specie for site in structure if site.specie.Z not in model.type_map},
                          key=lambda element: element.Z)
         if unknown:
@@ -388,13 +403,16 @@ class SevenNetEncoder:
                 f"{', '.join(str(z) for z in range(1, self.max_atomic_number + 1) if z not in model.type_map)})."
             )
         try:
-            atoms = AseAtomsAdaptor.get_atoms(structure)
+            # sites far outside the cell would make the neighbour search scan every cell between
+            atoms = AseAtomsAdaptor.get_atoms(wrapped_into_cell(structure))
             graph = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, model.cutoff))
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - sevenn's own refusal, named with the structure
             raise GraphConstructionError(f"{_describe(i, structure)}: {type(exc).__name__}: {exc}") from exc
         if self.modal_ is not None:
             graph[keys.DATA_MODALITY] = self.modal_
-        return graph
+        return graph, nbytes
 
     def _forward(self, batch, wanted, stop):
         """sevenn's modules in order on a batch, up to and including ``stop``; the invariant
@@ -420,7 +438,7 @@ class SevenNetEncoder:
                 out["energy"] = (data[keys.PRED_TOTAL_ENERGY] / data[keys.NUM_ATOMS]).cpu().numpy()
         return out
 
-    def encode(self, structures, on_error="raise", outputs=None):
+    def encode(self, structures, on_error="raise", outputs=None, progress=None):
         """Run the parent on structures and return the requested outputs.
 
         Parameters
@@ -433,6 +451,9 @@ class SevenNetEncoder:
         outputs : list of str, optional
             Only these outputs (default all). The pass stops after the last module they
             need: ``prediction`` needs the energy head, ``f`` the last block, ``Vi`` block i.
+        progress : callable, optional
+            Called with the number of structures whose graphs are built so far, after each
+            one (a progress bar's hook).
 
         Returns
         -------
@@ -465,30 +486,20 @@ class SevenNetEncoder:
         n_bonds = np.zeros(len(structures), dtype=np.int64)
         ok = np.zeros(len(structures), dtype=bool)
         errors, batch_counts = {}, []
-        for start in range(0, len(structures), self.batch_size):
-            chunk = structures[start : start + self.batch_size]
-            graphs = []
-            for j, structure in enumerate(chunk):
-                i = start + j
-                try:
-                    g = self._graph(i, structure)
-                except Exception as exc:  # noqa: BLE001 - one structure's failure is its own error
-                    if on_error == "raise":
-                        raise
-                    errors[i] = str(exc) if isinstance(exc, GraphConstructionError) else (
-                        f"{_describe(i, structure)}: {type(exc).__name__}: {exc}")
-                    continue
+        built = each_structure(structures, self._graph, on_error, errors, progress=progress)
+        # batches of batch_size structures, cut where the next would take one over MAX_BATCH_BYTES
+        for batch in within_budget((((i, g), nbytes) for i, (g, nbytes) in built), self.batch_size):
+            graphs, idx = [], np.array([i for i, _ in batch], dtype=np.int64)
+            for i, g in batch:
                 ok[i] = True
-                n_sites[i], n_bonds[i] = len(structure), int(g.edge_index.shape[1])
+                n_sites[i], n_bonds[i] = len(structures[i]), int(g.edge_index.shape[1])
                 graphs.append(g)
-            if not graphs:
-                continue
             batch_counts.append(len(graphs))
             result = self._forward(Batch.from_data_list(graphs), read, stop)
             for name in site_wanted:
                 site[name].append(result[name])
             if "f" in widths:
-                counts = n_sites[start : start + len(chunk)][ok[start : start + len(chunk)]]
+                counts = n_sites[idx]
                 segments = np.repeat(np.arange(len(counts)), counts)
                 sums = np.zeros((len(counts), widths["f"]), dtype=np.float64)
                 np.add.at(sums, segments, result[last])
