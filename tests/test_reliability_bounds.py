@@ -192,9 +192,7 @@ def _cost(encoder, structure):
     """The memory the encoder's parent family estimates for one structure's forward pass."""
     from sklearn_atomsets import _encoder
 
-    if type(encoder).__name__ == "CHGNetEncoder":  # bonds and bond angles
-        return encoder._graph(0, structure, encoder.max_atomic_number)[1]
-    if type(encoder).__name__ == "SevenNetEncoder":
+    if hasattr(encoder, "_graph"):  # CHGNet (bonds and bond angles), SevenNet: the family's hook
         return encoder._graph(0, structure)[1]
     out = encoder.encode([structure], outputs=["f"])
     return _encoder._BYTES_PER_BOND * out.n_bonds[0] + _encoder._BYTES_PER_ATOM * out.n_sites[0]

@@ -33,18 +33,16 @@ import contextlib
 import io
 import os
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .._encoder import EncoderOutput
 from .. import _graph as _graph_module
-from .._graph import (GraphConstructionError, _describe, _one_graph, each_structure, over_budget, within_budget,
-                      wrapped_into_cell)
+from .._graph import GraphConstructionError, _describe, _one_graph, over_budget, wrapped_into_cell
 from .._parents import ParentModelCorruptError, ParentModelNotFoundError, _sha256
 from . import ParentFamily, checkpoint_names
+from ._batched import BatchedEncoder
 
 __all__ = ["CHGNET_CITATION", "CHGNET_PARENTS", "CHGNetEncoder", "CHGNetFamily", "CHGNetParent"]
 
@@ -194,7 +192,7 @@ class _UnusedAngleUpdate:
         return UnusedAngleUpdate(module)
 
 
-class CHGNetEncoder:
+class CHGNetEncoder(BatchedEncoder):
     """Frozen pretrained CHGNet turning crystal structures into AtomSets features.
 
     Same contract as :class:`~sklearn_atomsets.MEGNetEncoder`: ``encode`` returns an
@@ -226,16 +224,11 @@ class CHGNetEncoder:
 
     label = "CHGNet"
     family = "chgnet"
-    structure_layers = ("f",)
 
     def __init__(self, parent="CHGNet-0.3.0", batch_size=64, device="cpu"):
         self.parent = parent
         self.batch_size = batch_size
         self.device = device
-
-    def __getstate__(self):
-        # Pickles keep the parent's name or path, never the model.
-        return {k: v for k, v in self.__dict__.items() if not k.endswith("_")}
 
     @property
     def parent_(self):
@@ -330,14 +323,14 @@ class CHGNetEncoder:
     def citations(self):
         return [CHGNET_CITATION]
 
-    def _graph(self, i, structure, max_z):
+    def _graph(self, i, structure):
         """chgnet's own CrystalGraph of one structure, after the package's input checks, and
         the memory its forward pass needs (refused over the batch budget before chgnet's
         converter builds the bond angles, whose number grows with the square of the
         neighbours per atom)."""
         converter = self.model_.graph_converter
         try:
-            z, center, _, dist = _one_graph(i, structure, converter.atom_graph_cutoff, max_z)
+            z, center, _, dist = _one_graph(i, structure, converter.atom_graph_cutoff, self.max_atomic_number)
         except GraphConstructionError as exc:
             raise GraphConstructionError(str(exc).replace("MEGNet", "CHGNet")) from None
         # chgnet's angles: every ordered pair of a site's bonds shorter than its bond-graph cutoff
@@ -355,89 +348,39 @@ class CHGNetEncoder:
         except Exception as exc:  # noqa: BLE001 - chgnet's own refusal, named with the structure
             raise GraphConstructionError(f"{_describe(i, structure)}: {type(exc).__name__}: {exc}") from exc
 
-    def encode(self, structures, on_error="raise", outputs=None, progress=None):
-        """Run the parent on structures and return the requested outputs.
+    def _bond_count(self, graph):
+        return int(graph.atom_graph.shape[0])
 
-        Parameters
-        ----------
-        structures : sequence of pymatgen Structure
-        on_error : {"raise", "nan"}, default="raise"
-            A structure that cannot be encoded (isolated atom, disordered, element outside
-            the embedding, not a Structure): raise a ``GraphConstructionError`` naming it, or
-            record it in ``errors`` and return NaN / None for it.
-        outputs : list of str, optional
-            Only these outputs (default all). Without ``f`` and ``prediction`` the forward
-            pass stops after the last site layer asked for.
-        progress : callable, optional
-            Called with the number of structures whose graphs are built so far, after each
-            one (a progress bar's hook).
-
-        Returns
-        -------
-        EncoderOutput
-        """
+    def _runner(self, widths, site_wanted):
+        """chgnet's forward pass on one batch, stopped after the last site layer asked for
+        when neither ``f`` nor ``prediction`` is."""
         import torch
 
-        if on_error not in ("raise", "nan"):
-            raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}.")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
-        structures = list(structures)
-        widths = self.output_widths()
-        if outputs is None:
-            outputs = list(widths)
-        outputs = [outputs] if isinstance(outputs, str) else list(outputs)
-        unknown = sorted(set(outputs) - set(widths))
-        if unknown:
-            raise KeyError(f"{unknown} are not encoder outputs; available: {list(widths)}")
-        widths = {name: w for name, w in widths.items() if name in outputs}
-        site_wanted = [n for n in widths if n in self.site_layers]
         whole = "f" in widths or "prediction" in widths
         stop_after = None if whole else max(int(n[1:]) for n in site_wanted)
-        model, max_z = self.model_, self.max_atomic_number
+        model = self.model_
 
-        site, graph_level = defaultdict(list), defaultdict(list)
-        n_sites = np.zeros(len(structures), dtype=np.int64)
-        n_bonds = np.zeros(len(structures), dtype=np.int64)
-        ok = np.zeros(len(structures), dtype=bool)
-        errors, batch_counts = {}, []
-        built = each_structure(structures, lambda i, structure: self._graph(i, structure, max_z), on_error, errors,
-                               progress=progress)
-        for batch in within_budget((((i, g), nbytes) for i, (g, nbytes) in built), self.batch_size):
-            graphs = []
-            for i, g in batch:
-                ok[i] = True
-                n_sites[i], n_bonds[i] = len(structures[i]), int(g.atom_graph.shape[0])
-                graphs.append(g.to(self.device))
-            batch_counts.append(len(graphs))
+        def run(graphs, n_sites):
             store = {}
             self._capture = (set(site_wanted), stop_after, store)
             try:
                 with torch.inference_mode(), warnings.catch_warnings():
                     # chgnet's batching turns each cell volume into a Python float; harmless
                     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
-                    result = model(graphs, task="e", return_crystal_feas="f" in widths)
+                    result = model([g.to(self.device) for g in graphs], task="e",
+                                   return_crystal_feas="f" in widths)
             except _Stop:
                 result = {}
             finally:
                 self._capture = None
-            for name in site_wanted:
-                site[name].append(store[name].cpu().numpy())
+            out = {name: store[name].cpu().numpy() for name in site_wanted}
             if "f" in widths:
-                graph_level["f"].append(result["crystal_fea"].cpu().numpy())
+                out["f"] = result["crystal_fea"].cpu().numpy()
             if "prediction" in widths:
-                graph_level["prediction"].append(result["e"].reshape(-1, 1).cpu().numpy())
-        structure_level = {}
-        for name, width in widths.items():
-            level = site if name in site_wanted else graph_level
-            if not level.get(name):  # nothing could be encoded
-                level[name] = [np.zeros((0, width), dtype=np.float32)]
-                batch_counts[:] = [0]
-            if level is graph_level:
-                full = np.full((len(structures), width), np.nan, dtype=np.float32)
-                full[ok] = np.concatenate(graph_level[name])
-                structure_level[name] = full
-        return EncoderOutput(dict(site), {}, structure_level, n_sites, n_bonds, ok, errors, batch_counts)
+                out["prediction"] = result["e"].reshape(-1, 1).cpu().numpy()
+            return out
+
+        return run
 
 
 class CHGNetFamily(ParentFamily):

@@ -37,18 +37,16 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .._encoder import EncoderOutput
 from .. import _graph as _graph_module
-from .._graph import (GraphConstructionError, _describe, _one_graph, each_structure, over_budget, within_budget,
-                      wrapped_into_cell)
+from .._graph import GraphConstructionError, _describe, _one_graph, over_budget, wrapped_into_cell
 from .._parents import ParentModelCorruptError, ParentModelNotFoundError, _sha256
 from . import ParentFamily, checkpoint_names
+from ._batched import BatchedEncoder
 
 __all__ = ["SEVENNET_CITATION", "SEVENNET_PARENTS", "SevenNetEncoder", "SevenNetFamily", "SevenNetParent"]
 
@@ -213,7 +211,7 @@ _BYTES_PER_BOND = 36_000
 _BYTES_PER_ATOM = 1000
 
 
-class SevenNetEncoder:
+class SevenNetEncoder(BatchedEncoder):
     """Frozen pretrained SevenNet turning crystal structures into AtomSets features.
 
     Same contract as :class:`~sklearn_atomsets.CHGNetEncoder`: ``encode`` returns an
@@ -243,16 +241,11 @@ class SevenNetEncoder:
 
     label = "SevenNet"
     family = "sevennet"
-    structure_layers = ("f",)
 
     def __init__(self, parent="SevenNet-0", batch_size=64, device="cpu"):
         self.parent = parent
         self.batch_size = batch_size
         self.device = device
-
-    def __getstate__(self):
-        # Pickles keep the parent's name or path, never the model.
-        return {k: v for k, v in self.__dict__.items() if not k.endswith("_")}
 
     @property
     def parent_(self):
@@ -438,41 +431,12 @@ class SevenNetEncoder:
                 out["energy"] = (data[keys.PRED_TOTAL_ENERGY] / data[keys.NUM_ATOMS]).cpu().numpy()
         return out
 
-    def encode(self, structures, on_error="raise", outputs=None, progress=None):
-        """Run the parent on structures and return the requested outputs.
+    def _bond_count(self, graph):
+        return int(graph.edge_index.shape[1])
 
-        Parameters
-        ----------
-        structures : sequence of pymatgen Structure
-        on_error : {"raise", "nan"}, default="raise"
-            A structure that cannot be encoded (isolated atom, disordered, element outside
-            the model's set, not a Structure): raise a ``GraphConstructionError`` naming it,
-            or record it in ``errors`` and return NaN / None for it.
-        outputs : list of str, optional
-            Only these outputs (default all). The pass stops after the last module they
-            need: ``prediction`` needs the energy head, ``f`` the last block, ``Vi`` block i.
-        progress : callable, optional
-            Called with the number of structures whose graphs are built so far, after each
-            one (a progress bar's hook).
-
-        Returns
-        -------
-        EncoderOutput
-        """
-        if on_error not in ("raise", "nan"):
-            raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}.")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
-        structures = list(structures)
-        widths = self.output_widths()
-        if outputs is None:
-            outputs = list(widths)
-        outputs = [outputs] if isinstance(outputs, str) else list(outputs)
-        unknown = sorted(set(outputs) - set(widths))
-        if unknown:
-            raise KeyError(f"{unknown} are not encoder outputs; available: {list(widths)}")
-        widths = {name: w for name, w in widths.items() if name in outputs}
-        site_wanted = [n for n in widths if n in self.site_layers]
+    def _runner(self, widths, site_wanted):
+        """sevenn's modules on one batch, up to the last one the outputs need: ``prediction``
+        the energy head, ``f`` the last block, ``Vi`` block i."""
         last = self.site_layers[-1]
         read = set(site_wanted) | ({last} if "f" in widths else set())
         if "prediction" in widths:
@@ -481,42 +445,19 @@ class SevenNetEncoder:
             stop = self.read_after_[max(read, key=lambda n: int(n[1:]))]
         Batch = import_sevenn()[4]
 
-        site, graph_level = defaultdict(list), defaultdict(list)
-        n_sites = np.zeros(len(structures), dtype=np.int64)
-        n_bonds = np.zeros(len(structures), dtype=np.int64)
-        ok = np.zeros(len(structures), dtype=bool)
-        errors, batch_counts = {}, []
-        built = each_structure(structures, self._graph, on_error, errors, progress=progress)
-        # batches of batch_size structures, cut where the next would take one over MAX_BATCH_BYTES
-        for batch in within_budget((((i, g), nbytes) for i, (g, nbytes) in built), self.batch_size):
-            graphs, idx = [], np.array([i for i, _ in batch], dtype=np.int64)
-            for i, g in batch:
-                ok[i] = True
-                n_sites[i], n_bonds[i] = len(structures[i]), int(g.edge_index.shape[1])
-                graphs.append(g)
-            batch_counts.append(len(graphs))
+        def run(graphs, n_sites):
             result = self._forward(Batch.from_data_list(graphs), read, stop)
-            for name in site_wanted:
-                site[name].append(result[name])
-            if "f" in widths:
-                counts = n_sites[idx]
-                segments = np.repeat(np.arange(len(counts)), counts)
-                sums = np.zeros((len(counts), widths["f"]), dtype=np.float64)
+            out = {name: result[name] for name in site_wanted}
+            if "f" in widths:  # the mean of the last layer over each structure's sites
+                segments = np.repeat(np.arange(len(n_sites)), n_sites)
+                sums = np.zeros((len(n_sites), widths["f"]), dtype=np.float64)
                 np.add.at(sums, segments, result[last])
-                graph_level["f"].append((sums / counts[:, None]).astype(np.float32))
+                out["f"] = (sums / n_sites[:, None]).astype(np.float32)
             if "prediction" in widths:
-                graph_level["prediction"].append(result["energy"].reshape(-1, 1))
-        structure_level = {}
-        for name, width in widths.items():
-            level = site if name in site_wanted else graph_level
-            if not level.get(name):  # nothing could be encoded
-                level[name] = [np.zeros((0, width), dtype=np.float32)]
-                batch_counts[:] = [0]
-            if level is graph_level:
-                full = np.full((len(structures), width), np.nan, dtype=np.float32)
-                full[ok] = np.concatenate(graph_level[name])
-                structure_level[name] = full
-        return EncoderOutput(dict(site), {}, structure_level, n_sites, n_bonds, ok, errors, batch_counts)
+                out["prediction"] = result["energy"].reshape(-1, 1)
+            return out
+
+        return run
 
 
 class SevenNetFamily(ParentFamily):
