@@ -854,21 +854,18 @@ def _per_structure(out, wanted):
 _PROGRESS_QUEUE = None  # in a worker process of _encode_structures: where its progress goes
 
 
-def _set_progress_queue(progress):
-    global _PROGRESS_QUEUE
-    _PROGRESS_QUEUE = progress
-
-
 def _init_worker(progress, parent_pid):
     """Pool initializer of _encode_structures: where the worker's progress goes, and the
     worker's death with the featurizing process."""
-    _set_progress_queue(progress)
+    global _PROGRESS_QUEUE
+    _PROGRESS_QUEUE = progress
     _die_with_parent(parent_pid)
 
 
 def _die_with_parent(parent_pid):
-    """Pool initializer: a worker stops when the process that started it is gone (killed by
-    SIGTERM or SIGKILL, which run no ``with Pool`` exit), instead of computing on for nobody.
+    """In a pool worker (from ``_init_worker``): it stops when the process that started it is
+    gone (killed by SIGTERM or SIGKILL, which run no ``with Pool`` exit), instead of computing
+    on for nobody.
     Linux: the kernel's parent-death signal (prctl PR_SET_PDEATHSIG). Elsewhere, or where the
     worker's parent is not that process (a forkserver's children): a thread that waits on
     multiprocessing's sentinel of the parent."""
