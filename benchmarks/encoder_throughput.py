@@ -58,7 +58,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from sklearn_atomsets import MEGNetEncoder, load_parent
-    from sklearn_atomsets._megnet_backend import MegnetReference, import_megnet
+    from sklearn_atomsets.parents.megnet._backend import MegnetReference, import_megnet
 
     import_megnet()
     import tensorflow as tf

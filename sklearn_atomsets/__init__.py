@@ -2,12 +2,16 @@
 
 Data flows one way, one module per step::
 
-    structure -> graph (_graph) -> frozen MEGNet encoder (_encoder) -> features
-              -> AtomSets estimator -> benchmark
+    structure -> graph + frozen parent encoder (parents/) -> features (_featurizers, _sets)
+              -> AtomSets estimator (_estimators, _ensemble) -> benchmark (_benchmark)
 
-The parent model (a pretrained MEGNet, CHGNet or SevenNet) is found by ``load_parent``; each family of
-parents lives in its own module of ``sklearn_atomsets.parents``, behind one interface.
+The parent model (a pretrained MEGNet, CHGNet or SevenNet) is found by ``load_parent``; each
+family of parents lives in its own module or subpackage of ``sklearn_atomsets.parents``
+(``parents/megnet/``, ``parents/chgnet.py``, ``parents/sevennet.py``), behind one interface
+and one shared encode loop (``parents/_base.py``).
 """
+
+import sys
 
 __version__ = "0.1.0"
 
@@ -16,7 +20,6 @@ __all__ = ["__version__"]
 from ._atomsets import AtomSetsModule
 from ._baseline import MatminerFeatures, automatminer_style_pipeline, default_matminer_featurizers
 from ._dask import featurize_dask, to_dask_frame
-from ._encoder import EncoderOutput, MEGNetEncoder, MEGNetModule
 from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
 from ._featurizers import (
@@ -33,9 +36,9 @@ from ._featurizers import (
     set_feature_cache_limit,
 )
 from ._matbench import MatbenchTask, load_matbench_task
-from ._graph import CrystalGraphBatch, GraphConstructionError, build_graphs
-from ._parents import PARENT_MODELS, ParentModel, ParentModelCorruptError, ParentModelNotFoundError
-from .parents import load_parent, parent_family, registered_parents
+from .parents import EncoderOutput, GraphConstructionError, RowError, load_parent, parent_family, registered_parents
+from .parents._base import ParentModelCorruptError, ParentModelNotFoundError
+from .parents.megnet import PARENT_MODELS, CrystalGraphBatch, MEGNetEncoder, MEGNetModule, ParentModel, build_graphs
 from .parents.chgnet import CHGNET_PARENTS, CHGNetEncoder, CHGNetParent
 from .parents.sevennet import SEVENNET_PARENTS, SevenNetEncoder, SevenNetParent
 from ._sets import FailedSet, WeightedSet, as_sets, sets_from_list_columns, sets_to_list_columns
@@ -83,6 +86,7 @@ __all__ += [
     "CrystalGraphBatch",
     "EncoderOutput",
     "GraphConstructionError",
+    "RowError",
     "MEGNetEncoder",
     "MEGNetModule",
     "ParentModel",
@@ -91,3 +95,12 @@ __all__ += [
     "build_graphs",
     "load_parent",
 ]
+
+# Old homes of the MEGNet family's classes, before it moved into parents/megnet/: pickles
+# written by earlier versions name them (sklearn_atomsets._parents.ParentModel,
+# sklearn_atomsets._encoder.MEGNetEncoder), so those names stay importable
+# (tests/test_old_pickles.py loads such a pickle).
+from .parents.megnet import _encoder as _megnet_encoder, _models as _megnet_models  # noqa: E402
+
+sys.modules.setdefault(f"{__name__}._parents", _megnet_models)
+sys.modules.setdefault(f"{__name__}._encoder", _megnet_encoder)

@@ -14,7 +14,6 @@ import copy
 import ctypes
 import json
 import os
-import re
 import sys
 from contextlib import contextmanager
 
@@ -124,9 +123,9 @@ def _as_input(value):
 
 
 def _set_featurizer_classes():
-    from ._featurizers import AtomicNumberSetFeaturizer, MEGNetElementSetFeaturizer, MEGNetSiteSetFeaturizer
+    from ._featurizers import AtomicNumberSetFeaturizer, ElementSetFeaturizer, SiteSetFeaturizer
 
-    return (AtomicNumberSetFeaturizer, MEGNetElementSetFeaturizer, MEGNetSiteSetFeaturizer)
+    return (AtomicNumberSetFeaturizer, ElementSetFeaturizer, SiteSetFeaturizer)  # their MEGNet* names too
 
 
 def _feature_dtypes(featurizer):
@@ -188,21 +187,13 @@ def _featurize_rows(part, featurizer, col_id, ignore_errors, return_errors, colu
     featurizer.set_n_jobs(1)  # Dask is the parallelism here; no worker pools inside a worker
     part = part.copy()
     part[col_id] = part[col_id].map(_as_input)
+    # our featurizers' row errors name the row by the frame's index, not by its place in the partition
+    for ours in getattr(featurizer, "featurizers", [featurizer]):
+        if hasattr(ours, "_row_names"):
+            ours._row_names = list(part.index)
     out = featurizer.featurize_dataframe(part, col_id, ignore_errors=ignore_errors, return_errors=return_errors,
                                          pbar=False)
-    for name in columns:
-        if name.endswith(" Exceptions"):
-            # our messages count rows within the partition: name the frame's index instead
-            out[name] = [_name_row(message, part.index) for message in out[name]]
     return out.astype({name: dtype for name, dtype in columns.items() if dtype is np.float64})
-
-
-def _name_row(message, index):
-    if isinstance(message, str):
-        match = re.match(r"row (\d+): ", message)
-        if match and int(match.group(1)) < len(index):
-            return f"index {index[int(match.group(1))]!r}: {message[match.end():]}"
-    return message
 
 
 def _empty(part, columns):

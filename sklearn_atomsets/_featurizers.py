@@ -1,4 +1,5 @@
-"""matminer featurizers exposing the frozen MEGNet layers (V0..V3, u1..u3, set2set, f).
+"""matminer featurizers exposing a frozen parent's layers (MEGNet: V0..V3, u1..u3, set2set, f;
+CHGNet and SevenNet: V0..Vn, f; see :mod:`sklearn_atomsets.parents`).
 
 All five are ``matminer.featurizers.base.BaseFeaturizer`` subclasses, hence also
 scikit-learn transformers:
@@ -6,16 +7,19 @@ scikit-learn transformers:
 ==============================  ===================  =======================================
 featurizer                      input                features
 ==============================  ===================  =======================================
-MEGNetStructureFeaturizer       Structure            fixed length: f, u1..u3, set2set
-                                                     readouts, statistics of V0..V3 over sites
-MEGNetSiteSetFeaturizer         Structure            one set per structure: V0..V3 rows
-MEGNetCompositionFeaturizer     Composition          fixed length: fraction-weighted
+StructureFeaturizer             Structure            fixed length: f, u1..u3, set2set
+                                                     readouts, statistics of V0..Vn over sites
+SiteSetFeaturizer               Structure            one set per structure: Vk rows
+CompositionFeaturizer           Composition          fixed length: fraction-weighted
                                                      statistics of V0 over elements
-MEGNetElementSetFeaturizer      Composition          one set per composition: V0 rows,
+ElementSetFeaturizer            Composition          one set per composition: V0 rows,
                                                      weights = atom fractions
 AtomicNumberSetFeaturizer       Composition or       one set of atomic numbers (for the
                                 Structure            trainable-embedding AtomSets model)
 ==============================  ===================  =======================================
+
+The first four are also importable under their names from when MEGNet was the only parent
+(``MEGNetStructureFeaturizer`` ...), thin subclasses with the same parameters and features.
 
 Inputs: pymatgen ``Structure`` objects or ``Structure.as_dict()`` dicts; the composition
 featurizers also take ``Composition`` objects, formula strings and structures (reduced to
@@ -86,7 +90,6 @@ import hashlib
 import multiprocessing
 import numbers
 import os
-import re
 import sys
 import threading
 from collections import OrderedDict
@@ -99,13 +102,10 @@ from pymatgen.core import Composition, Element, IStructure, Structure
 from pymatgen.core.periodic_table import DummySpecies
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_parameter_constraints
 
-from ._graph import GraphConstructionError, cell_pbc
-from ._parents import DEFAULT_PARENT, ParentModel
 from ._sets import FailedSet, WeightedSet, check_amounts, parse_composition
 from ._threads import torch_threads
-from .parents import make_encoder, registered_parents
-from .parents.chgnet import CHGNetParent
-from .parents.sevennet import SevenNetParent
+from .parents import DEFAULT_PARENT, GraphConstructionError, ParentRecord, RowError, make_encoder, registered_parents
+from .parents._structures import cell_pbc
 from .parents.megnet import MEGNET_CITATION
 
 __all__ = [
@@ -138,13 +138,13 @@ _ATOMSETS_CITATION = (
 )
 _CITATIONS = [MEGNET_CITATION, _ATOMSETS_CITATION]  # featurizers without a parent model
 
-# a registered name or a path; a ParentModel; a live megnet GraphModel (has predict_structure)
-_PARENT_TYPES = [str, os.PathLike, ParentModel, CHGNetParent, SevenNetParent, HasMethods(["predict_structure"])]
+# a registered name or a path; a parent record of any family; a live megnet GraphModel (has predict_structure)
+_PARENT_TYPES = [str, os.PathLike, ParentRecord, HasMethods(["predict_structure"])]
 
 
 def _parent_file(parent):
     """Which file a parent given as a path means now (absolute path, size, mtime), else None."""
-    if isinstance(parent, (ParentModel, CHGNetParent, SevenNetParent)):
+    if isinstance(parent, ParentRecord):
         parent = parent.path
     if not isinstance(parent, (str, os.PathLike)) or (isinstance(parent, str) and parent in registered_parents()):
         return None  # a registered name (resolved and checksummed by load_parent) or a live model
@@ -495,7 +495,7 @@ def _unwrap(entries):
     return items
 
 
-class _MEGNetFeaturizerBase(BaseFeaturizer):
+class _FeaturizerBase(BaseFeaturizer):
     """Shared machinery: the lazily loaded encoder, batching, per-row errors, the cache."""
 
     # Plain attributes instead of matminer's read-only property (whose default, the CPU
@@ -593,25 +593,34 @@ class _MEGNetFeaturizerBase(BaseFeaturizer):
         out = []
         for i, row in enumerate(rows):
             if i in errors:
-                message, exc = errors[i]
-                # only a batch names the row: featurize(x) has one
-                message = message if single else f"row {i}: {message}"
+                error, exc = errors[i]
+                if self._row_names is not None:  # the Dask path: the frame's index names the row
+                    error = error.renamed(f"index {self._row_names[i]!r}")
                 if not ignore_errors:
-                    kind = type(exc) if type(exc) in (TypeError, ValueError, GraphConstructionError) else ValueError
-                    if single and kind is type(exc):  # the type is in the traceback already: not twice
-                        message = str(exc)
+                    kind = _RAISED.get(error.kind, ValueError)
+                    # only a batch names the row: featurize(x) has one; the type is in the
+                    # traceback already, so not twice
+                    message = str(error) if not single else error.message if kind.__name__ == error.kind else (
+                        f"{error.kind}: {error.message}")
                     raise kind(f"{message}{_SKIP_HINT}") from exc
                 row = [float("nan")] * n_labels
             elif row is None or len(row) != n_labels:  # an internal inconsistency, never a silent NaN row
                 raise RuntimeError(f"row {i}: {type(self).__name__} produced {row!r:.60} for {n_labels} labels.")
             if return_errors:
-                row = list(row) + [f"row {i}: {errors[i][0]}" if i in errors else float("nan")]
+                row = list(row) + [error if i in errors else float("nan")]
             out.append(row)
         return out
 
+    _row_names = None  # set by the Dask path on its copy: names of the rows, for the messages
+
     @staticmethod
     def _error(i, exc):
-        return (f"{type(exc).__name__}: {exc}", exc)
+        """Row ``i``'s error, as data (a :class:`RowError`), and the exception it came from."""
+        return RowError.in_row(i, type(exc).__name__, str(exc)), exc
+
+
+#: The exception types a failing row raises as (others raise as ValueError, naming their type).
+_RAISED = {"TypeError": TypeError, "ValueError": ValueError, "GraphConstructionError": GraphConstructionError}
 
 
 #: What the structure featurizers' shared parameters accept (checked at first use).
@@ -627,7 +636,7 @@ _STRUCTURE_PARAMETER_CONSTRAINTS = {
 }
 
 
-class _StructureBase(_MEGNetFeaturizerBase):
+class _StructureBase(_FeaturizerBase):
     def _needed_outputs(self):
         raise NotImplementedError
 
@@ -840,8 +849,9 @@ def _per_structure(out, wanted):
     values = []
     for j in range(len(out)):
         if j in out.errors:
-            # the encoder names the structure by its place in this batch
-            values.append(GraphConstructionError(re.sub(r"^(structure|item) \d+ ?", "structure ", out.errors[j])))
+            # the encoder names the structure by its place in this batch: not the row's
+            error = out.errors[j]
+            values.append(GraphConstructionError(error.unplaced(), error))
             continue
         # own copies: a view would keep its whole batch array alive
         value = {name: np.array(per_item[name][j]) for name in wanted}
@@ -898,8 +908,8 @@ def _encode_in_worker(job):
     bar = None if _PROGRESS_QUEUE is None else _QueueBar(_PROGRESS_QUEUE)
     return featurizer._encode_structures(structures, wanted, counts, bar)
 
-class MEGNetStructureFeaturizer(_StructureBase):
-    """Fixed-length MEGNet features of a crystal structure.
+class StructureFeaturizer(_StructureBase):
+    """Fixed-length features of a crystal structure from any parent (MEGNet, CHGNet, SevenNet).
 
     Parameters
     ----------
@@ -950,12 +960,18 @@ class MEGNetStructureFeaturizer(_StructureBase):
     Examples
     --------
     >>> from pymatgen.core import Lattice, Structure
-    >>> from sklearn_atomsets import MEGNetStructureFeaturizer
+    >>> from sklearn_atomsets import StructureFeaturizer
     >>> nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"],
     ...                                  [[0, 0, 0], [0.5, 0.5, 0.5]])
-    >>> featurizer = MEGNetStructureFeaturizer(layers=("f", "V1"), stats=("mean",))
+    >>> featurizer = StructureFeaturizer(layers=("f", "V1"), stats=("mean",))
     >>> len(featurizer.featurize(nacl)), featurizer.feature_labels()[96]
     (128, 'MEGNet V1 mean 0')
+    >>> from pymatgen.core import Lattice, Structure
+    >>> from sklearn_atomsets import StructureFeaturizer
+    >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> featurizer = StructureFeaturizer(layers=("f",), parent="CHGNet-0.3.0")
+    >>> len(featurizer.featurize(cscl)), featurizer.feature_labels()[0]
+    (64, 'CHGNet f 0')
     """
 
     _parameter_constraints = {
@@ -1041,8 +1057,8 @@ class MEGNetStructureFeaturizer(_StructureBase):
         return [None if value is None else next(table) for value in results], errors
 
 
-class MEGNetSiteSetFeaturizer(_StructureBase):
-    """One :class:`WeightedSet` per structure: a layer's rows, one per site (weights 1).
+class SiteSetFeaturizer(_StructureBase):
+    """One :class:`WeightedSet` per structure from any parent: a site layer's rows, one per site (weights 1).
 
     The input of AtomSets-V0..V3 (the paper recommends V1 for structures).
 
@@ -1055,15 +1071,20 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
         row, so the set carries the whole-structure features too (e.g. ``("V0", "V1", "f")``:
         48 + 96 features). At least one site layer is needed.
     parent, structure_only, batch_size, cache, n_jobs, torch_threads, device, progress
-        As for :class:`MEGNetStructureFeaturizer`.
+        As for :class:`StructureFeaturizer`.
 
     Examples
     --------
     >>> from pymatgen.core import Lattice, Structure
-    >>> from sklearn_atomsets import MEGNetSiteSetFeaturizer
+    >>> from sklearn_atomsets import SiteSetFeaturizer
     >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    >>> MEGNetSiteSetFeaturizer("V1").featurize(cscl)
+    >>> SiteSetFeaturizer("V1").featurize(cscl)
     [WeightedSet(2 rows, 32 features)]
+    >>> from pymatgen.core import Lattice, Structure
+    >>> from sklearn_atomsets import SiteSetFeaturizer
+    >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> SiteSetFeaturizer("V1").featurize(cscl), SiteSetFeaturizer("V4", parent="CHGNet-0.3.0").featurize(cscl)
+    ([WeightedSet(2 rows, 32 features)], [WeightedSet(2 rows, 64 features)])
     """
 
     _parameter_constraints = {
@@ -1119,7 +1140,7 @@ class MEGNetSiteSetFeaturizer(_StructureBase):
         return rows, errors
 
 
-class _CompositionBase(_MEGNetFeaturizerBase):
+class _CompositionBase(_FeaturizerBase):
     def _elements(self, items, make_row):
         """``make_row((atomic numbers, atom fractions))`` per item, or an error: the set and
         its statistics are built inside the per-row guard too."""
@@ -1150,7 +1171,7 @@ class _CompositionBase(_MEGNetFeaturizerBase):
         return state
 
 
-class MEGNetElementSetFeaturizer(_CompositionBase):
+class ElementSetFeaturizer(_CompositionBase):
     """One :class:`WeightedSet` per composition: the V0 rows of its elements, weighted by
     atom fraction (so ``Fe0.01Ni0.99`` is two rows with weights 0.01 and 0.99).
 
@@ -1164,10 +1185,13 @@ class MEGNetElementSetFeaturizer(_CompositionBase):
 
     Examples
     --------
-    >>> from sklearn_atomsets import MEGNetElementSetFeaturizer
-    >>> [s] = MEGNetElementSetFeaturizer().featurize("Fe0.01Ni0.99")
+    >>> from sklearn_atomsets import ElementSetFeaturizer
+    >>> [s] = ElementSetFeaturizer().featurize("Fe0.01Ni0.99")
     >>> s.features.shape, [round(float(w), 2) for w in s.weights]
     ((2, 16), [0.01, 0.99])
+    >>> from sklearn_atomsets import ElementSetFeaturizer
+    >>> ElementSetFeaturizer(parent="CHGNet-0.3.0").featurize("Fe0.01Ni0.99")
+    [WeightedSet(2 rows, 64 features)]
     """
 
     _parameter_constraints = {
@@ -1188,7 +1212,7 @@ class MEGNetElementSetFeaturizer(_CompositionBase):
         return self._elements(items, lambda r: [WeightedSet(table[r[0]], r[1])])
 
 
-class MEGNetCompositionFeaturizer(_CompositionBase):
+class CompositionFeaturizer(_CompositionBase):
     """Fixed-length statistics of V0 over the elements of a composition, weighted by
     atom fraction (weighted mean and standard deviation; min and max over the elements).
 
@@ -1201,10 +1225,14 @@ class MEGNetCompositionFeaturizer(_CompositionBase):
 
     Examples
     --------
-    >>> from sklearn_atomsets import MEGNetCompositionFeaturizer
-    >>> featurizer = MEGNetCompositionFeaturizer(stats=("mean",))
+    >>> from sklearn_atomsets import CompositionFeaturizer
+    >>> featurizer = CompositionFeaturizer(stats=("mean",))
     >>> len(featurizer.featurize("SiO2")), featurizer.feature_labels()[0]
     (16, 'MEGNet V0 mean 0')
+    >>> from sklearn_atomsets import CompositionFeaturizer
+    >>> featurizer = CompositionFeaturizer(stats=("mean",), parent="CHGNet-0.3.0")
+    >>> len(featurizer.featurize("SiO2")), featurizer.feature_labels()[0]
+    (64, 'CHGNet V0 mean 0')
     """
 
     _parameter_constraints = {
@@ -1283,7 +1311,7 @@ def _statistic(rows, weights, stat):
 
 
 
-class AtomicNumberSetFeaturizer(_MEGNetFeaturizerBase):
+class AtomicNumberSetFeaturizer(_FeaturizerBase):
     """One :class:`WeightedSet` of atomic numbers per entry: the input of the paper's
     non-transfer-learning AtomSets model (a trainable element embedding).
 
@@ -1334,67 +1362,24 @@ class AtomicNumberSetFeaturizer(_MEGNetFeaturizerBase):
         return rows, errors
 
 
-# -- general names ---------------------------------------------------------------------------
-# The featurizers work the same for every parent family (``parent=`` picks MEGNet or CHGNet);
-# these are their general names. The MEGNet* names, from when MEGNet was the only parent, keep
-# working unchanged (same parameters, same features; the error column keeps the class name).
+# -- MEGNet names -----------------------------------------------------------------------------
+# From when MEGNet was the only parent. The same classes under their old names, kept as thin
+# subclasses rather than aliases so that everything written for them keeps working: code,
+# pickles (which name the class) and matminer's error column, which carries the class name
+# ("MEGNetStructureFeaturizer Exceptions").
 
 
-class StructureFeaturizer(MEGNetStructureFeaturizer):
-    """Fixed-length features of a crystal structure from any parent (MEGNet, CHGNet).
-
-    The general name of :class:`MEGNetStructureFeaturizer`, with the same parameters; the
-    layers are the parent's (MEGNet: ``f``, ``u1`` .. ``u3``, set2set readouts, ``V0`` ..
-    ``V3``; CHGNet: ``f``, ``V0`` .. ``V4``).
-
-    Examples
-    --------
-    >>> from pymatgen.core import Lattice, Structure
-    >>> from sklearn_atomsets import StructureFeaturizer
-    >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    >>> featurizer = StructureFeaturizer(layers=("f",), parent="CHGNet-0.3.0")
-    >>> len(featurizer.featurize(cscl)), featurizer.feature_labels()[0]
-    (64, 'CHGNet f 0')
-    """
+class MEGNetStructureFeaturizer(StructureFeaturizer):
+    """The MEGNet name of :class:`StructureFeaturizer`: the same parameters and features."""
 
 
-class SiteSetFeaturizer(MEGNetSiteSetFeaturizer):
-    """One :class:`WeightedSet` per structure from any parent: a site layer's rows.
-
-    The general name of :class:`MEGNetSiteSetFeaturizer`, with the same parameters.
-
-    Examples
-    --------
-    >>> from pymatgen.core import Lattice, Structure
-    >>> from sklearn_atomsets import SiteSetFeaturizer
-    >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    >>> SiteSetFeaturizer("V1").featurize(cscl), SiteSetFeaturizer("V4", parent="CHGNet-0.3.0").featurize(cscl)
-    ([WeightedSet(2 rows, 32 features)], [WeightedSet(2 rows, 64 features)])
-    """
+class MEGNetSiteSetFeaturizer(SiteSetFeaturizer):
+    """The MEGNet name of :class:`SiteSetFeaturizer`: the same parameters and features."""
 
 
-class ElementSetFeaturizer(MEGNetElementSetFeaturizer):
-    """One :class:`WeightedSet` per composition from any parent: its elements' V0 rows.
-
-    The general name of :class:`MEGNetElementSetFeaturizer`, with the same parameters.
-
-    Examples
-    --------
-    >>> from sklearn_atomsets import ElementSetFeaturizer
-    >>> ElementSetFeaturizer(parent="CHGNet-0.3.0").featurize("Fe0.01Ni0.99")
-    [WeightedSet(2 rows, 64 features)]
-    """
+class MEGNetElementSetFeaturizer(ElementSetFeaturizer):
+    """The MEGNet name of :class:`ElementSetFeaturizer`: the same parameters and features."""
 
 
-class CompositionFeaturizer(MEGNetCompositionFeaturizer):
-    """Fixed-length statistics of V0 over a composition's elements, from any parent.
-
-    The general name of :class:`MEGNetCompositionFeaturizer`, with the same parameters.
-
-    Examples
-    --------
-    >>> from sklearn_atomsets import CompositionFeaturizer
-    >>> featurizer = CompositionFeaturizer(stats=("mean",), parent="CHGNet-0.3.0")
-    >>> len(featurizer.featurize("SiO2")), featurizer.feature_labels()[0]
-    (64, 'CHGNet V0 mean 0')
-    """
+class MEGNetCompositionFeaturizer(CompositionFeaturizer):
+    """The MEGNet name of :class:`CompositionFeaturizer`: the same parameters and features."""

@@ -46,28 +46,39 @@ class FailedSet(float):
 
     Parameters
     ----------
+    reason : str or RowError
+        Why the row has no set, as the featurizer reported it (its :class:`RowError`, whose
+        fields say where and what).
+
+    Attributes
+    ----------
     reason : str
-        Why the row has no set, as the featurizer reported it.
+        The message.
+    error : RowError or None
+        The same as data (``position``, ``kind``, ``message``), when the featurizer gave one.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from sklearn_atomsets import FailedSet
-    >>> missing = FailedSet("row 0: GraphConstructionError: no neighbour within the cutoff")
-    >>> bool(np.isnan(missing)), missing.reason.split(": ")[1]
-    (True, 'GraphConstructionError')
+    >>> from sklearn_atomsets import FailedSet, RowError
+    >>> missing = FailedSet(RowError.in_row(0, "GraphConstructionError", "no neighbour within the cutoff"))
+    >>> bool(np.isnan(missing)), missing.reason
+    (True, 'row 0: GraphConstructionError: no neighbour within the cutoff')
+    >>> missing.error.position, missing.error.kind
+    (0, 'GraphConstructionError')
     """
 
     def __new__(cls, reason):
         self = super().__new__(cls, "nan")
         self.reason = str(reason)
+        self.error = reason if hasattr(reason, "kind") and hasattr(reason, "position") else None
         return self
 
     def __repr__(self):
         return f"FailedSet({self.reason!r})"
 
     def __reduce__(self):
-        return (FailedSet, (self.reason,))
+        return (FailedSet, (self.reason if self.error is None else self.error,))
 
 
 def _is_missing(item):

@@ -129,7 +129,7 @@ needs_matbench = pytest.mark.skipif(
 
 def _megnet_importable():
     try:
-        from sklearn_atomsets._megnet_backend import import_megnet
+        from sklearn_atomsets.parents.megnet._backend import import_megnet
 
         import_megnet()
     except ImportError as exc:

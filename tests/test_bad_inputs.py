@@ -26,7 +26,7 @@ from pymatgen.core.periodic_table import DummySpecies
 from sklearn.utils._param_validation import InvalidParameterError
 
 import sklearn_atomsets._featurizers as featurizers_module
-import sklearn_atomsets._graph as graph_module
+import sklearn_atomsets.parents._structures as graph_module
 from sklearn_atomsets import (
     AtomicNumberSetFeaturizer,
     AtomSetsRegressor,
@@ -39,7 +39,7 @@ from sklearn_atomsets import (
     load_parent,
     set_feature_cache_limit,
 )
-from sklearn_atomsets._parents import PARENT_MODELS
+from sklearn_atomsets import PARENT_MODELS
 from sklearn_atomsets._sets import pack_sets
 
 from .conftest import REPO, SHARED_MODELS, assert_float32_close, needs_shared_models

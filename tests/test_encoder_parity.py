@@ -69,7 +69,7 @@ def test_every_output_matches_megnet_on_dielectric(parent, shared_model_dir, meg
 
 
 def test_prediction_equals_megnets_own_predict_structures(megnet_reference, dielectric_structures):
-    from sklearn_atomsets._megnet_backend import MegnetReference
+    from sklearn_atomsets.parents.megnet._backend import MegnetReference
 
     structures = dielectric_structures[:100]
     out = MEGNetEncoder().encode(structures, on_error="nan")
@@ -139,7 +139,7 @@ def test_live_graph_model_is_a_parent(custom_megnet, pymatgen_structures, tmp_pa
 
 def test_graphs_equal_megnets_crystal_graph(megnet_reference, pymatgen_structures):
     from sklearn_atomsets import build_graphs
-    from sklearn_atomsets._megnet_backend import MegnetReference
+    from sklearn_atomsets.parents.megnet._backend import MegnetReference
 
     reference = MegnetReference(load_parent())
     graphs, ok, errors = build_graphs(pymatgen_structures, cutoff=5.0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sklearn_atomsets import PARENT_MODELS, ParentModelNotFoundError, load_parent
-from sklearn_atomsets._parents import _sha256
+from sklearn_atomsets.parents._base import file_sha256 as _sha256
 
 from .conftest import SHARED_MODELS, assert_float32_close, needs_shared_models
 

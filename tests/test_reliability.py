@@ -12,7 +12,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from sklearn_atomsets import MEGNetEncoder
-from sklearn_atomsets._symmetry import _length_ids
+from sklearn_atomsets.parents.megnet._symmetry import _length_ids
 
 from .conftest import TRAINED_RTOL, assert_float32_close, needs_shared_models
 

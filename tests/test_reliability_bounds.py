@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-import sklearn_atomsets._graph as graph_module
+import sklearn_atomsets.parents._structures as graph_module
 from sklearn_atomsets import MEGNetEncoder
 
 from .conftest import KERNEL_RTOL, REGROUPED_RTOL, REPO, assert_float32_close, needs_matbench, needs_shared_models
@@ -48,7 +48,7 @@ CSCL = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
 """
 
 _MEGNET_MEMORY = _PRELUDE + r"""
-import sklearn_atomsets._graph as graph_module
+import sklearn_atomsets.parents._structures as graph_module
 from sklearn_atomsets import MEGNetEncoder, MEGNetStructureFeaturizer
 
 rng = np.random.default_rng(0)
@@ -190,7 +190,7 @@ def test_5_a_batch_is_cut_at_the_budget_and_a_structure_over_it_is_refused_by_it
 
 def _cost(encoder, structure):
     """The memory the encoder's parent family estimates for one structure's forward pass."""
-    from sklearn_atomsets import _encoder
+    from sklearn_atomsets.parents.megnet import _encoder
 
     if hasattr(encoder, "_graph"):  # CHGNet (bonds and bond angles), SevenNet: the family's hook
         return encoder._graph(0, structure)[1]

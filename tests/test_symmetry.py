@@ -16,9 +16,9 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-import sklearn_atomsets._symmetry as symmetry
+import sklearn_atomsets.parents.megnet._symmetry as symmetry
 from sklearn_atomsets import MEGNetEncoder, build_graphs
-from sklearn_atomsets._symmetry import equivalence_classes, reduce_graphs
+from sklearn_atomsets.parents.megnet._symmetry import equivalence_classes, reduce_graphs
 
 from .conftest import REGROUPED_RTOL
 from .test_encoder_parity import assert_outputs_match

@@ -27,12 +27,18 @@ Examples
 from __future__ import annotations
 
 import os
-import pickletools
-import zipfile
+
+from ._base import EncoderOutput, ParentFamily, ParentRecord, checkpoint_names
+from ._structures import GraphConstructionError, RowError
 
 __all__ = [
+    "DEFAULT_PARENT",
     "FAMILIES",
+    "EncoderOutput",
+    "GraphConstructionError",
     "ParentFamily",
+    "ParentRecord",
+    "RowError",
     "checkpoint_names",
     "load_parent",
     "make_encoder",
@@ -41,56 +47,13 @@ __all__ = [
 ]
 
 
-class ParentFamily:
-    """The interface one family of parents implements (see the module docstring).
-
-    Subclasses set ``name`` (the family, e.g. ``"chgnet"``), ``label`` (the prefix of
-    feature labels, e.g. ``"CHGNet"``) and ``extra`` (the pip extra that installs it, or
-    None), and implement the four methods below.
-    """
-
-    name: str = ""
-    label: str = ""
-    extra: str | None = None
-
-    def names(self):
-        """The registered parent names of this family."""
-        raise NotImplementedError
-
-    def owns(self, parent) -> bool:
-        """Whether ``parent`` (a name, a path, a parent record, a live model) is this family's."""
-        raise NotImplementedError
-
-    def load(self, parent, **kwargs):
-        """The parent record (``name``, ``path``, ``sha256``) of ``parent``."""
-        raise NotImplementedError
-
-    def encoder(self, parent, *, batch_size=256, device="cpu"):
-        """An encoder for ``parent`` (lazily loaded: nothing heavy happens here)."""
-        raise NotImplementedError
-
-    def __repr__(self):
-        return f"<parent family {self.name!r}: {', '.join(self.names())}>"
-
-
-def checkpoint_names(path):
-    """The strings a torch checkpoint's pickle holds (its dict keys among them), read from the
-    pickle's opcodes without unpickling anything; None for a file that is no torch zip archive.
-
-    Families that share the ``.pth`` suffix tell their checkpoints apart by these names.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            member = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
-            if member is None:
-                return None
-            pickled = archive.read(member)
-        return frozenset(arg for op, arg, _ in pickletools.genops(pickled) if isinstance(arg, str))
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
-        return None
+#: The parent a featurizer uses when none is given: the AtomSets paper's.
+DEFAULT_PARENT = "Eform_MP_2019"
 
 
 def _families():
+    # Imported on first use: a family module imports its package (torch, chgnet, sevenn) lazily,
+    # but its own code only when a parent of it is asked for.
     from .chgnet import CHGNetFamily
     from .megnet import MEGNetFamily
     from .sevennet import SevenNetFamily

@@ -20,7 +20,7 @@ name              level        what it is
 ================  ===========  ========================================================
 
 Structures go through the model ``batch_size`` at a time (fewer where the next one would take
-a batch over the memory budget, ``MAX_BATCH_BYTES`` in ``_graph.py``), without gradients: no
+a batch over the memory budget, ``MAX_BATCH_BYTES`` in ``parents/_structures.py``), without gradients: no
 forces, stresses or magnetic moments are computed, and when only early layers are asked for the
 forward pass stops after the last one needed. Bad input follows the package's per-row error
 policy (the same checks as the MEGNet graphs, at CHGNet's 6 A cutoff); sites far outside the
@@ -38,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _graph as _graph_module
-from .._graph import GraphConstructionError, _describe, _one_graph, over_budget, wrapped_into_cell
-from .._parents import ParentModelCorruptError, ParentModelNotFoundError, _sha256
-from . import ParentFamily, checkpoint_names
-from ._batched import BatchedEncoder
+from . import _structures
+from ._base import BatchedEncoder, ParentFamily, ParentModelCorruptError, ParentModelNotFoundError, ParentRecord
+from ._base import checkpoint_names
+from ._base import file_sha256 as _sha256
+from ._structures import GraphConstructionError, _one_graph, over_budget, wrapped_into_cell
 
 __all__ = ["CHGNET_CITATION", "CHGNET_PARENTS", "CHGNetEncoder", "CHGNetFamily", "CHGNetParent"]
 
@@ -109,7 +109,7 @@ def _chgnet_dir():
 
 
 @dataclass(frozen=True, eq=False)
-class CHGNetParent:
+class CHGNetParent(ParentRecord):
     """Where a pretrained CHGNet's weights are.
 
     Parameters
@@ -159,7 +159,7 @@ def load_chgnet_parent(parent="CHGNet-0.3.0"):
 
 
 # Forward-pass memory per bond (6 A atom graph), bond angle and site, for the batch budget
-# (_graph.MAX_BATCH_BYTES). Peak RSS above an idle encoder, every output, one torch thread, Cu
+# (_structures.MAX_BATCH_BYTES). Peak RSS above an idle encoder, every output, one torch thread, Cu
 # supercells of 864 sites: 3.9 kB per bond with no angles (a = 4.6 A), and 3.6 kB per angle
 # more with 132 angles per site (a = 3.61 A); chgnet's Python graph converter is most of it.
 _BYTES_PER_BOND = 4000
@@ -329,16 +329,13 @@ class CHGNetEncoder(BatchedEncoder):
         converter builds the bond angles, whose number grows with the square of the
         neighbours per atom)."""
         converter = self.model_.graph_converter
-        try:
-            z, center, _, dist = _one_graph(i, structure, converter.atom_graph_cutoff, self.max_atomic_number)
-        except GraphConstructionError as exc:
-            raise GraphConstructionError(str(exc).replace("MEGNet", "CHGNet")) from None
+        z, center, _, dist = _one_graph(i, structure, converter.atom_graph_cutoff, self.max_atomic_number, "CHGNet")
         # chgnet's angles: every ordered pair of a site's bonds shorter than its bond-graph cutoff
         short = np.bincount(center[dist <= converter.bond_graph_cutoff], minlength=len(z))
         n_angles = int((short * (short - 1)).sum())
         nbytes = _BYTES_PER_BOND * len(dist) + _BYTES_PER_ANGLE * n_angles + _BYTES_PER_ATOM * len(z)
-        if nbytes > _graph_module.MAX_BATCH_BYTES:
-            raise GraphConstructionError(f"{_describe(i, structure)}: " + over_budget(
+        if nbytes > _structures.MAX_BATCH_BYTES:
+            raise GraphConstructionError.of_structure(i, structure, over_budget(
                 nbytes, f"{len(z):,} sites, {len(dist):,} bonds, {n_angles:,} bond angles"))
         try:
             # sites far outside the cell make chgnet's neighbour search scan every cell in between
@@ -346,7 +343,7 @@ class CHGNetEncoder(BatchedEncoder):
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - chgnet's own refusal, named with the structure
-            raise GraphConstructionError(f"{_describe(i, structure)}: {type(exc).__name__}: {exc}") from exc
+            raise GraphConstructionError.of_failure(i, structure, exc) from exc
 
     def _bond_count(self, graph):
         return int(graph.atom_graph.shape[0])

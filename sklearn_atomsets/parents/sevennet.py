@@ -42,11 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _graph as _graph_module
-from .._graph import GraphConstructionError, _describe, _one_graph, over_budget, wrapped_into_cell
-from .._parents import ParentModelCorruptError, ParentModelNotFoundError, _sha256
-from . import ParentFamily, checkpoint_names
-from ._batched import BatchedEncoder
+from . import _structures
+from ._base import BatchedEncoder, ParentFamily, ParentModelCorruptError, ParentModelNotFoundError, ParentRecord
+from ._base import checkpoint_names
+from ._base import file_sha256 as _sha256
+from ._structures import GraphConstructionError, _one_graph, over_budget, wrapped_into_cell
 
 __all__ = ["SEVENNET_CITATION", "SEVENNET_PARENTS", "SevenNetEncoder", "SevenNetFamily", "SevenNetParent"]
 
@@ -142,7 +142,7 @@ def _sevenn_dir():
 
 
 @dataclass(frozen=True, eq=False)
-class SevenNetParent:
+class SevenNetParent(ParentRecord):
     """Where a pretrained SevenNet's weights are, and which fidelity channel is read.
 
     Parameters
@@ -204,7 +204,7 @@ def _is_sevennet_checkpoint(path):
 
 
 # Forward-pass memory per bond (sevenn's 5 A graph) and site, for the batch budget
-# (_graph.MAX_BATCH_BYTES). Peak RSS above an idle encoder, every output, one torch thread,
+# (_structures.MAX_BATCH_BYTES). Peak RSS above an idle encoder, every output, one torch thread,
 # SevenNet-0 on shaken Cu fcc supercells: 35 kB per bond (500 sites, 21,000 bonds) and 33 kB
 # (2048 sites, 86,016 bonds); the equivariant messages (l = 0..2 channels per bond) are most of it.
 _BYTES_PER_BOND = 36_000
@@ -379,19 +379,16 @@ class SevenNetEncoder(BatchedEncoder):
         from pymatgen.io.ase import AseAtomsAdaptor
 
         model = self.model_
-        try:
-            z, _, _, dist = _one_graph(i, structure, model.cutoff, self.max_atomic_number)
-        except GraphConstructionError as exc:
-            raise GraphConstructionError(str(exc).replace("MEGNet", "SevenNet")) from None
+        z, _, _, dist = _one_graph(i, structure, model.cutoff, self.max_atomic_number, "SevenNet")
         nbytes = _BYTES_PER_BOND * len(dist) + _BYTES_PER_ATOM * len(z)
-        if nbytes > _graph_module.MAX_BATCH_BYTES:
-            raise GraphConstructionError(f"{_describe(i, structure)}: " + over_budget(
+        if nbytes > _structures.MAX_BATCH_BYTES:
+            raise GraphConstructionError.of_structure(i, structure, over_budget(
                 nbytes, f"{len(z):,} sites, {len(dist):,} bonds"))
         unknown = sorted({site.specie for site in structure if site.specie.Z not in model.type_map},
                          key=lambda element: element.Z)
         if unknown:
-            raise GraphConstructionError(
-                f"{_describe(i, structure)}: contains {', '.join(map(str, unknown))}, outside the SevenNet parent's element "
+            raise GraphConstructionError.of_structure(
+                i, structure, f"contains {', '.join(map(str, unknown))}, outside the SevenNet parent's element "
                 f"set ({len(model.type_map)} elements; it has no embedding for Z = "
                 f"{', '.join(str(z) for z in range(1, self.max_atomic_number + 1) if z not in model.type_map)})."
             )
@@ -402,7 +399,7 @@ class SevenNetEncoder(BatchedEncoder):
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - sevenn's own refusal, named with the structure
-            raise GraphConstructionError(f"{_describe(i, structure)}: {type(exc).__name__}: {exc}") from exc
+            raise GraphConstructionError.of_failure(i, structure, exc) from exc
         if self.modal_ is not None:
             graph[keys.DATA_MODALITY] = self.modal_
         return graph, nbytes

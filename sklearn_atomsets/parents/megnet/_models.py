@@ -1,4 +1,4 @@
-"""Parent models: find a pretrained MEGNet ``.hdf5`` and its graph converter.
+"""MEGNet parent models: find a pretrained megnet ``.hdf5`` and its graph converter.
 
 A *parent* is the pretrained MEGNet whose frozen layers give the AtomSets features.
 ``load_parent`` resolves a name, a path or a live megnet ``GraphModel`` to a
@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .._base import ParentModelCorruptError, ParentModelNotFoundError, ParentRecord
+from .._base import file_sha256 as _sha256
 
 __all__ = [
     "PARENT_MODELS",
@@ -106,18 +109,6 @@ PARENT_MODELS: dict[str, _Registered] = {
 }
 
 
-class ParentModelNotFoundError(FileNotFoundError):
-    """No usable copy of a parent model could be found or downloaded."""
-
-
-class ParentModelCorruptError(ParentModelNotFoundError):
-    """A copy of a registered parent model is there but its sha256 does not match the registry.
-
-    A subclass of :class:`ParentModelNotFoundError` (there is no usable copy), so code that
-    catches that keeps working; the message says which file is corrupt and its checksum.
-    """
-
-
 def _check_hdf5(path: Path):
     """Fail here, naming the file, when it is not a Keras/MEGNet ``.hdf5`` (text, truncated,
     corrupt), rather than at the first encode with an anonymous ``OSError``."""
@@ -139,7 +130,7 @@ def _check_hdf5(path: Path):
 
 
 @dataclass(frozen=True, eq=False)
-class ParentModel:
+class ParentModel(ParentRecord):
     """Where a pretrained MEGNet lives and how it turns crystals into graphs.
 
     Parameters
@@ -233,26 +224,6 @@ def default_model_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "sklearn-atomsets" / "megnet_models"
-
-
-_SHA256_MEMO: dict = {}
-
-
-def _sha256(path) -> str:
-    """sha256 of a file's content, computed once per file and recomputed only when its size,
-    modification time or inode changed (an overwritten file gets its new checksum)."""
-    path = Path(path).absolute()
-    stat = path.stat()
-    signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
-    memo = _SHA256_MEMO.get(path)
-    if memo is not None and memo[0] == signature:
-        return memo[1]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    _SHA256_MEMO[path] = (signature, digest.hexdigest())
-    return digest.hexdigest()
 
 
 def content_sha256(parent: ParentModel) -> str:

@@ -1,10 +1,16 @@
-"""Crystal graphs, built the way megnet's ``CrystalGraph`` builds them, for many structures.
+"""What every family does to a structure before its own graph: the checks, the neighbour
+list, the per-row errors and the memory budget.
 
-Nodes are sites (atomic numbers), directed edges join every pair of sites closer than the
-cutoff (periodic images included, both directions), and bond lengths are expanded on
-Gaussians by the encoder. Neighbour search is pymatgen's compiled
-``find_points_in_spheres``, the same routine and tolerance megnet uses; the batch is then
-assembled with array operations, with no Python loop over bonds.
+Neighbours: every pair of sites closer than the cutoff (periodic images included, both
+directions), found by pymatgen's compiled ``find_points_in_spheres``, the same routine and
+tolerance megnet's ``CrystalGraph`` uses (:func:`_one_graph`). The MEGNet family assembles
+these lists into its graphs; CHGNet and SevenNet use them to check and count before their
+own packages build theirs.
+
+**Row errors are data.** A structure that cannot be encoded is a :class:`RowError`: the
+message as text (what is printed) with its parts as fields (position, kind, message), made
+where the failure is detected (:class:`GraphConstructionError` carries one) and read as
+fields by the featurizers, :class:`~sklearn_atomsets.FailedSet` and the Dask path.
 
 Before the search every structure is checked (see the module constants): finite lattice and
 coordinates, at least ``MIN_VOLUME_PER_ATOM`` A^3 per atom, a (reduced) cell at least
@@ -24,7 +30,6 @@ structure that needs more than that alone is refused with its count of bonds.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 from scipy.spatial import cKDTree
 
@@ -33,55 +38,125 @@ from pymatgen.core import IStructure, Structure
 from pymatgen.core.periodic_table import DummySpecies
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
-__all__ = ["CrystalGraphBatch", "GraphConstructionError", "build_graphs", "within_budget"]
+__all__ = ["GraphConstructionError", "RowError", "each_structure", "over_budget", "within_budget"]
 
 # megnet.utils.data.get_graphs_within_cutoff
 _NUMERICAL_TOL = 1e-8
 
 
-class GraphConstructionError(ValueError):
-    """A structure cannot be turned into a MEGNet crystal graph."""
+class RowError(str):
+    """Why one input could not be encoded or featurized: the text that is printed, with its
+    parts as fields.
 
-
-@dataclass
-class CrystalGraphBatch:
-    """Several crystal graphs stored as one disjoint graph (megnet's batch layout).
+    A ``str`` (the message itself, e.g. ``"structure 3 (NaCl): disordered (partially
+    occupied) sites; ..."``), so printing it, searching it or writing it to matminer's
+    error column works as with any message; code that needs a part reads the field instead
+    of parsing the text.
 
     Attributes
     ----------
-    atomic_numbers : ndarray of shape (n_atoms,)
-    distances : ndarray of shape (n_bonds,), float32
-    index1, index2 : ndarray of shape (n_bonds,)
-        Sending and receiving site of each directed bond, as indices into the batch's atoms.
-    atom_graph, bond_graph : ndarray
-        Which graph (0..n_graphs-1) each atom and bond belongs to; sorted.
-    n_atoms, n_bonds : ndarray of shape (n_graphs,)
+    position : int
+        Where the input was in the sequence the encoder or featurizer was given.
+    kind : str
+        The error's type name (``"GraphConstructionError"``, ``"TypeError"``, ...).
+    message : str
+        What is wrong, without the position (``"disordered (partially occupied) sites; ..."``).
+    subject : str
+        How the text names the input: ``"structure 3 (NaCl)"`` (an encoder), ``"item 3"``
+        (not a structure), ``"row 3"`` (a featurizer's row), ``"index 'mp-1'"`` (a frame's).
+
+    Examples
+    --------
+    >>> from sklearn_atomsets import RowError
+    >>> error = RowError.in_row(2, "TypeError", "expected a Structure, got int.")
+    >>> error, error.position, error.kind
+    ('row 2: TypeError: expected a Structure, got int.', 2, 'TypeError')
+    >>> error.renamed("index 'mp-1'")
+    "index 'mp-1': TypeError: expected a Structure, got int."
     """
 
-    atomic_numbers: np.ndarray
-    distances: np.ndarray
-    index1: np.ndarray
-    index2: np.ndarray
-    atom_graph: np.ndarray
-    bond_graph: np.ndarray
-    n_atoms: np.ndarray
-    n_bonds: np.ndarray
+    def __new__(cls, position, kind, message, subject, *, show_kind=True):
+        text = f"{subject}: {kind}: {message}" if show_kind else f"{subject}: {message}"
+        self = super().__new__(cls, text)
+        self.position, self.kind, self.message, self.subject = int(position), str(kind), str(message), str(subject)
+        self._show_kind = bool(show_kind)
+        return self
 
-    @property
-    def n_graphs(self) -> int:
-        return len(self.n_atoms)
+    @classmethod
+    def of_structure(cls, i, structure, message, kind="GraphConstructionError"):
+        """An encoder's error for structure ``i`` (named by its formula); the kind is in the
+        text unless it is a ``GraphConstructionError``, whose message says it all."""
+        return cls(i, kind, message, f"structure {i} ({_formula(structure)})",
+                   show_kind=kind != "GraphConstructionError")
+
+    @classmethod
+    def of_item(cls, i, message):
+        """An encoder's error for item ``i``, which is no structure at all."""
+        return cls(i, "GraphConstructionError", message, f"item {i}", show_kind=False)
+
+    @classmethod
+    def in_row(cls, i, kind, message):
+        """A featurizer's error for row ``i`` (matminer's error column: ``"row i: Kind: message"``)."""
+        return cls(i, kind, message, f"row {i}")
+
+    def renamed(self, subject, position=None):
+        """The same error with the input named ``subject`` (and at ``position``)."""
+        return type(self)(self.position if position is None else position, self.kind, self.message, subject,
+                          show_kind=self._show_kind)
+
+    def unplaced(self):
+        """The text without the position: ``"structure (NaCl): ..."`` (for one structure on its own)."""
+        subject = self.subject.split(" ", 2)
+        subject = f"{subject[0]} {subject[2]}" if len(subject) == 3 else subject[0]
+        return str(self.renamed(subject))
+
+    def __reduce__(self):
+        return (_row_error, (self.position, self.kind, self.message, self.subject, self._show_kind))
 
 
-def _describe(i, structure) -> str:
-    """``structure i (formula)``: built only when an error is raised (a formula label for every
-    structure costs time and makes pymatgen warn about noble gases' electronegativity)."""
+def _row_error(position, kind, message, subject, show_kind):
+    return RowError(position, kind, message, subject, show_kind=show_kind)
+
+
+class GraphConstructionError(ValueError):
+    """A structure cannot be turned into a parent's graph; ``row`` is the :class:`RowError`
+    (position, kind, message) when the failure was detected for a known input."""
+
+    def __init__(self, message, row=None):
+        super().__init__(message)
+        self.row = row
+
+    @classmethod
+    def of_structure(cls, i, structure, message):
+        """The error of structure ``i``, its text naming the structure and its formula."""
+        row = RowError.of_structure(i, structure, message)
+        return cls(str(row), row)
+
+    @classmethod
+    def of_failure(cls, i, structure, exc):
+        """Another package's refusal of structure ``i`` (``exc``), its kind kept as a field."""
+        row = RowError.of_structure(i, structure, str(exc), kind=type(exc).__name__)
+        return cls(str(row), row)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.row))
+
+
+def _formula(structure) -> str:
+    """The structure's reduced formula (its type's name if it has none): built only when an
+    error is raised (a formula for every structure costs time and makes pymatgen warn about
+    noble gases' electronegativity)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            formula = structure.composition.reduced_formula
+            return structure.composition.reduced_formula
     except Exception:  # noqa: BLE001 - only used to label an error message
-        formula = type(structure).__name__
-    return f"structure {i} ({formula})"
+        return type(structure).__name__
+
+
+def _describe(i, structure) -> str:
+    """``structure i (formula)``."""
+    return f"structure {i} ({_formula(structure)})"
 
 
 # Physical limits checked before the neighbour search, whose time and memory grow without
@@ -295,15 +370,15 @@ def cell_pbc(structure):
     return tuple(bool(p) for p in getattr(structure.lattice, "pbc", (True, True, True)))
 
 
-def _one_graph(i, structure, cutoff, max_z):
-    """Neighbour list of one structure, or a GraphConstructionError that names it."""
+def _one_graph(i, structure, cutoff, max_z, family="MEGNet"):
+    """Neighbour list of one structure, or a GraphConstructionError that names it (``family``:
+    the parent family the messages name)."""
     if not isinstance(structure, IStructure):  # Structure and IStructure
-        raise GraphConstructionError(
-            f"item {i}: expected a pymatgen Structure, got {type(structure).__name__}."
-        )
+        row = RowError.of_item(i, f"expected a pymatgen Structure, got {type(structure).__name__}.")
+        raise GraphConstructionError(str(row), row)
 
     def fail(problem):
-        raise GraphConstructionError(f"{_describe(i, structure)}: {problem}")
+        raise GraphConstructionError.of_structure(i, structure, problem.replace("MEGNet", family))
 
     if len(structure) == 0:
         fail("empty, it has no sites.")
@@ -360,74 +435,9 @@ def _one_graph(i, structure, cutoff, max_z):
     return z, center.astype(np.int64), neighbor.astype(np.int64), dist.astype(np.float32)
 
 
-def build_graphs(structures, cutoff, max_atomic_number=94, on_error="raise", offset=0, progress=None):
-    """Build the crystal graphs of many structures at once.
-
-    Parameters
-    ----------
-    structures : sequence of pymatgen Structure
-    cutoff : float
-        Neighbour cutoff in Angstrom (the parent model's converter setting).
-    max_atomic_number : int
-        Largest atomic number the parent's element embedding knows.
-    on_error : {"raise", "nan"}
-        ``"raise"`` stops at the first structure that cannot be converted;
-        ``"nan"`` leaves it out of the batch and records the reason.
-    offset : int
-        Added to item indices in error messages (for callers that work in chunks).
-    progress : callable, optional
-        Called after each structure (converted or not) with ``offset`` + the number of
-        structures done so far: a progress bar's hook.
-
-    Returns
-    -------
-    graphs : CrystalGraphBatch
-        The graphs of the structures that could be converted, in input order.
-    ok : ndarray of bool, shape (n_structures,)
-        Which inputs are in ``graphs``.
-    errors : dict of int -> str
-        Reason for every input that is not.
-
-    A ``MemoryError`` is raised even with ``on_error="nan"``: it depends on what else is
-    alive, not on the structure.
-    """
-    if on_error not in ("raise", "nan"):
-        raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}.")
-    errors = {}
-    built = list(each_structure(structures, lambda i, s: _one_graph(i, s, cutoff, max_atomic_number),
-                                on_error, errors, offset, progress))
-    ok = np.zeros(len(structures), dtype=bool)
-    ok[[i for i, _ in built]] = True
-    return _assemble([part for _, part in built]), ok, errors
-
-
-def graph_batches(structures, cutoff, max_atomic_number, on_error, errors, batch_size, bytes_per_bond,
-                  bytes_per_atom, progress=None):
-    """Yield ``(indices, CrystalGraphBatch)``: the graphs of at most ``batch_size`` structures
-    whose estimated forward-pass memory (``bytes_per_bond`` and ``bytes_per_atom``, the parent
-    family's measured costs) stays within ``MAX_BATCH_BYTES``, in input order. A structure
-    that needs more alone is refused with its counts; every refusal goes to ``errors`` (or is
-    raised, with ``on_error="raise"``). Each batch's graphs are built only once the previous
-    batch is done with. ``progress`` is called after each structure (see ``each_structure``)."""
-    if on_error not in ("raise", "nan"):
-        raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}.")
-
-    def sized(i, structure):
-        part = _one_graph(i, structure, cutoff, max_atomic_number)
-        nbytes = bytes_per_bond * len(part[1]) + bytes_per_atom * len(part[0])
-        if nbytes > MAX_BATCH_BYTES:
-            raise GraphConstructionError(
-                f"{_describe(i, structure)}: {over_budget(nbytes, f'{len(part[0]):,} sites, {len(part[1]):,} bonds')}")
-        return (i, part), nbytes
-
-    built = (value for _, value in each_structure(structures, sized, on_error, errors, progress=progress))
-    for batch in within_budget(built, batch_size):
-        yield np.array([i for i, _ in batch], dtype=np.int64), _assemble([part for _, part in batch])
-
-
 def each_structure(structures, build, on_error, errors, offset=0, progress=None):
     """Yield ``(i, build(i + offset, structure))`` for every structure that can be built, and
-    put the reason of every other in ``errors`` (or raise it, with ``on_error="raise"``): any
+    put the :class:`RowError` of every other in ``errors`` (or raise it, with ``on_error="raise"``): any
     failure of one structure is its own error, except ``MemoryError``, which depends on what
     else is alive (the rest of a batch) and is raised, for the caller to retry alone.
     ``progress`` (a progress bar's hook) is called after each structure, built or not, with
@@ -442,33 +452,12 @@ def each_structure(structures, build, on_error, errors, offset=0, progress=None)
         except GraphConstructionError as exc:
             if on_error == "raise":
                 raise
-            errors[i] = str(exc)
+            errors[i] = exc.row if exc.row is not None else RowError.of_structure(i + offset, structure, str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of one structure is its own error
             if on_error == "raise":
                 raise
-            errors[i] = f"{_describe(i + offset, structure)}: {type(exc).__name__}: {exc}"
+            errors[i] = RowError.of_structure(i + offset, structure, str(exc), kind=type(exc).__name__)
         if progress is not None:
             progress(offset + i + 1)
         if not failed:
             yield i, value
-
-
-def _assemble(parts):
-    """One CrystalGraphBatch of several structures' neighbour lists (from ``_one_graph``)."""
-    n_atoms = np.array([len(p[0]) for p in parts], dtype=np.int64)
-    n_bonds = np.array([len(p[1]) for p in parts], dtype=np.int64)
-    if not parts:
-        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return CrystalGraphBatch(empty_i, empty_f, empty_i, empty_i, empty_i, empty_i, n_atoms, n_bonds)
-    atom_start = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
-    bond_shift = np.repeat(atom_start, n_bonds)
-    return CrystalGraphBatch(
-        atomic_numbers=np.concatenate([p[0] for p in parts]),
-        distances=np.concatenate([p[3] for p in parts]),
-        index1=np.concatenate([p[1] for p in parts]) + bond_shift,
-        index2=np.concatenate([p[2] for p in parts]) + bond_shift,
-        atom_graph=np.repeat(np.arange(len(parts)), n_atoms),
-        bond_graph=np.repeat(np.arange(len(parts)), n_bonds),
-        n_atoms=n_atoms,
-        n_bonds=n_bonds,
-    )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 
 import h5py
@@ -34,11 +35,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._graph import graph_batches
-from ._parents import DEFAULT_PARENT, load_parent
+from .. import _structures
+from .._base import BatchedEncoder, EncoderOutput
+from .._structures import GraphConstructionError, _one_graph, over_budget
+from ._graph import assemble
+from ._models import DEFAULT_PARENT, content_sha256, load_parent
 from ._symmetry import reduce_graphs
 
-__all__ = ["EncoderOutput", "MEGNetEncoder", "MEGNetModule"]
+__all__ = ["EncoderOutput", "MEGNET_CITATION", "MEGNetEncoder", "MEGNetModule"]
+
+MEGNET_CITATION = (
+    "@article{chen_graph_2019, title={Graph Networks as a Universal Machine Learning Framework for "
+    "Molecules and Crystals}, author={Chen, Chi and Ye, Weike and Zuo, Yunxing and Zheng, Chen and "
+    "Ong, Shyue Ping}, journal={Chemistry of Materials}, volume={31}, number={9}, pages={3564--3572}, "
+    "year={2019}, doi={10.1021/acs.chemmater.9b01294}}"
+)
 
 # Positions of megnet's model inputs (megnet.models.megnet.make_megnet_model).
 _INPUT_ROLES = ("atom", "bond", "state", "index1", "index2", "atom_graph", "bond_graph")
@@ -539,6 +550,8 @@ class MEGNetModule(nn.Module):
 
 
 _LEVELS = {"V": "site", "E": "bond"}
+_SITE = re.compile(r"^V\d+$")
+_STRUCTURE_ORDER = ("f", "u", "set2set_atom", "set2set_bond")
 
 # A batch is run reduced only when that removes at least this fraction of its bonds. An estimate,
 # not a measured break-even: the copy back to every site and bond costs a few per cent of an
@@ -547,7 +560,7 @@ _LEVELS = {"V": "site", "E": "bond"}
 _MIN_GAIN = 0.1
 
 # Forward-pass memory of a MEGNet parent per bond and per site, for the batch budget
-# (_graph.MAX_BATCH_BYTES). Peak RSS above an idle encoder, every output, unreduced, one torch
+# (_structures.MAX_BATCH_BYTES). Peak RSS above an idle encoder, every output, unreduced, one torch
 # thread: 1.8 kB per bond at 86,000 bonds and 1.5 kB at 290,000 (Cu supercells, 5 A cutoff); the
 # rest of the 2 kB is margin. The symmetry reduction only ever lowers it.
 _BYTES_PER_BOND = 2000
@@ -559,60 +572,7 @@ def output_level(name):
     return _LEVELS.get(name[0], "structure") if name[1:].isdigit() else "structure"
 
 
-class EncoderOutput:
-    """Every intermediate output of the parent for a list of structures.
-
-    ``out["V1"]`` is a list with one ``(n_sites, d)`` array per structure (``None`` where the
-    structure failed); ``out["u3"]``, ``out["f"]``, ``out["prediction"]`` are ``(n_structures, d)``
-    arrays with NaN rows where it failed. ``errors`` maps failed positions to the reason.
-    """
-
-    def __init__(self, site, bond, structure, n_sites, n_bonds, ok, errors, batch_counts):
-        # Site and bond outputs stay as the per-batch arrays the encoder produced (dicts of
-        # lists; batch_counts[i] structures in batch i): stacking millions of bond rows into
-        # one array would cost more than the forward pass.
-        self._site, self._bond, self._structure = site, bond, structure
-        self.n_sites, self.n_bonds, self.ok, self.errors = n_sites, n_bonds, ok, errors
-        self.batch_counts = batch_counts
-
-    @property
-    def names(self):
-        return [*self._site, *self._bond, *self._structure]
-
-    def __len__(self):
-        return len(self.ok)
-
-    def _batches(self, name):
-        if name in self._site:
-            return self._site[name], self.n_sites
-        if name in self._bond:
-            return self._bond[name], self.n_bonds
-        raise KeyError(f"{name!r} is not a site or bond output; available: {self.names}")
-
-    def packed(self, name):
-        """Site or bond output of all successful structures stacked in one array."""
-        batches, _ = self._batches(name)
-        return np.concatenate(batches) if len(batches) != 1 else batches[0]
-
-    def __getitem__(self, name):
-        if name in self._structure:
-            return self._structure[name]
-        if name not in self._site and name not in self._bond:
-            raise KeyError(f"{name!r} is not an encoder output; available: {self.names}")
-        batches, counts = self._batches(name)
-        counts, pieces, start = counts[self.ok], [], 0
-        for batch, k in zip(batches, self.batch_counts):
-            if k:
-                pieces.extend(np.split(batch, np.cumsum(counts[start : start + k])[:-1]))
-            start += k
-        pieces = iter(pieces)
-        return [next(pieces) if good else None for good in self.ok]
-
-    def __repr__(self):
-        return f"EncoderOutput(n_structures={len(self)}, failed={len(self.errors)}, names={self.names})"
-
-
-class MEGNetEncoder:
+class MEGNetEncoder(BatchedEncoder):
     """Frozen pretrained MEGNet turning crystal structures into AtomSets features.
 
     Parameters
@@ -624,7 +584,8 @@ class MEGNetEncoder:
         ``"megnet"``: the original megnet/Keras model (needs the ``[megnet]`` extra); the
         reference the PyTorch path is tested against.
     batch_size : int, default=256
-        Structures per forward pass.
+        Structures per forward pass (fewer where the next would take it over the memory
+        budget, ``MAX_BATCH_BYTES``).
     device : str or torch.device, default="cpu"
         Torch device for the ``"torch"`` backend (``"cuda"``, ``torch.device("cuda", 1)``, ...).
         Outputs always come back as NumPy arrays on the host.
@@ -655,9 +616,7 @@ class MEGNetEncoder:
         self.device = device
         self.symmetry_reduction = symmetry_reduction
 
-    def __getstate__(self):
-        # Pickles keep where the weights are, never the weights themselves.
-        return {k: v for k, v in self.__dict__.items() if not k.endswith("_")}
+    # Pickles keep where the weights are, never the weights themselves (BatchedEncoder.__getstate__).
 
     @property
     def parent_(self):
@@ -675,7 +634,7 @@ class MEGNetEncoder:
 
     def _reference(self):
         if "reference_" not in self.__dict__:
-            from ._megnet_backend import MegnetReference
+            from ._backend import MegnetReference
 
             # A live megnet GraphModel is its own reference: no reload through Keras.
             live = self.parent if hasattr(self.parent, "graph_converter") else None
@@ -686,6 +645,53 @@ class MEGNetEncoder:
         """``(n_elements, d)`` array whose row z is V0 of atomic number z."""
         return self.module_.element_embedding().cpu().numpy()
 
+    label = "MEGNet"
+    family = "megnet"
+
+    def load(self):
+        """Read the weights now (a missing or broken parent fails here, naming the file)."""
+        return self._backend()
+
+    def _backend(self):
+        if self.backend not in ("torch", "megnet"):
+            raise ValueError(f"backend must be 'torch' or 'megnet', got {self.backend!r}.")
+        return self.module_ if self.backend == "torch" else self._reference()
+
+    def output_widths(self):
+        """Width of every output (``V0`` .. ``Vn``, ``E1`` .. ``En``, ``u1`` .. ``un``, the
+        set2set readouts, ``f``, the raw ``output`` and the ``prediction``)."""
+        widths = dict(self._backend().output_widths())
+        widths["prediction"] = widths["output"]
+        return widths
+
+    @property
+    def site_layers(self):
+        """``("V0", "V1", ...)``: one per MEGNet block, plus the element embedding."""
+        return tuple(sorted((n for n in self._backend().output_widths() if _SITE.match(n)), key=lambda n: int(n[1:])))
+
+    @property
+    def bond_layers(self):
+        """``("E1", ...)``: the bond outputs of each MEGNet block."""
+        return tuple(n for n in self._backend().output_widths() if output_level(n) == "bond")
+
+    @property
+    def structure_layers(self):
+        """Structure-level features: ``f``, ``u1`` .. ``un``, both set2set readouts."""
+        names = [n for n in self._backend().output_widths()
+                 if n == "f" or re.match(r"^u\d+$", n) or n.startswith("set2set")]
+        return tuple(sorted(names, key=lambda n: (_STRUCTURE_ORDER.index(n.rstrip("0123456789")), n)))
+
+    @property
+    def max_atomic_number(self):
+        return self._backend().max_atomic_number
+
+    def content_key(self):
+        """The sha256 of the weights file (and its converter) as it is now: the feature cache's key."""
+        return content_sha256(self.parent_)
+
+    def citations(self):
+        return [MEGNET_CITATION]
+
     def encode(self, structures, on_error="raise", outputs=None, progress=None):
         """Run the parent on structures and return every intermediate output.
 
@@ -695,7 +701,8 @@ class MEGNetEncoder:
         on_error : {"raise", "nan"}, default="raise"
             What to do with a structure that cannot be encoded (isolated atom, empty,
             disordered, unknown element, not a Structure): raise a ``GraphConstructionError``
-            that names it, or record it in ``errors`` and return NaN / None for it.
+            that names it, or record it in ``errors`` (a :class:`RowError`) and return NaN /
+            None for it.
         outputs : list of str, optional
             Only these outputs (e.g. ``["V1", "f"]``); default all. Leaving out the bond
             outputs ``E1`` to ``E3`` saves most of the memory on large batches.
@@ -711,54 +718,39 @@ class MEGNetEncoder:
         -----
         Structures go through the network ``batch_size`` at a time, in smaller batches where
         the next structure would take one over the memory budget (``MAX_BATCH_BYTES`` in
-        ``_graph.py``, estimated from its bonds); a structure over it on its own is refused
-        like any other bad input.
+        ``parents/_structures.py``, estimated from its bonds and sites); a structure over it
+        on its own is refused like any other bad input. The loop is the one every family
+        shares (:class:`~sklearn_atomsets.parents._base.BatchedEncoder`); this class gives it
+        the MEGNet graph (``_graph``) and forward pass (``_runner``).
         """
-        if self.backend not in ("torch", "megnet"):
-            raise ValueError(f"backend must be 'torch' or 'megnet', got {self.backend!r}.")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
-        structures = list(structures)
-        backend = self.module_ if self.backend == "torch" else self._reference()
-        run = self._run_torch if self.backend == "torch" else backend.run
-        max_z, widths = backend.max_atomic_number, backend.output_widths()
-        if outputs is not None:
-            outputs = [outputs] if isinstance(outputs, str) else list(outputs)
-            unknown = sorted(set(outputs) - set(widths) - {"prediction"})
-            if unknown:
-                raise KeyError(f"{unknown} are not encoder outputs; available: {[*widths, 'prediction']}")
-            wanted = set(outputs) | ({"output"} if "prediction" in outputs else set())
-            widths = {name: w for name, w in widths.items() if name in wanted}
+        self._backend()  # a bad backend fails before any structure is looked at
+        return super().encode(structures, on_error=on_error, outputs=outputs, progress=progress)
+
+    def _graph(self, i, structure):
+        part = _one_graph(i, structure, self.parent_.cutoff, self.max_atomic_number)
+        nbytes = _BYTES_PER_BOND * len(part[1]) + _BYTES_PER_ATOM * len(part[0])
+        if nbytes > _structures.MAX_BATCH_BYTES:
+            raise GraphConstructionError.of_structure(
+                i, structure, over_budget(nbytes, f"{len(part[0]):,} sites, {len(part[1]):,} bonds"))
+        return (part, structure), nbytes
+
+    def _bond_count(self, graph):
+        return len(graph[0][1])
+
+    def _runner(self, widths, site_wanted):
+        run = self._run_torch if self.backend == "torch" else self._reference().run
+        names = [n for n in widths if n != "prediction"]
+        if "prediction" in widths and "output" not in names:
+            names.append("output")
         parent = self.parent_
-        site, bond, graph = defaultdict(list), defaultdict(list), defaultdict(list)
-        n_sites = np.zeros(len(structures), dtype=np.int64)
-        n_bonds = np.zeros(len(structures), dtype=np.int64)
-        ok = np.zeros(len(structures), dtype=bool)
-        errors, batch_counts = {}, []
-        batches = graph_batches(structures, parent.cutoff, max_z, on_error, errors, self.batch_size,
-                                _BYTES_PER_BOND, _BYTES_PER_ATOM, progress=progress)
-        for idx, graphs in batches:
-            ok[idx] = True
-            n_sites[idx], n_bonds[idx] = graphs.n_atoms, graphs.n_bonds
-            batch_counts.append(graphs.n_graphs)
-            results = run(graphs, [structures[i] for i in idx], list(widths))
-            for name, value in results.items():
-                {"site": site, "bond": bond, "structure": graph}[output_level(name)][name].append(value)
-        structure_level = {}
-        for name, width in widths.items():
-            level = {"site": site, "bond": bond, "structure": graph}[output_level(name)]
-            if not level.get(name):  # nothing could be encoded
-                level[name] = [np.zeros((0, width), dtype=np.float32)]
-                batch_counts[:] = [0]
-            if level is graph:
-                full = np.full((len(structures), width), np.nan, dtype=np.float32)
-                full[ok] = np.concatenate(graph[name])  # chunks run in input order
-                structure_level[name] = full
-        if "output" in structure_level:
-            structure_level["prediction"] = parent.inverse_transform_target(
-                structure_level["output"], n_sites
-            ).astype(np.float32)
-        return EncoderOutput(dict(site), dict(bond), structure_level, n_sites, n_bonds, ok, errors, batch_counts)
+
+        def run_batch(graphs, n_sites):
+            out = run(assemble([part for part, _ in graphs]), [structure for _, structure in graphs], names)
+            if "prediction" in widths:
+                out["prediction"] = parent.inverse_transform_target(out["output"], n_sites).astype(np.float32)
+            return out
+
+        return run_batch
 
     def _run_torch(self, graphs, structures, outputs=None):
         module, parent, dev = self.module_, self.parent_, self.device
