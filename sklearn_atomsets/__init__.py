@@ -41,6 +41,7 @@ from .parents._base import ParentModelCorruptError, ParentModelNotFoundError
 from .parents.megnet import PARENT_MODELS, CrystalGraphBatch, MEGNetEncoder, MEGNetModule, ParentModel, build_graphs
 from .parents.chgnet import CHGNET_PARENTS, CHGNetEncoder, CHGNetParent
 from .parents.sevennet import SEVENNET_PARENTS, SevenNetEncoder, SevenNetParent
+from ._selection import MutualInfoSelector
 from ._sets import FailedSet, WeightedSet, as_sets, sets_from_list_columns, sets_to_list_columns
 
 __all__ += [
@@ -72,6 +73,7 @@ __all__ += [
     "clear_feature_cache",
     "set_feature_cache_limit",
     "FailedSet",
+    "MutualInfoSelector",
     "featurize_dask",
     "to_dask_frame",
     "WeightedSet",
