@@ -31,7 +31,8 @@ PLAN=${PLAN:-benchmarks/matbench_plan.tsv}
 WHICH=${1:-list}
 RESULTS=${2:-benchmarks/results}
 OUT=$RESULTS/matbench_seeds/jobs
-PROTOCOL=(--select --threshold validation --max-epochs 2000 --patience 200 --threads 1)
+# --resume: a job stopped halfway (a killed process, a machine given back) starts again after its last finished fit
+PROTOCOL=(--select --threshold validation --max-epochs 2000 --patience 200 --threads 1 --resume)
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"  # e.g. EXTRA_ARGS="--max-epochs 3" for a dry run (later flags win)
 export MATMINER_DATA=${MATMINER_DATA:-$PWD/../shared/data/matbench}
 

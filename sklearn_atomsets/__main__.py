@@ -96,7 +96,7 @@ def matbench(args):
         try:
             result = run_matbench_task(task, models=models, folds=args.folds, settings=settings, out_dir=args.out,
                                        seeds=args.seeds, selection=selection, composition_only=args.composition_only,
-                                       selected_from=args.selected_from)
+                                       selected_from=args.selected_from, resume=args.resume)
         except (FileNotFoundError, ModuleNotFoundError) as exc:
             hint = ""
             if not args.composition_only and MATBENCH_TASKS[task].input == "structure":
@@ -159,7 +159,10 @@ def main(argv=None):
                         "balanced accuracy (the leaderboard's labels ROC-AUC) on each net's inner validation split; "
                         "the results name such a model '<model> (validation threshold)'")
     m.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    m.add_argument("--out", default=None, help="folder for <task>.json results")
+    m.add_argument("--out", default=None, help="folder for <task>.json results (written after every fit)")
+    m.add_argument("--resume", action="store_true",
+                   help="resume an interrupted run: fits that --out's file records for the same model, settings "
+                        "and grid (same seed and fold) are kept, not fitted again")
     m.set_defaults(func=matbench)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -608,7 +608,7 @@ def recorded_selections(paths, file, label, settings):
 
 
 def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out_dir=None, seed=0, log=print,
-                      seeds=None, selection=None, composition_only=False, selected_from=None):
+                      seeds=None, selection=None, composition_only=False, selected_from=None, resume=False):
     """Run models on one MatBench task's official folds and return (and save) the results.
 
     Parameters
@@ -643,6 +643,12 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         seed and fold; :func:`recorded_selections`) it is reused: only the chosen configuration
         is fitted again, as the first member (1 + K - 1 fits instead of every candidate + K - 1).
         Fits they do not record are selected as usual.
+    resume : bool, default=False
+        Resume an interrupted run: fits that ``out_dir``'s file already records for the same
+        model, settings and selection grid (same seed and fold) are kept and not fitted again.
+        The file is written after every fit (with or without ``resume``), so a run that is
+        stopped loses at most the fit it was in. Without ``resume`` such fits are fitted again
+        and replace the recorded ones.
     """
     settings = settings or TrainingSettings()
     if settings.threshold not in ("0.5", "validation"):
@@ -719,25 +725,41 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
             log(f"{task_name} {label}: {sum((s, f) in recorded for s in seeds for f in folds)} of "
                 f"{len(seeds) * len(folds)} fits reuse a recorded single-net selection")
         fits = []
+        kept = {(f.get("seed"), f["fold"]): f for f in earlier_fits.get(label, [])} if resume else {}
+
+        def record():
+            done = {(f["seed"], f["fold"]) for f in fits}
+            every = fits + [f for f in earlier_fits.get(label, []) if (f.get("seed"), f["fold"]) not in done]
+            every.sort(key=lambda f: (f.get("seed") is None, f.get("seed") or 0, f["fold"]))
+            result["models"][label] = {**summarise_fits(every, settings.max_epochs),
+                                       "settings": _recorded_settings(name, info, settings, selection), "folds": every}
+            if out_dir is not None:  # after every fit: a stopped run loses at most the fit it was in
+                _write_atomically(Path(out_dir) / file, result)
+
         for fold in folds:
             shared = {}  # the featurizer step does not depend on the seed: computed once per fold
             for s in seeds:
+                if (s, fold) in kept:
+                    fits.append(kept[(s, fold)])
+                    log(f"{task_name} {label} seed {s} fold {fold}: recorded, kept (resume)")
+                    continue
                 fits.append(_run_fold(task, name, fold, s, settings, selection if candidates else None, shared,
                                       recorded.get((s, fold))))
                 f = fits[-1]
                 chosen = f" chosen {f['selection']['chosen']}" if "selection" in f else ""
                 log(f"{task_name} {label} seed {s} fold {fold}: {info.metric} {f['score']:.4f}{chosen} "
                     f"(featurize {f['featurize_s']:.1f} s, fit {f['fit_s']:.1f} s)")
-        done = {(f["seed"], f["fold"]) for f in fits}
-        fits += [f for f in earlier_fits.get(label, []) if (f.get("seed"), f["fold"]) not in done]
-        fits.sort(key=lambda f: (f.get("seed") is None, f.get("seed") or 0, f["fold"]))
-        result["models"][label] = {**summarise_fits(fits, settings.max_epochs),
-                                   "settings": _recorded_settings(name, info, settings, selection), "folds": fits}
-        if out_dir is not None:  # after every model, so an interrupted run keeps what it finished
-            out_dir = Path(out_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / file).write_text(json.dumps(result, indent=1) + "\n")
+                record()
+        record()
     return result
+
+
+def _write_atomically(path, result):
+    """Write the result file whole or not at all (a process killed while writing leaves the old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".{os.getpid()}.partial")
+    partial.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(partial, path)
 
 
 def _run_fold(task, name, fold, seed, settings, selection, shared=None, recorded=None):

@@ -473,3 +473,38 @@ def test_tune_threshold_maximises_balanced_accuracy_on_the_inner_split_only():
     with pytest.raises(ValueError, match="single nets"):
         run_matbench_task("matbench_glass", models=["AtomSets"], folds=[0],
                           settings=TrainingSettings(ensemble=2, threshold="validation"))
+
+
+def test_an_interrupted_run_resumes_after_its_last_fit(monkeypatch, tmp_path):
+    from sklearn_atomsets import _benchmark
+
+    settings = TrainingSettings(max_epochs=3, patience=50)
+    run = dict(models=["AtomSets-V0"], folds=[0, 1], seeds=[0, 1], settings=settings, log=lambda *a: None)
+    whole = run_matbench_task("matbench_steels", out_dir=tmp_path / "whole", **run)["models"]["AtomSets-V0"]
+    calls, real = [], _benchmark._run_fold
+
+    def stopped_at_the_third(task, name, fold, seed, *args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process is stopped during its third fit
+        calls.append((seed, fold))
+        return real(task, name, fold, seed, *args, **kwargs)
+
+    monkeypatch.setattr(_benchmark, "_run_fold", stopped_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_matbench_task("matbench_steels", out_dir=tmp_path / "parts", **run)
+    saved = json.loads((tmp_path / "parts" / "matbench_steels.json").read_text())["models"]["AtomSets-V0"]
+    assert [(f["seed"], f["fold"]) for f in saved["folds"]] == [(0, 0), (1, 0)]  # both fits before the stop
+    assert not list((tmp_path / "parts").glob("*.partial"))
+    calls.clear()
+    monkeypatch.setattr(_benchmark, "_run_fold", real)
+    counted = []
+    monkeypatch.setattr(_benchmark, "_run_fold", lambda task, name, fold, seed, *a, **k: counted.append((seed, fold))
+                        or real(task, name, fold, seed, *a, **k))
+    resumed = run_matbench_task("matbench_steels", out_dir=tmp_path / "parts", resume=True, **run)["models"]["AtomSets-V0"]
+    assert counted == [(0, 1), (1, 1)]  # only the fits the stopped run had not finished
+    assert [f["y_pred"] for f in resumed["folds"]] == [f["y_pred"] for f in whole["folds"]]
+    assert resumed["mean"] == whole["mean"] and resumed["n_fits"] == 4
+    # without resume the same fits are fitted again (and replace the recorded ones)
+    counted.clear()
+    run_matbench_task("matbench_steels", out_dir=tmp_path / "parts", **dict(run, folds=[0], seeds=[0]))
+    assert counted == [(0, 0)]
