@@ -167,8 +167,13 @@ class _NetworkCut:
             self.attempts.append(address)
             raise OSError(f"network cut off by the test (connection to {address})")
 
+        def refuse_lookup(host, *args, **kwargs):
+            self.attempts.append(host)
+            raise socket.gaierror(f"network cut off by the test (lookup of {host})")
+
         monkeypatch.setattr(socket.socket, "connect", refuse)
         monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+        monkeypatch.setattr(socket, "getaddrinfo", refuse_lookup)  # a download starts with the host's name
 
 
 @pytest.fixture
