@@ -18,49 +18,29 @@ ratios, and writes benchmarks/results/chgnet_throughput.json. --n 0 means all 47
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import io
-import json
-import os
-import platform
-import resource
 import sys
-import warnings
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from encoder_throughput import load_dielectric, timed  # noqa: E402 - the same data and timer as the MEGNet benchmark
+from _throughput import parser, peak_rss_mib, print_header, set_up, timed, write_results
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=0, help="structures (default 0: all 4764)")
-    parser.add_argument("--batch-size", type=int, default=64, help="structures per forward pass (ours and chgnet's)")
-    parser.add_argument("--efsm-limit", type=int, default=0,
-                        help="structures for (a), the slowest path (default 0: all); its rate is per structure")
-    parser.add_argument("--parent", default="CHGNet-0.3.0")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    args = parser.parse_args(argv)
+    args = parser(__doc__, "CHGNet-0.3.0", "--efsm-limit",
+                  "structures for (a), the slowest path (default 0: all); its rate is per structure",
+                  batch_help="structures per forward pass (ours and chgnet's)").parse_args(argv)
 
     import numpy as np
-    import torch
 
     from sklearn_atomsets import CHGNetEncoder
 
-    warnings.filterwarnings("ignore")  # pymatgen's noble-gas electronegativity, chgnet's volume cast
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    structures = load_dielectric(args.n)
+    structures = set_up(args)
     n = len(structures)
     ours = CHGNetEncoder(args.parent, batch_size=args.batch_size)
     model = ours.model_  # chgnet's own CHGNet, loaded by chgnet: the same weights for both
     reference = chgnet_model(ours)
-    print(f"{n} MatBench dielectric structures, parent {args.parent}, batch size {args.batch_size}")
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"python {platform.python_version()}")
+    print_header(args, n)
 
     def chgnet_own(task, structures=structures):
         n = len(structures)
@@ -92,7 +72,7 @@ def main(argv=None):
     t_c, out = timed(lambda: ours.encode(structures, on_error="nan"))
     t_d, _ = timed(lambda: ours.encode(structures, outputs=["V1"], on_error="nan"))
     t_e, _ = timed(lambda: [model.graph_converter(s) for s in structures])
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     assert out.ok.all(), out.errors
     f_err = float(np.abs(out["f"] - np.stack([r["crystal_fea"] for r in ref])).max())
 
@@ -117,16 +97,8 @@ def main(argv=None):
           f"(d)/(a) = {ratios['d_over_a']:.2f}x")
     print(f"max |f(ours) - crystal_fea(chgnet)| = {f_err:.2e}")
     print(f"peak RSS of this process: {peak_mib:.0f} MiB")
-    results = {
-        "n_structures": n, "n_structures_efsm": n_a, "batch_size": args.batch_size, "parent": args.parent,
-        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "structures_per_s": rows, "ratios": ratios, "max_abs_f_difference": f_err,
-        "peak_rss_mib": peak_mib,
-        "command": "python benchmarks/chgnet_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / "chgnet_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("chgnet_throughput", args, argv, {"n_structures": n, "n_structures_efsm": n_a},
+                  structures_per_s=rows, ratios=ratios, max_abs_f_difference=f_err, peak_rss_mib=peak_mib)
     return 0
 
 

@@ -19,48 +19,27 @@ benchmarks/results/sevennet_throughput.json. --n 0 means all 4764 crystals.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import os
-import platform
-import resource
 import sys
-import warnings
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from encoder_throughput import load_dielectric, timed  # noqa: E402 - the same data and timer as the MEGNet benchmark
+from _throughput import parser, peak_rss_mib, print_header, set_up, timed, write_results
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=0, help="structures (default 0: all 4764)")
-    parser.add_argument("--batch-size", type=int, default=64, help="structures per forward pass (ours)")
-    parser.add_argument("--calculator-limit", type=int, default=0,
-                        help="structures for (a), the slowest path (default 0: all); its rate is per structure")
-    parser.add_argument("--parent", default="SevenNet-0")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    args = parser.parse_args(argv)
+    args = parser(__doc__, "SevenNet-0", "--calculator-limit",
+                  "structures for (a), the slowest path (default 0: all); its rate is per structure").parse_args(argv)
 
     import numpy as np
-    import torch
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from sklearn_atomsets import SevenNetEncoder
 
-    warnings.filterwarnings("ignore")  # pymatgen's noble-gas electronegativity, sevenn's accelerator notice
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    structures = load_dielectric(args.n)
+    structures = set_up(args)
     n = len(structures)
     ours = SevenNetEncoder(args.parent, batch_size=args.batch_size)
     model = ours.model_
     calculator = sevenn_calculator(ours)
-    print(f"{n} MatBench dielectric structures, parent {args.parent}, batch size {args.batch_size}")
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"python {platform.python_version()}")
+    print_header(args, n)
 
     def calculator_energies(structures):
         energies = []
@@ -80,7 +59,7 @@ def main(argv=None):
     t_b, out = timed(lambda: ours.encode(structures, on_error="nan"))
     t_c, _ = timed(lambda: ours.encode(structures, outputs=["V1"], on_error="nan"))
     t_d, _ = timed(lambda: [ours._graph(i, s) for i, s in enumerate(structures)])
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     assert out.ok.all(), out.errors
     e_err = float(np.abs(out["prediction"][:n_a, 0] - reference).max())
 
@@ -99,16 +78,9 @@ def main(argv=None):
     print(f"\nratio (b)/(a) = {ratios['b_over_a']:.2f}x   (c)/(a) = {ratios['c_over_a']:.2f}x")
     print(f"max |energy per atom (ours) - (calculator)| = {e_err:.2e} eV/atom")
     print(f"peak RSS of this process: {peak_mib:.0f} MiB")
-    results = {
-        "n_structures": n, "n_structures_calculator": n_a, "batch_size": args.batch_size, "parent": args.parent,
-        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "structures_per_s": rows, "ratios": ratios, "max_abs_energy_per_atom_difference": e_err,
-        "peak_rss_mib": peak_mib, "model_modules": len(model._modules),
-        "command": "python benchmarks/sevennet_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / "sevennet_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("sevennet_throughput", args, argv, {"n_structures": n, "n_structures_calculator": n_a},
+                  structures_per_s=rows, ratios=ratios, max_abs_energy_per_atom_difference=e_err,
+                  peak_rss_mib=peak_mib, model_modules=len(model._modules))
     return 0
 
 
