@@ -398,12 +398,8 @@ def test_a_bad_input_is_that_rows_error_and_nothing_else_changes(parent, problem
 
 
 @pytest.mark.parametrize("problem", BAD)
-def test_a_row_error_names_no_other_family(parent, problem, request):
+def test_a_row_error_names_no_other_family(parent, problem):
     name, encoder = parent
-    if problem == "disordered" and PARENTS[name] != "megnet":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "the disordered-site message of CHGNet and SevenNet parents says 'megnet cannot featurize "
-            "disordered structures either' (_graph.py's MEGNet wording, only 'MEGNet' is replaced)")))
     message = str(encoder.encode([BAD[problem][0]], on_error="nan").errors[0])
     others = {parent_family(REPRESENTATIVE[f]).label for f in FAMILIES} - {encoder.label}
     assert not [label for label in others if label.lower() in message.lower()], message
@@ -432,13 +428,9 @@ def test_a_structure_alone_equals_itself_in_a_batch(parent, batch, structures):
 
 
 @pytest.mark.parametrize("which", ["second site layer", "f", "prediction"])
-def test_an_output_asked_for_alone_is_that_output_of_the_full_pass(parent, batch, structures, which, request):
+def test_an_output_asked_for_alone_is_that_output_of_the_full_pass(parent, batch, structures, which):
     name, encoder = parent
     output = encoder.site_layers[1] if which == "second site layer" else which
-    if which == "prediction" and PARENTS[name] == "megnet":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "MEGNet parents return ['output', 'prediction'] for outputs=['prediction'] (the raw model "
-            "output comes along); CHGNet and SevenNet return ['prediction']")))
     early = encoder.encode(structures[:6], outputs=[output])
     assert early.names == [output]
     for k in range(6):

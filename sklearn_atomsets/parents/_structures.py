@@ -395,9 +395,9 @@ def _one_graph(i, structure, cutoff, max_z, family="MEGNet"):
         occupancy = site.species.items()
         if len(occupancy) != 1 or next(iter(occupancy))[1] != 1:
             fail(
-                "disordered (partially occupied) sites; MEGNet crystal graphs need one "
-                "element per site (megnet cannot featurize disordered structures either). Order it "
-                "first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
+                "disordered (partially occupied) sites; MEGNet crystal graphs need one element per site"
+                + (" (megnet cannot featurize disordered structures either)" if family == "MEGNet" else "")
+                + ". Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
             )
         species.append(next(iter(occupancy))[0])
     dummies = sorted({str(sp) for sp in species if isinstance(sp, DummySpecies)})
