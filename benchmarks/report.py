@@ -402,6 +402,141 @@ def markdown_table(results):
     return "\n".join(lines) + "\n"
 
 
+#: The rule that picks each task's recommended model, fixed before looking at test scores (issue 35):
+#: the validation-selected AtomSets row over every parent -- per seed and fold, the AtomSets-family
+#: model with the best inner-validation score -- as its largest seed ensemble where every candidate
+#: has one; for classifiers the selection over the nets whose decision threshold was chosen on inner
+#: validation (the protocol's threshold); without a selection (a single AtomSets-family model), that
+#: model. Random forests (AMM-style) are the baseline, never recommended.
+RECOMMENDATION_RULE = (
+    "Recommended model, by a rule fixed in advance: the validation-selected AtomSets row (per seed and fold, "
+    "the AtomSets-family model with the best inner-validation score; every parent's models are candidates), "
+    "as its largest seed ensemble where every candidate has one; for classifiers the selection among nets "
+    "whose decision threshold was chosen on inner validation. Never picked on test scores."
+)
+HEADLINE_ANCHORS = ("AMMExpress v2020", "RF-SCM/Magpie", "MODNet v0.1.12", "MEGNet (kgcnn)")
+
+
+def recommended(result):
+    """The name of the task's recommended model row by :data:`RECOMMENDATION_RULE`, or None."""
+    models = result["models"]
+    threshold = result["metric"] != "mae" and selected_label(threshold=True) in models
+    base = selected_label(threshold=threshold)
+    ensembles = sorted((ensemble_size_of(name), name) for name in models
+                       if name.startswith(base + " x") and models[name])
+    if ensembles:
+        return ensembles[-1][1]
+    if models.get(base):
+        return base
+    atomsets = [n for n in models if _is_atomsets(n) and n.endswith(THRESHOLD_SUFFIX) == threshold]
+    return atomsets[0] if len(atomsets) == 1 else None
+
+
+def ensemble_size_of(name):
+    """K of a row named '<model> xK' (1 otherwise)."""
+    match = re.search(r" x(\d+)$", name)
+    return int(match.group(1)) if match else 1
+
+
+def _protocol(m, result):
+    seeds = m.get("n_seeds") or 1
+    where = ", compositions only (the anchors used structures)" if result.get("composition_only") else ""
+    if seeds >= 3:
+        return f"full: {seeds} seeds, selection on inner validation{where}"
+    return f"first pass: 1 seed{where}"
+
+
+def _anchors(result):
+    from sklearn_atomsets._matbench import ANCHORS
+
+    return {**result.get("anchors", {}), **ANCHORS.get(result["task"], {})}
+
+
+HEADLINE_COLUMNS = ("task", "metric", "recommended model", "score ± seed std", *HEADLINE_ANCHORS, "best entry",
+                    "vs AMMExpress v2020", "vs best entry", "protocol")
+
+
+def headline_rows(results):
+    """The headline's rows (cells in :data:`HEADLINE_COLUMNS` order): one per task of :data:`ORDER`
+    and per result (a task's composition-only run is its own row), tasks not run yet included."""
+    from sklearn_atomsets._matbench import ANCHORS
+
+    rows = []
+    for r in results:
+        name, anchors = recommended(r), _anchors(r)
+        cells = [task_label(r), metric_name(r)]
+        if name is None:
+            rows.append(cells + ["(no AtomSets model run)"] + [""] * (len(HEADLINE_COLUMNS) - 3))
+            continue
+        m = r["models"][name]
+        lower = r["metric"] == "mae"
+        std = m.get("seed_std")
+        best = next((v for k, v in anchors.items() if k.startswith("best")), None)
+        cells += [row_name(r, name), f"{m['mean']:.4g} ± {std:.2g}" if std is not None else f"{m['mean']:.4g} (1 seed)"]
+        cells += [str(anchors.get(a, "-")) for a in HEADLINE_ANCHORS] + [best_entry(anchors) or "-"]
+        cells += [verdict(m["mean"], anchors["AMMExpress v2020"], lower, std) if "AMMExpress v2020" in anchors else "-",
+                  verdict(m["mean"], best, lower, std) if best is not None else "-", _protocol(m, r)]
+        rows.append(cells)
+    for task in [t for t in ORDER if t not in {r["task"] for r in results}]:  # every task has its row
+        anchors = ANCHORS.get(task, {})
+        rows.append([task, "", "not run yet", ""] + [str(anchors.get(a, "-")) for a in HEADLINE_ANCHORS]
+                    + [best_entry(anchors) or "-", "", "", ""])
+    return rows
+
+
+def headline(results):
+    """The headline as markdown: the rule, then one row per task (:func:`headline_rows`)."""
+    lines = [RECOMMENDATION_RULE, "", "| " + " | ".join(HEADLINE_COLUMNS) + " |", "|---" * len(HEADLINE_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in headline_rows(results)]
+    return "\n".join(lines) + "\n"
+
+
+def headline_figure(results, path):
+    """One bar per task: the recommended model's error relative to AMMExpress v2020 (MAE ratio;
+    for ROC-AUC the ratio of 1 - ROC-AUC), with MODNet and the best entry marked; < 1 is better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def error(value, lower):
+        return value if lower else 1.0 - value
+
+    rows = []
+    for r in results:
+        name, anchors = recommended(r), _anchors(r)
+        if name is None or "AMMExpress v2020" not in anchors:
+            continue
+        lower = r["metric"] == "mae"
+        m = r["models"][name]
+        amm = error(anchors["AMMExpress v2020"], lower)
+        std = m.get("seed_std") or 0.0
+        best = next((v for k, v in anchors.items() if k.startswith("best")), None)
+        rows.append((task_label(r).replace("matbench_", "").replace("*", ""), error(m["mean"], lower) / amm, std / amm,
+                     error(anchors["MODNet v0.1.12"], lower) / amm if "MODNet v0.1.12" in anchors else None,
+                     error(best, lower) / amm if best is not None else None))
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) + 1.4))
+    y = range(len(rows))
+    ax.barh(y, [r[1] for r in rows], xerr=[r[2] for r in rows], color="#4472c4", label="recommended AtomSets model")
+    ax.scatter([r[3] for r in rows if r[3] is not None], [k for k, r in zip(y, rows) if r[3] is not None],
+               marker="D", color="#ed7d31", zorder=3, label="MODNet v0.1.12")
+    ax.scatter([r[4] for r in rows if r[4] is not None], [k for k, r in zip(y, rows) if r[4] is not None],
+               marker="|", s=200, color="black", zorder=3, label="best entry")
+    ax.axvline(1.0, color="grey", lw=1)
+    ax.set_yticks(list(y), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("error relative to AMMExpress v2020 (< 1: better)\nMAE ratio; classification: ratio of 1 - ROC-AUC",
+                  fontsize=9)
+    ax.set_title("Recommended AtomSets model per task (bar: mean ± seed std)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
 def score_cell(m):
     """'0.4093 ± 0.004 over 3 seeds (folds ± 0.02)'; one seed: '0.4093 ± 0.02 over folds (1 seed)';
     ROC-AUC from probabilities in brackets for classification."""
@@ -560,8 +695,11 @@ def main(argv=None):
         by_parent = ("\n## The same models on each parent\n\n" + f"| task | model | {' | '.join(parents)} | anchors |\n"
                      + "|---" * (len(parents) + 3) + "|\n" + "".join(f"| {' | '.join(row)} |\n" for row in rows))
     gains = ensemble_gains(results)
+    figure = headline_figure(results, plots / "headline_vs_ammexpress.png")
     (out / "matbench_table.md").write_text(
-        "# MatBench v0.1, official folds\n\n" + markdown_table(results) + by_parent + "\n## Targets\n\n"
+        "# MatBench v0.1, official folds\n\n## Headline: one recommended model per task\n\n" + headline(results)
+        + ("\n![error relative to AMMExpress](plots/headline_vs_ammexpress.png)\n" if figure else "")
+        + "\n## Every model\n\n" + markdown_table(results) + by_parent + "\n## Targets\n\n"
         + target_check(results) + (gains and "\n## Seed ensembles against their first member (paired, same folds)\n\n"
                                    + gains)
     )

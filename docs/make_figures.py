@@ -100,7 +100,15 @@ def matbench_pages(out_dir):
         table.write_text("*No MatBench results in benchmarks/results/matbench yet.*\n")
         plots.write_text("")
         return
-    lines = [report.CLASSIFICATION_NOTE, "", report.SEEDS_NOTE, "", ".. list-table::", "   :header-rows: 1", "",
+    # the headline first: one recommended model per task, by the rule fixed in advance
+    lines = ["**Headline: one recommended model per task.** " + report.RECOMMENDATION_RULE, "",
+             ".. list-table::", "   :header-rows: 1", ""]
+    for row in [list(report.HEADLINE_COLUMNS), *report.headline_rows(results)]:
+        lines += [f"   * - {row[0]}"] + [f"     - {cell}" for cell in row[1:]]
+    if report.headline_figure(results, out_dir / "headline_vs_ammexpress.png"):
+        lines += ["", ".. image:: /_generated/headline_vs_ammexpress.png", "   :alt: error relative to AMMExpress", ""]
+    lines += ["", "**Every model.**", ""]
+    lines += [report.CLASSIFICATION_NOTE, "", report.SEEDS_NOTE, "", ".. list-table::", "   :header-rows: 1", "",
              "   * - task", "     - model", "     - training", "     - mean ± std over seeds (folds)",
              "     - at epoch cap", "     - AMMExpress v2020",
              "     - RF-SCM/Magpie", "     - MEGNet (kgcnn)", "     - best entry"]

@@ -92,13 +92,14 @@ class MutualInfoSelector(SelectorMixin, BaseEstimator):
     ----------
     ranking_ : ndarray of shape (n_features,)
         Indices of the kept features, in the order they were chosen.
-    relevance_ : ndarray of shape (n_features_in_,)
+    relevance_ : ndarray, one value per input feature
         NMI of each input feature with the target.
     scores_ : ndarray of shape (n_features,)
         Relevance minus the largest redundancy of each kept feature when it was chosen.
     n_features_in_ : int
+        Number of input features seen in ``fit``.
     feature_names_in_ : ndarray of str
-        When ``X`` is a DataFrame with string column names.
+        Their names, when ``X`` is a DataFrame with string column names.
 
     Examples
     --------

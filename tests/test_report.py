@@ -624,3 +624,25 @@ def test_richer_sets_study_pairs_the_new_model_and_reselects_on_validation_only(
     partial = {"task": "matbench_jdft2d", "models": {study.MODEL: model([9, 9], [3, 7])}}
     assert study.compare(partial, full) == [f"matbench_jdft2d: {study.MODEL} has run 2 of the 4 fits of "
                                             f"{study.BASE} so far"]
+
+
+def test_the_headline_recommends_by_the_rule_fixed_in_advance_and_states_the_verdict(tmp_path):
+    """One row per task: the validation-selected row, as its largest ensemble where there is one
+    (never the model with the best test score), the anchors, the margin and whether it is beyond
+    the seed spread; every task of the table has a row, run or not."""
+    result = _result()
+    result["task"] = "matbench_steels"
+    result["models"][report.SELECTED] = dict(report.validation_selected(result), seed_std=0.5, n_seeds=3)
+    assert report.recommended(result) == report.SELECTED  # not 'AtomSets' (best on test), not the forest
+    result["models"][f"{report.SELECTED} x5"] = dict(result["models"][report.SELECTED], mean=90.0)
+    assert report.recommended(result) == f"{report.SELECTED} x5"
+    row = next(line for line in report.headline([result]).splitlines() if line.startswith("| matbench_steels"))
+    assert "| AtomSets (validation-selected) x5 | 90 ± 0.5 | 97.49 | 103.51 | 87.76 | - | 79.95 (TPOT-Mat) |" in row
+    assert "beats by 7.49, seed std 0.5 (margin beyond the seed spread)" in row  # vs AMMExpress v2020 97.49
+    assert "does NOT beat (short by 10" in row and row.endswith("| full: 3 seeds, selection on inner validation |")
+    assert sum(line.startswith("| matbench_") for line in report.headline([result]).splitlines()) == 13
+    classifier = {**_result(), "task": "matbench_glass", "metric": "rocauc"}
+    classifier["models"] = {report.SELECTED: _model([0.8], [0.1]),
+                            report.selected_label(threshold=True): _model([0.7], [0.1])}
+    assert report.recommended(classifier) == report.selected_label(threshold=True)  # the protocol's threshold
+    assert report.headline_figure([result, classifier], tmp_path / "headline.png") and (tmp_path / "headline.png").is_file()
