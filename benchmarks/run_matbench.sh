@@ -31,7 +31,10 @@ PLAN=${PLAN:-benchmarks/matbench_plan.tsv}
 WHICH=${1:-list}
 RESULTS=${2:-benchmarks/results}
 OUT=$RESULTS/matbench_seeds/jobs
-# --resume: a job stopped halfway (a killed process, a machine given back) starts again after its last finished fit
+# --resume: a job stopped halfway (a killed process, a machine given back) starts again after its last finished
+# fit, and a fit stopped during its selection after its last finished candidate (each candidate is pickled under
+# <out>/checkpoints/ as it is done, removed once the fit is recorded): the largest unit lost is one candidate's
+# training (the plan's largest fits, mp_e_form selections estimated at 4.1 h, have 6 candidates: ~0.7 h each)
 PROTOCOL=(--select --threshold validation --max-epochs 2000 --patience 200 --threads 1 --resume)
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"  # e.g. EXTRA_ARGS="--max-epochs 3" for a dry run (later flags win)
 export MATMINER_DATA=${MATMINER_DATA:-$PWD/../shared/data/matbench}

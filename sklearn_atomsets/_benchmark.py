@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
+import shutil
 import platform
 import time
 import itertools
@@ -362,7 +365,7 @@ def _fit_config(name, info, F_train, y_train, config, settings, seed):
     return model, {"config": config, **_fit_record(model, settings.max_epochs), "fit_s": time.perf_counter() - start}
 
 
-def select_protocol(name, info, F_train, y_train, selection, settings=None, seed=0):
+def select_protocol(name, info, F_train, y_train, selection, settings=None, seed=0, checkpoint=None, resume=False):
     """Choose a model's training configuration on the inner-validation split only.
 
     Each candidate of :func:`candidate_configs` is fitted on the training fold's features
@@ -374,6 +377,12 @@ def select_protocol(name, info, F_train, y_train, selection, settings=None, seed
     Returns ``(fitted estimator, chosen configuration, records)``, where ``records`` lists
     every candidate with its configuration, validation score, best epoch, epochs run,
     whether it hit the epoch cap, and its fit time.
+
+    ``checkpoint`` (a folder): each fitted candidate is pickled there (model and record) as
+    soon as it is done; with ``resume``, candidates found there (same configuration) are
+    loaded instead of fitted again, so a selection that was stopped goes on with the next
+    candidate. The largest fits of the plan (a 100,000-row task) take hours per selection:
+    a candidate is the unit that is lost.
     """
     settings = settings or TrainingSettings()
     candidates = candidate_configs(name, info, selection)
@@ -381,8 +390,15 @@ def select_protocol(name, info, F_train, y_train, selection, settings=None, seed
         raise ValueError(f"{name} has no training configuration to select (no inner validation split).")
     lower = info.kind == "regression"
     records, best, best_model = [], None, None
-    for config in candidates:
-        model, record = _fit_config(name, info, F_train, y_train, config, settings, seed)
+    for k, config in enumerate(candidates):
+        saved = None if checkpoint is None else Path(checkpoint) / f"candidate{k}.pkl"
+        done = _read_candidate(saved, config) if resume and saved is not None else None
+        if done is not None:
+            model, record = done
+        else:
+            model, record = _fit_config(name, info, F_train, y_train, config, settings, seed)
+            if saved is not None:
+                _write_candidate(saved, config, model, record)
         records.append(record)
         value = record["validation_score"]
         if value is None or math.isnan(value):
@@ -392,6 +408,28 @@ def select_protocol(name, info, F_train, y_train, selection, settings=None, seed
     if best is None:
         raise RuntimeError(f"No candidate of {name} produced a finite inner-validation score: {records}")
     return best_model, dict(best["config"]), records
+
+
+def _write_candidate(path, config, model, record):
+    """Pickle a fitted candidate whole or not at all (written beside, then moved into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".{os.getpid()}.partial")
+    with open(partial, "wb") as fh:
+        pickle.dump({"config": config, "model": model, "record": record}, fh)
+    os.replace(partial, path)
+
+
+def _read_candidate(path, config):
+    """``(model, record)`` of a candidate pickled by :func:`_write_candidate`, or None (none there,
+    another configuration, or a file that does not load)."""
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as fh:
+            saved = pickle.load(fh)
+    except Exception:  # noqa: BLE001 - a checkpoint that does not load is fitted again
+        return None
+    return (saved["model"], saved["record"]) if saved.get("config") == config else None
 
 
 def _settings_record(settings):
@@ -743,13 +781,18 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
                     fits.append(kept[(s, fold)])
                     log(f"{task_name} {label} seed {s} fold {fold}: recorded, kept (resume)")
                     continue
+                # the selection's candidates, pickled as each is done, until the fit is recorded
+                checkpoint = None if out_dir is None else (
+                    Path(out_dir) / "checkpoints" / Path(file).stem / re.sub(r"[^\w.-]+", "_", label) / f"seed{s}_fold{fold}")
                 fits.append(_run_fold(task, name, fold, s, settings, selection if candidates else None, shared,
-                                      recorded.get((s, fold))))
+                                      recorded.get((s, fold)), checkpoint=checkpoint, resume=resume))
                 f = fits[-1]
                 chosen = f" chosen {f['selection']['chosen']}" if "selection" in f else ""
                 log(f"{task_name} {label} seed {s} fold {fold}: {info.metric} {f['score']:.4f}{chosen} "
                     f"(featurize {f['featurize_s']:.1f} s, fit {f['fit_s']:.1f} s)")
                 record()
+                if checkpoint is not None:
+                    shutil.rmtree(checkpoint, ignore_errors=True)
         record()
     return result
 
@@ -762,7 +805,7 @@ def _write_atomically(path, result):
     os.replace(partial, path)
 
 
-def _run_fold(task, name, fold, seed, settings, selection, shared=None, recorded=None):
+def _run_fold(task, name, fold, seed, settings, selection, shared=None, recorded=None, checkpoint=None, resume=False):
     """One fit (or one selection over candidates) on a fold's training part, scored on its test part.
 
     ``recorded`` (a seed ensemble grown from the selected net only): the selection a single-net
@@ -801,7 +844,8 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None, recorded
         model, picked = _fit_config(name, info, F_train, y_train.to_numpy(), chosen, replace(settings, ensemble=1), seed)
     elif selection:
         single = replace(settings, ensemble=1) if grow else settings
-        model, chosen, records = select_protocol(name, info, F_train, y_train.to_numpy(), selection, single, seed)
+        model, chosen, records = select_protocol(name, info, F_train, y_train.to_numpy(), selection, single, seed,
+                                                 checkpoint=checkpoint, resume=resume)
         picked = next(r for r in records if r["config"] == chosen)
     else:
         model.fit(F_train, y_train.to_numpy())

@@ -508,3 +508,39 @@ def test_an_interrupted_run_resumes_after_its_last_fit(monkeypatch, tmp_path):
     counted.clear()
     run_matbench_task("matbench_steels", out_dir=tmp_path / "parts", **dict(run, folds=[0], seeds=[0]))
     assert counted == [(0, 0)]
+
+
+def test_a_stopped_selection_resumes_with_its_next_candidate(monkeypatch, tmp_path):
+    """Each fitted candidate is pickled as it is done; a selection stopped during its third
+    candidate goes on, with resume, from there: the same choice, records and model."""
+    from sklearn_atomsets import _benchmark
+    from sklearn_atomsets._benchmark import select_protocol
+
+    steels = MATBENCH_TASKS["matbench_steels"]
+    rng = np.random.default_rng(0)
+    X = [rng.integers(1, 30, size=rng.integers(1, 4)) for _ in range(120)]
+    y = np.array([float(x.sum()) for x in X])
+    grid, settings = {"loss": ("mse", "mae"), "readout": ("mean", "set2set")}, TrainingSettings(max_epochs=4, patience=4)
+    whole_model, whole_chosen, whole_records = select_protocol("AtomSets", steels, X, y, grid, settings, seed=3)
+    fitted, real = [], _benchmark._fit_config
+
+    def stopped_at_the_third(name, info, F, t, config, *args):
+        if len(fitted) == 2:
+            raise KeyboardInterrupt
+        fitted.append(config)
+        return real(name, info, F, t, config, *args)
+
+    monkeypatch.setattr(_benchmark, "_fit_config", stopped_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        select_protocol("AtomSets", steels, X, y, grid, settings, seed=3, checkpoint=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["candidate0.pkl", "candidate1.pkl"]
+    fitted.clear()
+    monkeypatch.setattr(_benchmark, "_fit_config", lambda *a: fitted.append(a[4]) or real(*a))
+    model, chosen, records = select_protocol("AtomSets", steels, X, y, grid, settings, seed=3, checkpoint=tmp_path,
+                                             resume=True)
+    assert fitted == [{"loss": "mae", "readout": "mean"}, {"loss": "mae", "readout": "set2set"}]  # the two left
+    assert chosen == whole_chosen
+    assert [r["validation_score"] for r in records] == [r["validation_score"] for r in whole_records]
+    np.testing.assert_array_equal(model.predict(X[:10]), whole_model.predict(X[:10]))
+    # a checkpoint of another configuration is not taken for this one
+    assert _benchmark._read_candidate(tmp_path / "candidate0.pkl", {"loss": "huber"}) is None
