@@ -104,7 +104,7 @@ class TrainingSettings:
     batch_size: int = 128
     lr: float = 1e-3
     readout: str = "mean"
-    loss: str = "auto"  # regressors: "mse" (auto), "mae" or "huber"
+    loss: str = "auto"  # regressors: "mse" (auto: the runner's, kept for its recorded runs), "mae" or "huber"
     weight_decay: float = 0.0
     dropout: float = 0.0
     lr_schedule: str = "none"  # "none" (constant learning rate) or "plateau" (halved when validation stalls)
@@ -115,7 +115,11 @@ class TrainingSettings:
 
 
 def _loss(kind, settings):
-    return settings.loss if kind == "regression" else "auto"  # classifiers: cross-entropy
+    # the runner's "auto" stays squared error, as its recorded runs were trained (the estimators'
+    # own default became L1); classifiers: cross-entropy
+    if kind != "regression":
+        return "auto"
+    return "mse" if settings.loss == "auto" else settings.loss
 
 
 def _lr_schedule(settings):
