@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 import torch
+from sklearn.utils import check_random_state
 from torch import nn
 
 from ._atomsets import ACTIVATIONS, _segment_sum
@@ -126,7 +127,9 @@ class StackedAtomSetsModule(nn.Module):
     ``x`` is one table of rows shared by all members (``(T, F)``, or ``(T,)`` atomic numbers) or
     one per member (``(K, R, F)`` / ``(K, R)``); ``index`` picks the rows of the batch from the
     flattened ``(K * T)`` (or ``(K * R)``) rows after phi; ``segment`` numbers the sets
-    ``0 .. K * n_sets - 1``, member k's being ``k * n_sets ..``. Returns ``(K, n_sets, n_outputs)``.
+    ``0 .. K * n_sets - 1``, member k's being ``k * n_sets ..``. With ``pool`` instead, a
+    ``(K, n_sets, T)`` matrix of each set's normalised weight on each row of the table ``x``,
+    the weighted mean is ``pool @ phi(x)``. Returns ``(K, n_sets, n_outputs)``.
     """
 
     def __init__(self, modules, activation="relu"):
@@ -143,7 +146,6 @@ class StackedAtomSetsModule(nn.Module):
         states = [m.state_dict() for m in modules]
         self._names = list(states[0])
         self.stacked = nn.ParameterDict()
-        self._buffers_by_name = {}
         parameters = dict(first.named_parameters())
         for name in self._names:
             value = torch.stack([s[name].detach() for s in states])
@@ -151,14 +153,25 @@ class StackedAtomSetsModule(nn.Module):
                 self.stacked[self._key(name)] = nn.Parameter(value.clone())
             else:  # feature_mean / feature_scale: buffers, stacked too (the same for every member)
                 self.register_buffer(self._key(name), value.clone())
+        self._refresh()
 
     @staticmethod
     def _key(name):
         return name.replace(".", "__")
 
+    def _refresh(self):
+        # the tensors by their AtomSetsModule names: a ParameterDict lookup per layer and step
+        # cost about 0.5 ms of a 5-member V0 step on the CPU
+        self._by_name = {name: self.stacked[self._key(name)] if self._key(name) in self.stacked
+                         else getattr(self, self._key(name)) for name in self._names}
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self._refresh()  # .to(device) replaces the buffers
+        return out
+
     def _get(self, name):
-        key = self._key(name)
-        return self.stacked[key] if key in self.stacked else getattr(self, key)
+        return self._by_name[name]
 
     def _linear(self, x, name):
         weight, bias = self._get(f"{name}.weight"), self._get(f"{name}.bias")
@@ -166,7 +179,7 @@ class StackedAtomSetsModule(nn.Module):
             return torch.matmul(x, weight.transpose(1, 2)) + bias[:, None, :]
         return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
 
-    def forward(self, x, weights, segment, index, n_sets):
+    def forward(self, x, weights=None, segment=None, index=None, n_sets=None, pool=None):
         k = self.n_members
         if self.has_embedding:
             table = self._get("embedding.weight")  # (K, n_elements, dim)
@@ -178,9 +191,12 @@ class StackedAtomSetsModule(nn.Module):
             x = self.activation(self._linear(x, name))
         if x.dim() == 2:  # no phi layer: the rows themselves, the same for every member
             x = x.expand(k, *x.shape)
-        x = x.reshape(-1, x.shape[-1]).index_select(0, index)
-        total = _segment_sum(x * weights[:, None], segment, k * n_sets)
-        x = (total / _segment_sum(weights, segment, k * n_sets)[:, None]).reshape(k, n_sets, -1)
+        if pool is not None:  # the weighted mean over a table of rows as one product
+            x = torch.bmm(pool, x)
+        else:
+            x = x.reshape(-1, x.shape[-1]).index_select(0, index)
+            total = _segment_sum(x * weights[:, None], segment, k * n_sets)
+            x = (total / _segment_sum(weights, segment, k * n_sets)[:, None]).reshape(k, n_sets, -1)
         for name in self.rho_layers:
             x = self.activation(self._linear(x, name))
         return self._linear(x, "output")
@@ -202,22 +218,38 @@ class StackedAtomSetsModule(nn.Module):
             else:
                 setattr(self, key, getattr(self, key).index_select(0, members))
         self.n_members = len(members)
+        self._refresh()
 
 
 class _StackedAdam:
-    """Adam / AdamW over stacked parameters: torch's update (``torch.optim.Adam``'s formulas,
-    unfused), with per-member learning rate, weight decay and decoupling, and its state
-    indexed along the member axis so a member can leave. All members of a stack start
-    together and step together, so they share the step count (the bias correction)."""
+    """Adam / AdamW over stacked parameters, its state indexed along the member axis so a
+    member can leave. All members of a stack start together and step together, so they share
+    the step count (the bias correction).
 
-    def __init__(self, module, lr, weight_decay, decoupled, betas=(0.9, 0.999), eps=1e-8):
+    Members with one learning rate, weight decay and optimizer (an ensemble) step with torch's
+    own optimizer over the stacked tensors, fused where the estimator's fit fuses it;
+    otherwise (selection candidates) ``torch.optim.Adam``'s formulas run here, unfused, with
+    per-member learning rate, weight decay and decoupling (AdamW).
+    """
+
+    def __init__(self, module, optimizers, lr, weight_decay):
+        from ._estimators import _FUSED_ADAM, _fused_supported
+
         device = next(iter(module.parameters())).device
         self.module = module
+        self.torch = None
+        if len(set(zip(optimizers, lr, weight_decay))) == 1:
+            fused = _FUSED_ADAM and _fused_supported(optimizers[0], device)
+            self._make = lambda params: optimizers[0](params, lr=lr[0], weight_decay=weight_decay[0],
+                                                      **({"fused": True} if fused else {}))
+            self.torch = self._make([p for _, p in module.named_stacked()])
+            return
+        decoupled = [o is torch.optim.AdamW for o in optimizers]
         self.lr = torch.as_tensor(lr, dtype=torch.float32, device=device)
         self.l2 = torch.as_tensor(np.where(decoupled, 0.0, weight_decay), dtype=torch.float32, device=device)
         self.decay = torch.as_tensor(np.where(decoupled, weight_decay, 0.0), dtype=torch.float32, device=device)
         self.any_l2, self.any_decay = bool((self.l2 > 0).any()), bool((self.decay > 0).any())
-        self.betas, self.eps, self.t = betas, eps, 0
+        self.betas, self.eps, self.t = (0.9, 0.999), 1e-8, 0  # torch.optim.Adam's defaults
         self.exp_avg = {n: torch.zeros_like(p) for n, p in module.named_stacked()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in module.named_stacked()}
 
@@ -227,6 +259,9 @@ class _StackedAdam:
 
     @torch.no_grad()
     def step(self):
+        if self.torch is not None:
+            self.torch.step()
+            return
         self.t += 1
         beta1, beta2 = self.betas
         correction1, correction2 = 1 - beta1 ** self.t, math.sqrt(1 - beta2 ** self.t)
@@ -243,7 +278,18 @@ class _StackedAdam:
             denom = (v.sqrt() / correction2).add_(self.eps)
             p.sub_((self.lr.view(shape) / correction1) * m / denom)
 
-    def keep(self, members):
+    def keep(self, members, old_params):
+        """After ``module.keep(members)``: the state of those members (``old_params``: the
+        parameters before, in ``named_stacked`` order)."""
+        if self.torch is not None:
+            new = self._make([p for _, p in self.module.named_stacked()])
+            for old, (_, p) in zip(old_params, self.module.named_stacked()):
+                state = self.torch.state.get(old)
+                if state:
+                    new.state[p] = {k: v.index_select(0, members) if k.startswith("exp_avg") else v
+                                    for k, v in state.items()}
+            self.torch = new
+            return
         for state in (self.exp_avg, self.exp_avg_sq):
             for name in state:
                 state[name] = state[name].index_select(0, members)
@@ -291,17 +337,20 @@ class _DeviceSets:
         first = torch.cumsum(lengths, 0) - lengths
         position = torch.arange(total, device=self.device) - first.index_select(0, segment)
         rows = self.starts[sets].reshape(-1).index_select(0, segment) + position
-        member = torch.div(segment, b, rounding_mode="floor")
+        weights = self.weights.index_select(0, rows)
         if self.table is not None:
-            x = self.table
-            index = self.row_index.index_select(0, rows) + member * len(self.table)
-        else:
-            width = int(n_rows.max())
-            within = torch.arange(total, device=self.device) - first.view(k, b)[:, 0].index_select(0, member)
-            index = member * width + within
-            x = self.rows.new_zeros((k * width, *self.rows.shape[1:])).index_copy_(
-                0, index, self.rows.index_select(0, rows)).view(k, width, *self.rows.shape[1:])
-        return x, self.weights.index_select(0, rows), segment, index
+            # each set's weight on each distinct row: the mean readout is then one batched product
+            t = len(self.table)
+            pool = weights.new_zeros(k * b * t).index_add_(0, segment * t + self.row_index.index_select(0, rows), weights)
+            pool = pool.view(k, b, t)
+            return {"x": self.table, "pool": pool / pool.sum(dim=2, keepdim=True)}
+        member = torch.div(segment, b, rounding_mode="floor")
+        width = int(n_rows.max())
+        within = torch.arange(total, device=self.device) - first.view(k, b)[:, 0].index_select(0, member)
+        index = member * width + within
+        x = self.rows.new_zeros((k * width, *self.rows.shape[1:])).index_copy_(
+            0, index, self.rows.index_select(0, rows)).view(k, width, *self.rows.shape[1:])
+        return {"x": x, "weights": weights, "segment": segment, "index": index, "n_sets": b}
 
     def targets(self, sets):
         return self.y[sets], None if self.sample_weight is None else self.sample_weight[sets]
@@ -342,7 +391,11 @@ def fit_stacked(estimators, X, y, sample_weight=None):
     ``validation_indices_``), equal to what its own ``fit`` gives up to float32 rounding.
     """
     _check_stack(estimators)
-    prepared = [e._prepare_fit(X, y, sample_weight) for e in estimators]
+    prepared = []
+    for e in estimators:
+        twin = next((i for i, other in enumerate(estimators[: len(prepared)]) if _differ_in_seed_only(e, other)), None)
+        prepared.append(e._prepare_fit(X, y, sample_weight) if twin is None
+                        else _prepare_like(e, estimators[twin], prepared[twin]))
     dataset = prepared[0].dataset
     first = estimators[0]
     device = torch.device(first.device)
@@ -360,6 +413,25 @@ def fit_stacked(estimators, X, y, sample_weight=None):
         if e.verbose == 1:
             print(e._fit_summary(seconds) + f" (one stack of {len(estimators)})", flush=True)
     return estimators
+
+
+def _differ_in_seed_only(a, b):
+    pa, pb = a.get_params(deep=False), b.get_params(deep=False)
+    return all(_same(pa[name], pb[name]) for name in pa if name not in ("random_state", "verbose"))
+
+
+def _prepare_like(estimator, twin, fit):
+    """``estimator._prepare_fit`` on the data ``twin`` (the same estimator but for its seed) was
+    prepared on: what ``fit`` learns before training (the standardisations, classes, feature
+    names, the packed dataset) is the same, so it is shared rather than computed again (packing
+    100,000 compositions takes seconds); only the seed and the net it configures differ."""
+    params = twin.get_params(deep=False)
+    vars(estimator).update({k: v for k, v in vars(twin).items() if k not in params and k != "net_"})
+    seed = check_random_state(estimator.random_state).randint(np.iinfo(np.int32).max)  # as _prepare_fit draws it
+    net_params = fit.net.get_params(deep=False)
+    net = estimator._net(net_params["module__n_outputs"], fit.net.criterion, fit.score, seed,
+                         stratified=fit.y_for_split is not None, weighted="criterion__reduction" in net_params)
+    return fit._replace(net=net, seed=seed)
 
 
 def _splits(prepared, dataset):
@@ -383,8 +455,8 @@ def _train(estimators, prepared, dataset, device):
     n = len(nets)
     batch_size = estimators[0].batch_size
     stack = StackedAtomSetsModule([net.module_ for net in nets], estimators[0].activation).to(device)
-    adam = _StackedAdam(stack, [e.lr for e in estimators], [e.weight_decay for e in estimators],
-                        [e.optimizer is torch.optim.AdamW for e in estimators])
+    adam = _StackedAdam(stack, [e.optimizer for e in estimators], [e.lr for e in estimators],
+                        [e.weight_decay for e in estimators])
     criteria = [net.criterion(reduction="none") for net in nets]
     train, valid = _splits(prepared, dataset)
     rngs = [np.random.default_rng(fit.seed) for fit in prepared]  # _SetBatches(shuffle=True, seed=seed)
@@ -407,7 +479,7 @@ def _train(estimators, prepared, dataset, device):
         for j, begin in enumerate(range(0, orders.shape[1], batch_size)):
             sets = orders_device[:, begin: begin + batch_size]
             y_true, weights = data.targets(sets)
-            y_pred = stack(*data.batch(sets, counts[:, j]), n_sets=sets.shape[1])
+            y_pred = stack(**data.batch(sets, counts[:, j]))
             losses = _losses(criteria, active, y_pred, y_true, weights)
             adam.zero_grad()
             losses.sum().backward()
@@ -427,8 +499,9 @@ def _train(estimators, prepared, dataset, device):
                         best_epoch[active[position]], misses[active[position]], best[active[position]])
             keep = [p for p in range(len(active)) if p not in stopped]
             at = torch.as_tensor(keep, device=device, dtype=torch.long)
+            old_params = [p for _, p in stack.named_stacked()]
             stack.keep(at)
-            adam.keep(at)
+            adam.keep(at, old_params)
             best_state = {name: t.index_select(0, at) for name, t in best_state.items()}
             active = [active[p] for p in keep]
 
@@ -451,7 +524,7 @@ def _validate(stack, data, criteria, active, valid_sets, batch_size):
     predictions, loss_sum = [], 0
     for j, begin in enumerate(range(0, sets.shape[1], batch_size)):
         part = sets[:, begin: begin + batch_size]
-        y_pred = stack(*data.batch(part, counts[:, j]), n_sets=part.shape[1])
+        y_pred = stack(**data.batch(part, counts[:, j]))
         y_true, weights = data.targets(part)
         loss_sum = loss_sum + _losses(criteria, active, y_pred, y_true, weights) * part.shape[1]
         predictions.append(y_pred)

@@ -86,7 +86,7 @@ def test_the_stacks_table_and_rows_paths_compute_the_members_modules():
         for rows in (1e9, 0):  # table when it fits in a batch, else rows
             data = _DeviceSets(dataset, torch.device("cpu"), rows_per_batch=rows)
             with torch.no_grad():
-                out = stack(*data.batch(torch.as_tensor(sets), data.row_counts(sets, 20)[:, 0]), n_sets=20)
+                out = stack(**data.batch(torch.as_tensor(sets), data.row_counts(sets, 20)[:, 0]))
                 for k, module in enumerate(modules):
                     assert_float32_close(out[k].numpy(), module(**dataset.batch(sets[k]).X).numpy())
 
