@@ -92,7 +92,7 @@ def ours(pieces, y, batch_size, epochs, n_jobs, weights=None, merge=True):
 def ours_stacked(pieces, y, batch_size, epochs, n_jobs, weights=None, n_members=5):
     """An ``n_members`` seed ensemble of the same net trained in one stack (``stacked=True``):
     median seconds per epoch of all members together (the members' shared ``dur``), the
-    epochs, the whole fit's seconds (``n_members`` packings included) and the ensemble."""
+    epochs, the whole fit's seconds (the members share one packing of the data) and the ensemble."""
     from sklearn_atomsets import AtomSetsEnsembleRegressor, AtomSetsRegressor, WeightedSet
 
     sets = [WeightedSet(p, None if weights is None else w) for p, w in zip(pieces, weights or pieces)]
@@ -259,7 +259,8 @@ def real_case(name, args, n_jobs, maml_problem):
     if args.stacked and name != "v1":
         k = args.stacked
         single_fit = total
-        print(f"[{_load()}] sklearn-atomsets, {k}-member seed ensemble trained stacked (one pass) ...", flush=True)
+        print(f"[{_load()}] sklearn-atomsets, {k}-member seed ensemble trained stacked (one pass; other jobs on the "
+              "machine slow each timing differently: compare the load averages) ...", flush=True)
         t_stack, d, total_stack, _ = ours_stacked(pieces, y, args.batch_size, args.epochs, n_jobs, weights, k)
         t_one = result["ours_merged_s_per_epoch"]
         result.update(stacked_members=k, stacked_s_per_epoch=t_stack, stacked_epochs_s=d, stacked_fit_s=total_stack,
@@ -267,7 +268,7 @@ def real_case(name, args, n_jobs, maml_problem):
                       ratio_stacked_fit_over_one_net=total_stack / single_fit,
                       member_epochs_per_s_stacked=k / t_stack, member_epochs_per_s_alone=1 / t_one)
         print(f"  stacked ensemble, {k} members: {t_stack:7.3f} s per epoch of all {k} (epochs: "
-              f"{', '.join(f'{x:.3f}' for x in d)} s; fit {total_stack:.1f} s incl. {k} packings) = "
+              f"{', '.join(f'{x:.3f}' for x in d)} s; fit {total_stack:.1f} s, data packed once for all) = "
               f"{t_stack / k:.3f} s per member-epoch")
         print(f"  ratio stacked {k}-member epoch / one net's epoch = {t_stack / t_one:.2f}x (issue target <= 2x; "
               f"{k} separate fits: {k}x); whole fit: {total_stack / single_fit:.2f}x")
