@@ -36,7 +36,7 @@ from torch import nn
 from ._atomsets import ACTIVATIONS, _segment_sum
 from ._threads import torch_threads
 
-__all__ = ["StackedAtomSetsModule", "fit_stacked", "unsupported"]
+__all__ = ["StackedAtomSetsModule", "fit_stacked", "stack_groups", "unsupported"]
 
 #: Parameters the stacked loop implements as the skorch fit does. Any other parameter
 #: (a skorch-routed ``optimizer__*``, ``callbacks__*``, or one added to the estimators later)
@@ -99,6 +99,17 @@ def unsupported(estimator):
     return None
 
 
+def _mismatch(a, b):
+    """What keeps ``a`` and ``b`` out of one stack (a short reason), or None."""
+    if type(a) is not type(b):
+        return "The members of a stack must be of one class"
+    pa, pb = a.get_params(deep=False), b.get_params(deep=False)
+    for name in sorted(set(pa) - _PER_MEMBER):
+        if not _same(pa[name], pb[name]):
+            return f"The members of a stack must share {name} (got {pa[name]!r} and {pb[name]!r})"
+    return None
+
+
 def _check_stack(estimators):
     if not estimators:
         raise ValueError("fit_stacked needs at least one estimator.")
@@ -106,14 +117,34 @@ def _check_stack(estimators):
         reason = unsupported(e)
         if reason is not None:
             raise ValueError(f"{type(e).__name__} cannot be trained stacked: {reason}.")
-    first = estimators[0].get_params(deep=False)
     for e in estimators[1:]:
-        if type(e) is not type(estimators[0]):
-            raise ValueError("The members of a stack must be of one class.")
-        params = e.get_params(deep=False)
-        for name in sorted(set(first) - _PER_MEMBER):
-            if not _same(params[name], first[name]):
-                raise ValueError(f"The members of a stack must share {name} (got {first[name]!r} and {params[name]!r}).")
+        reason = _mismatch(estimators[0], e)
+        if reason is not None:
+            raise ValueError(reason + ".")
+
+
+def stack_groups(estimators):
+    """The positions of ``estimators`` in groups that :func:`fit_stacked` can train together (the
+    first of each group in order; an estimator that cannot be stacked is a group of its own).
+
+    >>> from sklearn_atomsets import AtomSetsRegressor
+    >>> stack_groups([AtomSetsRegressor(lr=1e-3), AtomSetsRegressor(readout="set2set"),
+    ...               AtomSetsRegressor(lr=3e-4, loss="mae"), AtomSetsRegressor(batch_size=64)])
+    [[0, 2], [1], [3]]
+    """
+    groups = []
+    for i, e in enumerate(estimators):
+        if unsupported(e) is None:
+            for group in groups:
+                first = estimators[group[0]]
+                if unsupported(first) is None and _mismatch(first, e) is None:
+                    group.append(i)
+                    break
+            else:
+                groups.append([i])
+        else:
+            groups.append([i])
+    return groups
 
 
 class StackedAtomSetsModule(nn.Module):

@@ -230,3 +230,24 @@ def test_a_diverging_stack_raises_and_bad_stacked_values_are_named():
 
     with pytest.raises(InvalidParameterError, match="stacked"):
         AtomSetsEnsembleRegressor(stacked="always").fit(X, y)
+
+
+def test_the_runners_selection_stacks_the_candidates_that_share_an_architecture():
+    """select_protocol: candidates differing in loss and lr train in one stack, set2set ones
+    alone; every record is what the candidate's own fit gives."""
+    from sklearn_atomsets._benchmark import TrainingSettings, _fit_config, select_protocol
+    from sklearn_atomsets._matbench import MATBENCH_TASKS
+
+    steels = MATBENCH_TASKS["matbench_steels"]
+    X, y = _element_sets(120, atomic_numbers=True)
+    settings = TrainingSettings(max_epochs=6, patience=3, batch_size=32, lr=3e-3)
+    grid = {"readout": ("mean", "set2set"), "loss": ("mse", "mae", "huber")}
+    model, chosen, records = select_protocol("AtomSets", steels, X, y, grid, settings, seed=1)
+    assert [r.get("stack") for r in records] == [3 if r["config"]["readout"] == "mean" else None for r in records]
+    assert sum(r["fit_s"] for r in records if "stack" in r) == pytest.approx(records[0]["stack_fit_s"])
+    for record in records:
+        _, alone = _fit_config("AtomSets", steels, X, y, record["config"], settings, 1)
+        assert record["best_epoch"] == alone["best_epoch"] and record["epochs_run"] == alone["epochs_run"]
+        assert record["validation_score"] == pytest.approx(alone["validation_score"], rel=TRAINED_RTOL)
+    best = min(records, key=lambda r: r["validation_score"])
+    assert chosen == best["config"] and model.loss == chosen["loss"]
