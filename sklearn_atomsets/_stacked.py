@@ -427,7 +427,8 @@ def fit_stacked(estimators, X, y, sample_weight=None):
         twin = next((i for i, other in enumerate(estimators[: len(prepared)]) if _differ_in_seed_only(e, other)), None)
         prepared.append(e._prepare_fit(X, y, sample_weight) if twin is None
                         else _prepare_like(e, estimators[twin], prepared[twin]))
-    dataset = prepared[0].dataset
+    dataset = prepared[0].dataset  # the members' datasets are equal (same X, y, weights): keep one
+    prepared = [fit._replace(dataset=dataset) for fit in prepared]
     first = estimators[0]
     device = torch.device(first.device)
     start = time.perf_counter()
