@@ -372,8 +372,8 @@ class _DeviceSets:
         if self.table is not None:
             # each set's weight on each distinct row: the mean readout is then one batched product
             t = len(self.table)
-            pool = weights.new_zeros(k * b * t).index_add_(0, segment * t + self.row_index.index_select(0, rows), weights)
-            pool = pool.view(k, b, t)
+            cell = segment * t + self.row_index.index_select(0, rows)  # (set, distinct row) of each row
+            pool = weights.new_zeros(k * b * t).index_add_(0, cell, weights).view(k, b, t)
             return {"x": self.table, "pool": pool / pool.sum(dim=2, keepdim=True)}
         member = torch.div(segment, b, rounding_mode="floor")
         width = int(n_rows.max())
