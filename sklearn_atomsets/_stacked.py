@@ -358,6 +358,31 @@ class _DeviceSets:
         starts = np.arange(0, orders.shape[1], batch_size)
         return np.add.reduceat(self.lengths_host[orders], starts, axis=1)
 
+    #: Bytes of pooling matrices built at once: a table-mode epoch is gathered in chunks of
+    #: batches (one gather for many steps), each batch a view of its chunk.
+    CHUNK_BYTES = 32 << 20
+
+    def batches(self, orders, batch_size):
+        """``(module inputs, targets, sample weights)`` of each stacked batch of the (K, n) set orders
+        ``orders`` (a host array, moved to the device once)."""
+        k, n = orders.shape
+        every = torch.as_tensor(orders, device=self.device)
+        if self.table is None:
+            counts = self.row_counts(orders, batch_size)
+            for j, begin in enumerate(range(0, n, batch_size)):
+                sets = every[:, begin: begin + batch_size]
+                yield (self.batch(sets, counts[:, j]), *self.targets(sets))
+            return
+        step = max(1, self.CHUNK_BYTES // (4 * k * batch_size * len(self.table))) * batch_size
+        for start in range(0, n, step):
+            chunk = every[:, start: start + step]
+            pool = self.batch(chunk, self.lengths_host[orders[:, start: start + step]].sum(axis=1))["pool"]
+            y, weights = self.targets(chunk)
+            for begin in range(0, chunk.shape[1], batch_size):
+                part = slice(begin, begin + batch_size)
+                yield ({"x": self.table, "pool": pool[:, part]}, y[:, part],
+                       None if weights is None else weights[:, part])
+
     def batch(self, sets, n_rows):
         """Module inputs for the (K, B) set indices ``sets`` (a device tensor) whose members' batches
         have ``n_rows`` (K,) rows (host integers)."""
@@ -505,18 +530,13 @@ def _train(estimators, prepared, dataset, device):
         epoch += 1
         tick = time.perf_counter()
         orders = np.stack([rngs[m].permutation(train[m]) for m in active])
-        counts = data.row_counts(orders, batch_size)
-        orders_device = torch.as_tensor(orders, device=device)
         loss_sum = torch.zeros(len(active), device=device)
-        for j, begin in enumerate(range(0, orders.shape[1], batch_size)):
-            sets = orders_device[:, begin: begin + batch_size]
-            y_true, weights = data.targets(sets)
-            y_pred = stack(**data.batch(sets, counts[:, j]))
-            losses = _losses(criteria, active, y_pred, y_true, weights)
+        for inputs, y_true, weights in data.batches(orders, batch_size):
+            losses = _losses(criteria, active, stack(**inputs), y_true, weights)
             adam.zero_grad()
             losses.sum().backward()
             adam.step()
-            loss_sum += losses.detach() * sets.shape[1]
+            loss_sum += losses.detach() * y_true.shape[1]
         train_loss = (loss_sum / orders.shape[1]).cpu().numpy()
         stopped, improved = _end_epoch(estimators, nets, prepared, stack, data, criteria, active, valid,
                                        valid_sets, batch_size, epoch, train_loss, best, best_epoch, misses, lower,
@@ -551,16 +571,12 @@ def _losses(criteria, active, y_pred, y_true, weights):
 def _validate(stack, data, criteria, active, valid_sets, batch_size):
     """Validation predictions (K, n_valid, n_outputs) and losses (K,) of the stacked members."""
     orders = np.stack([valid_sets[m] for m in active])
-    counts = data.row_counts(orders, batch_size)
-    sets = torch.as_tensor(orders, device=data.device)
     predictions, loss_sum = [], 0
-    for j, begin in enumerate(range(0, sets.shape[1], batch_size)):
-        part = sets[:, begin: begin + batch_size]
-        y_pred = stack(**data.batch(part, counts[:, j]))
-        y_true, weights = data.targets(part)
-        loss_sum = loss_sum + _losses(criteria, active, y_pred, y_true, weights) * part.shape[1]
+    for inputs, y_true, weights in data.batches(orders, batch_size):
+        y_pred = stack(**inputs)
+        loss_sum = loss_sum + _losses(criteria, active, y_pred, y_true, weights) * y_true.shape[1]
         predictions.append(y_pred)
-    return torch.cat(predictions, dim=1), loss_sum / sets.shape[1]
+    return torch.cat(predictions, dim=1), loss_sum / orders.shape[1]
 
 
 def _end_epoch(estimators, nets, prepared, stack, data, criteria, active, valid, valid_sets, batch_size, epoch,
