@@ -31,7 +31,6 @@ from sklearn.utils import _safe_indexing
 
 from ._baseline import automatminer_style_pipeline
 from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
-from ._stacked import fit_stacked, stack_groups
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
 from ._featurizers import (
     _CACHE,
@@ -43,6 +42,7 @@ from ._featurizers import (
     _StructureBase,
 )
 from ._matbench import ANCHORS, load_matbench_composition_task, load_matbench_task
+from ._stacked import fit_stacked, stack_groups
 
 __all__ = [
     "DEFAULT_SELECTION",
