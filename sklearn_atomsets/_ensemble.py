@@ -78,16 +78,11 @@ class _SeedEnsemble(BaseEstimator):
         """Clones of ``base`` with the ``seeds`` as ``random_state``, fitted: in one stack
         (``_stacked.fit_stacked``) or one by one (``stacked_`` says which)."""
         members = [clone(base).set_params(random_state=s) for s in seeds]
-        reason = unsupported(base) if members else None
-        if self.stacked is not True and self.stacked != "auto":  # False
-            self.stacked_ = False
-        elif reason is None:
-            self.stacked_ = bool(members)
-        elif self.stacked == "auto":
-            self.stacked_ = False
-        else:
+        reason = unsupported(base)
+        if self.stacked != "auto" and self.stacked and reason is not None:
             raise ValueError(f"stacked=True, but {type(base).__name__} cannot be trained stacked: {reason}. "
                              "Use stacked='auto' (fit the members one by one then) or change the estimator.")
+        self.stacked_ = bool(members) and reason is None and (self.stacked == "auto" or bool(self.stacked))
         if self.stacked_:
             return fit_stacked(members, X, y, sample_weight)
         return [m.fit(X, y, **_weights(sample_weight)) for m in members]
