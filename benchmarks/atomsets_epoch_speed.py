@@ -31,6 +31,11 @@ maml's Keras AtomSets, side by side in one run):
 
     python benchmarks/atomsets_epoch_speed.py --cases v0 z v1 --n-materials 100000
 
+With ``--stacked K`` (default 5) the ``v0`` and ``z`` cases also train a K-member seed
+ensemble (``AtomSetsEnsembleRegressor(stacked=True)``: all members in one pass, stacked
+weights) and print its epoch time over one net's, measured side by side in the same run,
+and member-epochs per second.
+
 "Merging off" is this package before distinct-row sets (``_estimators._MERGE_ROWS``
 False): every row goes through phi. The data need ``MATMINER_DATA`` (or ../shared) and,
 for ``v1``, the pretrained parent; V1 sets are cached in ``--cache`` between runs.
@@ -81,6 +86,22 @@ def ours(pieces, y, batch_size, epochs, n_jobs, weights=None, merge=True):
     finally:
         _estimators._MERGE_ROWS = switch
     durations = list(model.net_.history[:, "dur"])
+    return float(np.median(durations[1:])), durations, total, model
+
+
+def ours_stacked(pieces, y, batch_size, epochs, n_jobs, weights=None, n_members=5):
+    """An ``n_members`` seed ensemble of the same net trained in one stack (``stacked=True``):
+    median seconds per epoch of all members together (the members' shared ``dur``), the
+    epochs, the whole fit's seconds (the members share one packing of the data) and the ensemble."""
+    from sklearn_atomsets import AtomSetsEnsembleRegressor, AtomSetsRegressor, WeightedSet
+
+    sets = [WeightedSet(p, None if weights is None else w) for p, w in zip(pieces, weights or pieces)]
+    net = AtomSetsRegressor(max_epochs=epochs, validation_fraction=None, batch_size=batch_size, n_jobs=n_jobs)
+    model = AtomSetsEnsembleRegressor(net, n_estimators=n_members, random_state=0, stacked=True)
+    start = time.perf_counter()
+    model.fit(sets, y)
+    total = time.perf_counter() - start
+    durations = list(model.estimators_[0].net_.history[:, "dur"])
     return float(np.median(durations[1:])), durations, total, model
 
 
@@ -235,6 +256,42 @@ def real_case(name, args, n_jobs, maml_problem):
         result.update({f"{key}_s_per_epoch": t, f"{key}_epochs_s": d})
         print(f"  sklearn-atomsets, merging {'on ' if merge else 'off'}: {t:7.3f} s per training epoch "
               f"(epochs: {', '.join(f'{x:.3f}' for x in d)} s; fit {total:.1f} s)")
+    if args.stacked and name != "v1":
+        k = args.stacked
+        single_fit = total
+        print(f"[{_load()}] sklearn-atomsets, {k}-member seed ensemble trained stacked (one pass; other jobs on the "
+              "machine slow each timing differently: compare the load averages) ...", flush=True)
+        cpu = time.process_time()
+        t_stack, d, total_stack, _ = ours_stacked(pieces, y, args.batch_size, args.epochs, n_jobs, weights, k)
+        cpu_stack = time.process_time() - cpu
+        print(f"  stacked ensemble, {k} members: {t_stack:7.3f} s per epoch of all {k} (epochs: "
+              f"{', '.join(f'{x:.3f}' for x in d)} s; fit {total_stack:.1f} s, data packed once for all) = "
+              f"{t_stack / k:.3f} s per member-epoch")
+        # one net again right after, so the stack is bracketed by two single-net timings under
+        # (nearly) the same load; the ratio uses their mean
+        print(f"[{_load()}] sklearn-atomsets, one net again (merging on) ...", flush=True)
+        cpu = time.process_time()
+        t_after, d_after, total_after, _ = ours(pieces, y, args.batch_size, args.epochs, n_jobs, weights, True)
+        cpu_after = time.process_time() - cpu
+        print(f"  sklearn-atomsets, one net after the stack: {t_after:7.3f} s per training epoch (epochs: "
+              f"{', '.join(f'{x:.3f}' for x in d_after)} s; fit {total_after:.1f} s)")
+        t_one = (result["ours_merged_s_per_epoch"] + t_after) / 2
+        single_fit = (single_fit + total_after) / 2
+        result.update(stacked_members=k, stacked_s_per_epoch=t_stack, stacked_epochs_s=d, stacked_fit_s=total_stack,
+                      one_net_after_s_per_epoch=t_after, single_fit_s=single_fit,
+                      ratio_stacked_epoch_over_one_net=t_stack / t_one,
+                      ratio_stacked_fit_over_one_net=total_stack / single_fit,
+                      member_epochs_per_s_stacked=k / t_stack, member_epochs_per_s_alone=1 / t_one,
+                      stacked_fit_cpu_s=cpu_stack, one_net_after_fit_cpu_s=cpu_after)
+        print(f"  one net, mean of before and after: {t_one:.3f} s per epoch, fit {single_fit:.1f} s")
+        # CPU seconds of this process: less moved by other jobs than wall time (waiting for a core is
+        # not counted), though they still share caches and memory bandwidth
+        print(f"  CPU time of the whole fit ({args.epochs} epochs, packing included): stacked {cpu_stack:.1f} s, "
+              f"one net (after) {cpu_after:.1f} s: ratio {cpu_stack / cpu_after:.2f}x")
+        print(f"  ratio stacked {k}-member epoch / one net's epoch = {t_stack / t_one:.2f}x (issue target <= 2x; "
+              f"{k} separate fits: {k}x); whole fit: {total_stack / single_fit:.2f}x")
+        print(f"  member-epochs per second: stacked {k / t_stack:.2f}, one net alone {1 / t_one:.2f} "
+              f"({t_one * k / t_stack:.2f}x)")
     sets = [WeightedSet(p, None if weights is None else w) for p, w in zip(pieces, weights or pieces)]
     floor, steps = bare_steps(model, sets, y, args.batch_size, args.epochs, n_jobs)
     result.update(bare_loop_s_per_epoch=floor, steps_per_epoch=steps)
@@ -253,6 +310,10 @@ def real_case(name, args, n_jobs, maml_problem):
         target = ">= 3x" if name == "v1" else ">= 20x"
         print(f"  ratio maml / ours (merging on) = {result['ratio_maml_over_merged']:.2f}x   (issue target {target}); "
               f"maml / bare PyTorch loop = {t / floor:.2f}x")
+        if "stacked_s_per_epoch" in result:
+            per_member = result["stacked_s_per_epoch"] / result["stacked_members"]
+            result["ratio_maml_over_stacked_member_epoch"] = t / per_member
+            print(f"  ratio maml net-epoch / our stacked member-epoch = {t / per_member:.2f}x")
     else:
         print(f"  maml's AtomSets not importable, not timed ({maml_problem})")
     return result
@@ -266,6 +327,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per model; the first is not timed")
     parser.add_argument("--n-jobs", type=int, default=None, help="the estimator's n_jobs (torch threads; default 1)")
+    parser.add_argument("--stacked", type=int, default=5, metavar="K",
+                        help="v0, z: also a K-member seed ensemble trained stacked (0: not)")
     parser.add_argument("--skip-maml", action="store_true", help="time only this package")
     parser.add_argument("--cases", nargs="+", default=["synthetic"], choices=["synthetic", "v0", "z", "v1"],
                         help="synthetic sets (default), and/or the real-data cases v0, z, v1 (see above)")

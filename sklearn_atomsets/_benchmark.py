@@ -45,6 +45,7 @@ from ._featurizers import (
     _StructureBase,
 )
 from ._matbench import ANCHORS, load_matbench_composition_task, load_matbench_task
+from ._stacked import fit_stacked, stack_groups
 
 __all__ = [
     "DEFAULT_SELECTION",
@@ -369,6 +370,33 @@ def _fit_config(name, info, F_train, y_train, config, settings, seed):
     return model, {"config": config, **_fit_record(model, settings.max_epochs), "fit_s": time.perf_counter() - start}
 
 
+def _fit_configs(name, info, F_train, y_train, configs, settings, seed, on_fitted=None):
+    """:func:`_fit_config` of every configuration, in order; the nets that share an architecture
+    (differing in loss, learning rate, weight decay or optimizer) train together in one stack
+    (``_stacked.fit_stacked``: each equals its own fit up to float32 rounding). A stacked record
+    has ``stack`` (the nets in its stack) and ``stack_fit_s`` (the stack's time); its ``fit_s``
+    is its share of that time, so the records' times still add up to the time spent.
+    ``on_fitted(i, model, record)`` is called as soon as configuration ``i`` is done (a stack's
+    members once the stack is)."""
+    models = [make_model(name, info, replace(settings, **config), seed)[-1] for config in configs]
+    out = [None] * len(configs)
+    for group in stack_groups(models):
+        if len(group) == 1:
+            out[group[0]] = _fit_config(name, info, F_train, y_train, configs[group[0]], settings, seed)
+            if on_fitted is not None:
+                on_fitted(group[0], *out[group[0]])
+            continue
+        start = time.perf_counter()
+        fit_stacked([models[i] for i in group], F_train, y_train)
+        seconds = time.perf_counter() - start
+        for i in group:
+            out[i] = (models[i], {"config": configs[i], **_fit_record(models[i], settings.max_epochs),
+                                  "fit_s": seconds / len(group), "stack": len(group), "stack_fit_s": seconds})
+            if on_fitted is not None:
+                on_fitted(i, *out[i])
+    return out
+
+
 def select_protocol(name, info, F_train, y_train, selection, settings=None, seed=0, checkpoint=None, resume=False):
     """Choose a model's training configuration on the inner-validation split only.
 
@@ -394,15 +422,19 @@ def select_protocol(name, info, F_train, y_train, selection, settings=None, seed
         raise ValueError(f"{name} has no training configuration to select (no inner validation split).")
     lower = info.kind == "regression"
     records, best, best_model = [], None, None
-    for k, config in enumerate(candidates):
-        saved = None if checkpoint is None else Path(checkpoint) / f"candidate{k}.pkl"
-        done = _read_candidate(saved, config) if resume and saved is not None else None
-        if done is not None:
-            model, record = done
-        else:
-            model, record = _fit_config(name, info, F_train, y_train, config, settings, seed)
-            if saved is not None:
-                _write_candidate(saved, config, model, record)
+    saved = [None if checkpoint is None else Path(checkpoint) / f"candidate{k}.pkl" for k in range(len(candidates))]
+    done = {k: _read_candidate(saved[k], config) for k, config in enumerate(candidates) if resume and saved[k]}
+    done = {k: v for k, v in done.items() if v is not None}
+    todo = [k for k in range(len(candidates)) if k not in done]
+
+    def keep(i, model, record):  # pickled as soon as it is done: a stopped selection goes on from here
+        if saved[todo[i]] is not None:
+            _write_candidate(saved[todo[i]], candidates[todo[i]], model, record)
+
+    done.update(zip(todo, _fit_configs(name, info, F_train, y_train, [candidates[k] for k in todo], settings, seed,
+                                       on_fitted=keep)))
+    for k in range(len(candidates)):
+        model, record = done[k]
         records.append(record)
         value = record["validation_score"]
         if value is None or math.isnan(value):

@@ -16,10 +16,11 @@ import numbers
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor
+from ._stacked import fit_stacked, unsupported
 
 __all__ = ["AtomSetsEnsembleClassifier", "AtomSetsEnsembleRegressor"]
 
@@ -34,12 +35,14 @@ class _SeedEnsemble(BaseEstimator):
         "estimator": [HasMethods(["fit", "set_params"]), None],
         "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
+        "stacked": [StrOptions({"auto"}), "boolean"],
     }
 
-    def __init__(self, estimator=None, *, n_estimators=5, random_state=None):
+    def __init__(self, estimator=None, *, n_estimators=5, random_state=None, stacked="auto"):
         self.estimator = estimator
         self.n_estimators = n_estimators
         self.random_state = random_state
+        self.stacked = stacked
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, sample_weight=None):
@@ -49,7 +52,7 @@ class _SeedEnsemble(BaseEstimator):
         if "random_state" not in base.get_params():
             raise ValueError(f"estimator {type(base).__name__} has no random_state parameter to vary.")
         self.seeds_ = self._draw_seeds()
-        self.estimators_ = [clone(base).set_params(random_state=s).fit(X, y, **_weights(sample_weight)) for s in self.seeds_]
+        self.estimators_ = self._fit_members(base, self.seeds_, X, y, sample_weight)
         return self._fitted()
 
     @_fit_context(prefer_skip_nested_validation=False)
@@ -68,9 +71,21 @@ class _SeedEnsemble(BaseEstimator):
         if not isinstance(seed, numbers.Integral):
             raise ValueError(f"fitted needs an integer random_state (its seed as a member), got {seed!r}.")
         self.seeds_ = [int(seed)] + self._draw_seeds()[1:]
-        self.estimators_ = [fitted] + [clone(fitted).set_params(random_state=s).fit(X, y, **_weights(sample_weight))
-                                      for s in self.seeds_[1:]]
+        self.estimators_ = [fitted] + self._fit_members(fitted, self.seeds_[1:], X, y, sample_weight)
         return self._fitted()
+
+    def _fit_members(self, base, seeds, X, y, sample_weight):
+        """Clones of ``base`` with the ``seeds`` as ``random_state``, fitted: in one stack
+        (``_stacked.fit_stacked``) or one by one (``stacked_`` says which)."""
+        members = [clone(base).set_params(random_state=s) for s in seeds]
+        reason = unsupported(base)
+        if self.stacked != "auto" and self.stacked and reason is not None:
+            raise ValueError(f"stacked=True, but {type(base).__name__} cannot be trained stacked: {reason}. "
+                             "Use stacked='auto' (fit the members one by one then) or change the estimator.")
+        self.stacked_ = bool(members) and reason is None and (self.stacked == "auto" or bool(self.stacked))
+        if self.stacked_:
+            return fit_stacked(members, X, y, sample_weight)
+        return [m.fit(X, y, **_weights(sample_weight)) for m in members]
 
     def _draw_seeds(self):
         seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=self.n_estimators)
@@ -100,12 +115,24 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
         Number of members.
     random_state : int, RandomState or None, default=None
         Draws the members' ``random_state`` values (``seeds_``).
+    stacked : "auto" or bool, default="auto"
+        Train the members together, as one net with stacked weights (one batched step for
+        all members; each member has its own initialisation, batch order, inner split and
+        early stopping, and equals the member trained alone up to float32 rounding).
+        "auto": when the estimator allows it (an AtomSets or MLP-f estimator with the mean
+        readout, no dropout, Adam or AdamW, no schedule, callbacks or skorch-routed
+        parameters), else one fit per member. True: always, an error when not possible.
+        False: one fit per member.
 
     Attributes
     ----------
     estimators_ : list of fitted estimators
+        Ordinary fitted estimators, also when trained stacked (each ``net_`` holds its own
+        weights, history and best epoch).
     seeds_ : list of int
         The ``random_state`` of each member.
+    stacked_ : bool
+        Whether the members were trained in one stack (those ``fit_from`` trains).
     best_validation_scores_ : list of float or None
         Each member's inner-validation score (their inner splits differ).
 

@@ -26,6 +26,7 @@ import numbers
 import time
 import warnings
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -210,6 +211,18 @@ class _AtomSetsNet(NeuralNet):
         per_sample = loss.reshape(len(loss), -1).mean(dim=1)
         weights = X["sample_weight"].to(per_sample.device)
         return (weights * per_sample).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
+
+
+class _PreparedFit(NamedTuple):
+    """What ``_AtomSetsBase._prepare_fit`` hands to training."""
+
+    net: NeuralNet
+    dataset: _PackedDataset
+    y_for_split: np.ndarray | None
+    seed: int
+    warm_weights: dict | None
+    missing: np.ndarray
+    score: object  # the validation score: score(net, X_valid, y_valid)
 
 
 def _require_y(estimator, y):
@@ -474,6 +487,14 @@ class _AtomSetsBase(BaseEstimator):
     def _fit(self, X, y, sample_weight=None):
         """The fit both estimators share; ``_encode_targets`` is what differs (scaled targets and
         an L1/L2/Huber loss, or class codes, cross-entropy and a stratified split)."""
+        fit = self._prepare_fit(X, y, sample_weight)
+        self.net_ = self._train(fit.net, fit.dataset, fit.y_for_split, fit.seed, fit.warm_weights)
+        self._record_validation_split(fit.dataset, fit.y_for_split, fit.missing)
+        return self
+
+    def _prepare_fit(self, X, y, sample_weight=None):
+        """Everything of ``fit`` before training: checks, packing, target encoding, the configured
+        (untrained) net; also the hook by which ``_stacked`` trains several members at once."""
         self._check_params()
         _require_y(self, y)
         warm = bool(self.warm_start) and hasattr(self, "net_")
@@ -499,9 +520,8 @@ class _AtomSetsBase(BaseEstimator):
         net = self._net(n_outputs, criterion, score, seed, stratified=y_for_split is not None,
                         weighted=loss_weights is not None)
         dataset = _PackedDataset(packed, targets, loss_weights)
-        self.net_ = self._train(net, dataset, y_for_split, seed, None if previous is None else previous["module"])
-        self._record_validation_split(dataset, y_for_split, missing)
-        return self
+        return _PreparedFit(net, dataset, y_for_split, seed, None if previous is None else previous["module"],
+                            missing, score)
 
     # -- warm start -------------------------------------------------------------------------
     _WARM_KEPT = ("input_kind_", "n_features_in_", "feature_mean_", "feature_scale_")

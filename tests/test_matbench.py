@@ -520,7 +520,9 @@ def test_a_stopped_selection_resumes_with_its_next_candidate(monkeypatch, tmp_pa
     rng = np.random.default_rng(0)
     X = [rng.integers(1, 30, size=rng.integers(1, 4)) for _ in range(120)]
     y = np.array([float(x.sum()) for x in X])
-    grid, settings = {"loss": ("mse", "mae"), "readout": ("mean", "set2set")}, TrainingSettings(max_epochs=4, patience=4)
+    # four candidates that each fit alone (a stack of candidates trains together: see test_stacked.py)
+    grid = {"readout": ("mean", "set2set"), "dropout": (0.0, 0.1)}
+    settings = TrainingSettings(max_epochs=4, patience=4)
     whole_model, whole_chosen, whole_records = select_protocol("AtomSets", steels, X, y, grid, settings, seed=3)
     fitted, real = [], _benchmark._fit_config
 
@@ -538,9 +540,9 @@ def test_a_stopped_selection_resumes_with_its_next_candidate(monkeypatch, tmp_pa
     monkeypatch.setattr(_benchmark, "_fit_config", lambda *a: fitted.append(a[4]) or real(*a))
     model, chosen, records = select_protocol("AtomSets", steels, X, y, grid, settings, seed=3, checkpoint=tmp_path,
                                              resume=True)
-    assert fitted == [{"loss": "mae", "readout": "mean"}, {"loss": "mae", "readout": "set2set"}]  # the two left
+    assert fitted == [{"readout": "set2set", "dropout": 0.0}, {"readout": "set2set", "dropout": 0.1}]  # the two left
     assert chosen == whole_chosen
     assert [r["validation_score"] for r in records] == [r["validation_score"] for r in whole_records]
     np.testing.assert_array_equal(model.predict(X[:10]), whole_model.predict(X[:10]))
     # a checkpoint of another configuration is not taken for this one
-    assert _benchmark._read_candidate(tmp_path / "candidate0.pkl", {"loss": "huber"}) is None
+    assert _benchmark._read_candidate(tmp_path / "candidate0.pkl", {"readout": "set2set", "dropout": 0.0}) is None
