@@ -133,7 +133,9 @@ def test_standardized_feature_rows_make_the_fit_independent_of_feature_units(dat
     rng = np.random.default_rng(5)
     scale, shift = 10.0 ** rng.uniform(-2, 2, X[0].n_features), rng.normal(0, 10, X[0].n_features)
     moved = [WeightedSet(s.features * scale + shift, s.weights) for s in X]
-    fit = dict(max_epochs=20, random_state=2, readout=("mean", "set2set"))
+    # squared error: its gradient is smooth in the residuals, so float32 rounding of the moved rows
+    # stays rounding over 20 epochs (L1's sign gradient flips on near-zero residuals and amplifies it)
+    fit = dict(max_epochs=20, random_state=2, readout=("mean", "set2set"), loss="mse")
     a = AtomSetsRegressor(**fit, standardize_features=True).fit(X, y)
     b = AtomSetsRegressor(**fit, standardize_features=True).fit(moved, y)
     # the same net up to float32 rounding of the moved rows
@@ -176,7 +178,7 @@ def test_params_reach_module_optimizer_and_readout(data):
     assert clone(model).get_params()["readout"] == ("mean", "set2set")
 
 
-@pytest.mark.parametrize(("loss", "criterion"), [("auto", torch.nn.MSELoss), ("mse", torch.nn.MSELoss),
+@pytest.mark.parametrize(("loss", "criterion"), [("auto", torch.nn.L1Loss), ("mse", torch.nn.MSELoss),
                                                 ("mae", torch.nn.L1Loss), ("huber", torch.nn.HuberLoss)])
 def test_regression_loss_picks_the_criterion(data, loss, criterion):
     X, y = data
