@@ -42,6 +42,8 @@ from ._featurizers import (
     MEGNetElementSetFeaturizer,
     MEGNetSiteSetFeaturizer,
     MEGNetStructureFeaturizer,
+    SiteSetFeaturizer,
+    StructureFeaturizer,
     _StructureBase,
 )
 from ._matbench import ANCHORS, load_matbench_composition_task, load_matbench_task
@@ -189,6 +191,15 @@ MODELS = {
     "MLP-f [CHGNet-0.3.0]": (
         lambda info: MEGNetStructureFeaturizer(layers=("f",), parent="CHGNet-0.3.0"), "mlpf", ("structure",)
     ),
+    # the same structure models on the SevenNet parent (optional [sevennet] extra): its five blocks' invariant
+    # channels; f is their mean over the sites (issue 31)
+    **{
+        f"AtomSets-V{k} [SevenNet-0]": (
+            lambda info, layer=f"V{k}": SiteSetFeaturizer(layer, parent="SevenNet-0"), "sets", ("structure",)
+        )
+        for k in range(1, 6)
+    },
+    "MLP-f [SevenNet-0]": (lambda info: StructureFeaturizer(layers=("f",), parent="SevenNet-0"), "mlpf", ("structure",)),
     "AMM-style": (None, "baseline", ("composition", "structure")),
     "AMM-style + MEGNet": (None, "baseline+megnet", ("composition", "structure")),
 }
