@@ -101,3 +101,13 @@ def describe_missing(descriptors, positions, names=None):
         f"featurizer could not featurize?{others} Drop or fix such rows, or pass handle_missing='ignore' to "
         "fit without them (predict gives them the training prior)."
     )
+
+
+def take_samples(X, positions):
+    """The samples of ``X`` at ``positions``, in the form ``X`` came in (a ``(sets, descriptors)``
+    tuple cut in both parts; anything else as scikit-learn's ``_safe_indexing`` cuts it)."""
+    from sklearn.utils import _safe_indexing
+
+    if isinstance(X, tuple) and split_descriptors(X)[1] is not None:
+        return tuple(_safe_indexing(part, positions) for part in X)
+    return _safe_indexing(X, positions)

@@ -275,8 +275,10 @@ def _widths_ok(value):
 
 #: Prefixes of the skorch parameters an estimator passes through to its net (skorch's routing:
 #: ``optimizer__momentum``, ``iterator_train__batch_size``, ``callbacks__early_stopping__threshold``,
-#: ``criterion__delta`` ...). The module is configured by the estimator's own parameters.
-ROUTED_PREFIXES = ("optimizer__", "criterion__", "iterator_train__", "iterator_valid__", "callbacks__")
+#: ``criterion__delta`` ...), and skorch's ``train_split`` (e.g. ``ValidSplit(0.1, random_state=0)``:
+#: one inner validation split whatever ``random_state``, which an ensemble's members share to
+#: calibrate on). The module is configured by the estimator's own parameters.
+ROUTED_PREFIXES = ("optimizer__", "criterion__", "iterator_train__", "iterator_valid__", "callbacks__", "train_split")
 
 
 def _routed(params):
@@ -812,8 +814,11 @@ _DOC_PARAMS = """
         skorch's prefixed parameters, passed to the net and reachable by ``set_params`` and
         ``GridSearchCV``: ``optimizer__*`` (e.g. ``optimizer=torch.optim.SGD,
         optimizer__momentum=0.9``), ``criterion__*``, ``iterator_train__*``,
-        ``iterator_valid__*``, ``callbacks__<name>__*``. They override what the estimator
-        sets itself (e.g. ``iterator_train__shuffle=False``). Classifiers also take
+        ``iterator_valid__*``, ``callbacks__<name>__*``, and skorch's ``train_split`` (e.g.
+        ``skorch.dataset.ValidSplit(0.1, random_state=0)``: the inner validation split drawn
+        with its own seed, whatever ``random_state``; early stopping still needs
+        ``validation_fraction``). They override what the estimator sets itself (e.g.
+        ``iterator_train__shuffle=False``). Classifiers also take
         ``class_weight`` (None, "balanced" or a dict class -> weight, as scikit-learn's
         classifiers), multiplying ``sample_weight`` in the loss.
 """
