@@ -102,7 +102,7 @@ def plot(rows, path):
     tasks = sorted({r["task"] for r in rows})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 4), squeeze=False)
     styles = {"own": ("own splits, raw std", "C3"), "shared_raw": ("shared split, raw std", "C1"),
-              "variance_scale": ("variance scale", "C2"), "calibrated": ("calibrated (std_scale_)", "C0")}
+              "variance_scale": ("variance scale", "C2"), "calibrated": ("calibrated (std_scale_, std_floor_)", "C0")}
     for ax, task in zip(axes[0], tasks):
         ax.plot([0, 1], [0, 1], "k:", lw=1, label="ideal")
         for r in rows:
@@ -128,7 +128,14 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--out", default=str(RESULTS / "calibration_coverage"))
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="only redraw one plot (--out.png) from the tables of earlier runs' JSON files")
     args = parser.parse_args()
+    if args.combine:
+        rows = [r for path in args.combine for r in json.loads(Path(path).read_text())["table"]]
+        plot(rows, f"{args.out}.png")
+        print(f"wrote {args.out}.png")
+        return
     results = {}
     for name in args.tasks:
         task = load_matbench_composition_task(name)
