@@ -91,7 +91,7 @@ class _SeedEnsemble(BaseEstimator):
         return base
 
     def _calibrate(self, X, y):
-        """Fit what the ensemble learns from the members' held-out rows (regressor: ``std_scale_``)."""
+        """Fit what the ensemble learns from the members' held-out rows (the regressor's std calibration)."""
 
     @property
     def best_validation_scores_(self):
@@ -120,11 +120,15 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
         drawn from ``random_state``; with ``fit_from``, the fitted member's), so on those
         rows the ensemble's mean and spread are what they are on new data: no member trained
         on them (early stopping watched them). The std becomes ``std_scale_ * sqrt(std**2 +
-        std_floor_**2)``, with the two fitted per target so that the fraction of these rows'
-        errors within ``z`` calibrated std matches the normal central intervals (see
-        :func:`fit_std_calibration`; ``std_floor_`` is the error the members' spread does not
-        show, in the units of y). Needs members with ``validation_fraction`` (AtomSets-family estimators) and
-        ``n_estimators >= 2``; a larger ``validation_fraction`` gives the scale more rows.
+        std_floor_**2)``, fitted per target on these rows: ``std_floor_`` (the error the
+        members' spread does not show, in the units of y) by the normal likelihood of their
+        errors, ``std_scale_`` so that the fraction of their errors within ``z`` calibrated
+        std matches the normal central intervals (see :func:`fit_std_calibration`). Needs
+        members with ``validation_fraction`` (AtomSets-family estimators) and
+        ``n_estimators >= 2``; a larger ``validation_fraction`` gives it more rows. With
+        heavy-tailed errors one std cannot match both 68 % and 95 %: on MatBench the 1-std
+        coverage comes out near 68 % and the 2-std coverage short of 95 %
+        (``benchmarks/README.md``); ``calibration_coverage_`` shows it on the held-out rows.
 
     Attributes
     ----------
