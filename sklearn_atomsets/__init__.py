@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__"]
 
 from ._atomsets import AtomSetsModule
+from ._calibration import calibrated_std, fit_std_calibration, interval_coverage
 from ._baseline import MatminerFeatures, automatminer_style_pipeline, default_matminer_featurizers
 from ._dask import featurize_dask, to_dask_frame
 from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
@@ -59,6 +60,9 @@ __all__ += [
     "AtomSetsEnsembleRegressor",
     "AtomSetsModule",
     "AtomSetsRegressor",
+    "calibrated_std",
+    "fit_std_calibration",
+    "interval_coverage",
     "MLPfClassifier",
     "MLPfRegressor",
     "AtomicNumberSetFeaturizer",

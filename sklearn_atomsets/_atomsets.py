@@ -1,6 +1,7 @@
 """The AtomSets deep-sets network (Chen & Ong 2021, Fig. 1c) in PyTorch.
 
     rows of a set --phi (MLP per row)--> readout over the set --rho (MLP)--> output
+                                          [+ descriptors]
 
 Rows are feature vectors (transfer learning: V0..V3 of the frozen MEGNet) or atomic
 numbers looked up in a trainable embedding (the paper's non-TL "AtomSets"). Readouts are
@@ -137,11 +138,19 @@ class AtomSetsModule(nn.Module):
     feature_mean, feature_scale : array-like of shape (n_features,) or None
         With both, feature rows enter phi as ``(row - feature_mean) / feature_scale`` (fixed
         buffers, saved with the weights; feature mode only).
+    n_descriptors : int, default=0
+        Width of a fixed-length descriptor vector per set (matminer descriptors, say),
+        concatenated to the readout as part of rho's input; ``forward`` then takes
+        ``descriptors`` of shape (n_sets, n_descriptors).
+    descriptor_mean, descriptor_scale : array-like of shape (n_descriptors,) or None
+        With both, descriptors enter rho as ``(d - descriptor_mean) / descriptor_scale``
+        (fixed buffers, saved with the weights).
     """
 
     def __init__(self, n_features=None, n_outputs=1, n_neurons=(64, 64), n_neurons_final=(64, 64),
                  readout="mean", n_set2set_steps=3, activation="relu", dropout=0.0, n_elements=95,
-                 embedding_dim=32, feature_mean=None, feature_scale=None):
+                 embedding_dim=32, feature_mean=None, feature_scale=None, n_descriptors=0,
+                 descriptor_mean=None, descriptor_scale=None):
         super().__init__()
         if (feature_mean is None) != (feature_scale is None):
             raise ValueError("feature_mean and feature_scale go together.")
@@ -163,10 +172,18 @@ class AtomSetsModule(nn.Module):
             WeightedMean() if name == "mean" else WeightedSet2Set(width, n_set2set_steps) for name in names
         )
         width = sum(r.out_features(width) for r in self.readouts)
+        if (descriptor_mean is None) != (descriptor_scale is None):
+            raise ValueError("descriptor_mean and descriptor_scale go together.")
+        self.n_descriptors = int(n_descriptors)
+        self.standardise_descriptors = descriptor_mean is not None
+        if self.standardise_descriptors:
+            for name, value in (("descriptor_mean", descriptor_mean), ("descriptor_scale", descriptor_scale)):
+                self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).reshape(self.n_descriptors))
+        width += self.n_descriptors
         self.rho, width = _mlp(width, n_neurons_final, activation, dropout)
         self.output = nn.Linear(width, n_outputs)
 
-    def forward(self, features, weights, segment, index=None):
+    def forward(self, features, weights, segment, index=None, descriptors=None):
         x = self.embedding(features) if self.embedding is not None else features
         if self.standardise:
             x = (x - self.feature_mean) / self.feature_scale
@@ -176,4 +193,11 @@ class AtomSetsModule(nn.Module):
         n_sets = int(segment[-1]) + 1
         pooled = [r(x, weights, segment, n_sets) for r in self.readouts]
         x = pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=-1)
+        if (descriptors is None) != (self.n_descriptors == 0):
+            raise ValueError(f"This module takes {self.n_descriptors} descriptors per set; got "
+                             f"{'none' if descriptors is None else descriptors.shape[-1]}.")
+        if descriptors is not None:
+            if self.standardise_descriptors:
+                descriptors = (descriptors - self.descriptor_mean) / self.descriptor_scale
+            x = torch.cat([x, descriptors.to(x.dtype)], dim=-1)
         return self.output(self.rho(x))

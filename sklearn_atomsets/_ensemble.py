@@ -11,6 +11,7 @@ class probabilities the same way.
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import numpy as np
@@ -19,8 +20,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._calibration import calibrated_std, fit_std_calibration, interval_coverage
+from ._descriptors import take_samples
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor
-from ._stacked import fit_stacked, unsupported
+from ._stacked import fit_stacked, unsupported, unsupported_data
 
 __all__ = ["AtomSetsEnsembleClassifier", "AtomSetsEnsembleRegressor"]
 
@@ -51,8 +54,10 @@ class _SeedEnsemble(BaseEstimator):
         base = self._default() if self.estimator is None else self.estimator
         if "random_state" not in base.get_params():
             raise ValueError(f"estimator {type(base).__name__} has no random_state parameter to vary.")
+        base = self._member_template(base)
         self.seeds_ = self._draw_seeds()
         self.estimators_ = self._fit_members(base, self.seeds_, X, y, sample_weight)
+        self._calibrate(X, y)
         return self._fitted()
 
     @_fit_context(prefer_skip_nested_validation=False)
@@ -71,14 +76,16 @@ class _SeedEnsemble(BaseEstimator):
         if not isinstance(seed, numbers.Integral):
             raise ValueError(f"fitted needs an integer random_state (its seed as a member), got {seed!r}.")
         self.seeds_ = [int(seed)] + self._draw_seeds()[1:]
-        self.estimators_ = [fitted] + self._fit_members(fitted, self.seeds_[1:], X, y, sample_weight)
+        template = self._member_template(fitted, fitted=fitted)
+        self.estimators_ = [fitted] + self._fit_members(template, self.seeds_[1:], X, y, sample_weight)
+        self._calibrate(X, y)
         return self._fitted()
 
     def _fit_members(self, base, seeds, X, y, sample_weight):
         """Clones of ``base`` with the ``seeds`` as ``random_state``, fitted: in one stack
         (``_stacked.fit_stacked``) or one by one (``stacked_`` says which)."""
         members = [clone(base).set_params(random_state=s) for s in seeds]
-        reason = unsupported(base)
+        reason = unsupported(base) or unsupported_data(X)
         if self.stacked != "auto" and self.stacked and reason is not None:
             raise ValueError(f"stacked=True, but {type(base).__name__} cannot be trained stacked: {reason}. "
                              "Use stacked='auto' (fit the members one by one then) or change the estimator.")
@@ -93,6 +100,13 @@ class _SeedEnsemble(BaseEstimator):
 
     def _fitted(self):
         return self
+
+    def _member_template(self, base, fitted=None):
+        """The estimator the members are clones of (the regressor's ``calibrate`` changes it)."""
+        return base
+
+    def _calibrate(self, X, y):
+        """Fit what the ensemble learns from the members' held-out rows (the regressor's std calibration)."""
 
     @property
     def best_validation_scores_(self):
@@ -123,6 +137,21 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
         readout, no dropout, Adam or AdamW, no schedule, callbacks or skorch-routed
         parameters), else one fit per member. True: always, an error when not possible.
         False: one fit per member.
+    calibrate : bool, default=False
+        Recalibrate ``predict(X, return_std=True)``'s std on held-out rows the fit already
+        has. The members then share one inner validation split (skorch's ``train_split``,
+        drawn from ``random_state``; with ``fit_from``, the fitted member's), so on those
+        rows the ensemble's mean and spread are what they are on new data: no member trained
+        on them (early stopping watched them). The std becomes ``std_scale_ * sqrt(std**2 +
+        std_floor_**2)``, fitted per target on these rows: ``std_floor_`` (the error the
+        members' spread does not show, in the units of y) by the normal likelihood of their
+        errors, ``std_scale_`` so that the fraction of their errors within ``z`` calibrated
+        std matches the normal central intervals (see :func:`fit_std_calibration`). Needs
+        members with ``validation_fraction`` (AtomSets-family estimators) and
+        ``n_estimators >= 2``; a larger ``validation_fraction`` gives it more rows. With
+        heavy-tailed errors one std cannot match both 68 % and 95 %: on MatBench the 1-std
+        coverage comes out near 68 % and the 2-std coverage short of 95 %
+        (``benchmarks/README.md``); ``calibration_coverage_`` shows it on the held-out rows.
 
     Attributes
     ----------
@@ -134,7 +163,17 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
     stacked_ : bool
         Whether the members were trained in one stack (those ``fit_from`` trains).
     best_validation_scores_ : list of float or None
-        Each member's inner-validation score (their inner splits differ).
+        Each member's inner-validation score (their inner splits differ, unless
+        ``calibrate=True``).
+    std_scale_, std_floor_ : float, ndarray of shape (n_targets,) or None
+        The std's calibration (``calibrate=True``), else None.
+    validation_indices_ : ndarray or None
+        With ``calibrate=True``: positions in the ``X`` given to ``fit`` of the shared
+        inner validation rows that ``std_scale_`` was fitted on; else None.
+    calibration_coverage_ : dict or None
+        With ``calibrate=True``: on those rows, the fraction of errors within 1 and 2
+        calibrated std (keys 1 and 2); optimistic, as early stopping chose each member's
+        epoch on these rows.
 
     See Also
     --------
@@ -154,19 +193,69 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
     ((2,), (2,), True)
     """
 
+    _parameter_constraints = {**_SeedEnsemble._parameter_constraints, "calibrate": ["boolean"]}
+
+    def __init__(self, estimator=None, *, n_estimators=5, random_state=None, stacked="auto", calibrate=False):
+        super().__init__(estimator, n_estimators=n_estimators, random_state=random_state, stacked=stacked)
+        self.calibrate = calibrate
+
     def _default(self):
         return AtomSetsRegressor()
+
+    def _member_template(self, base, fitted=None):
+        """With ``calibrate``: ``base`` with one inner validation split for every member (skorch's
+        ``train_split``; ``fitted``'s own split in ``fit_from``)."""
+        if not self.calibrate:
+            return base
+        fraction = base.get_params().get("validation_fraction")
+        if not fraction or "random_state" not in base.get_params():
+            raise ValueError(
+                f"calibrate=True fits the std on the members' inner validation split; {type(base).__name__} "
+                f"has validation_fraction={fraction!r}. Use an AtomSets-family estimator with a validation_fraction."
+            )
+        if self.n_estimators < 2:
+            raise ValueError("calibrate=True needs n_estimators >= 2: one member has no spread to scale.")
+        if fitted is not None:
+            split = copy.deepcopy(fitted.net_.train_split)
+        else:
+            from skorch.dataset import ValidSplit
+
+            split = ValidSplit(fraction, stratified=False, random_state=self._draw_seeds()[0])
+        return clone(base).set_params(train_split=split)
+
+    def _calibrate(self, X, y):
+        """``std_scale_`` from the ensemble's errors and spread on the shared held-out rows only."""
+        self.std_scale_ = self.std_floor_ = self.validation_indices_ = self.calibration_coverage_ = None
+        if not self.calibrate:
+            return
+        splits = [getattr(e, "validation_indices_", None) for e in self.estimators_]
+        if any(s is None for s in splits) or any(not np.array_equal(s, splits[0]) for s in splits[1:]):
+            raise RuntimeError("The members do not share one inner validation split: there are no rows to calibrate on.")
+        rows = splits[0]
+        mean, std = self._mean_std(take_samples(X, rows))
+        y_valid = np.asarray(y, dtype=float)[rows].reshape(mean.shape)
+        self.std_scale_, self.std_floor_ = fit_std_calibration(y_valid - mean, std)
+        self.validation_indices_ = rows
+        calibrated = calibrated_std(std, self.std_scale_, self.std_floor_)
+        coverage = {k: interval_coverage(y_valid, mean, calibrated, k=k) for k in (1, 2)}
+        self.calibration_coverage_ = {k: float(c) if np.ndim(c) == 0 else c for k, c in coverage.items()}
+
+    def _mean_std(self, X):
+        predictions = np.stack([np.asarray(e.predict(X), dtype=float) for e in self.estimators_])
+        return predictions.mean(axis=0), predictions.std(axis=0)
 
     def predict(self, X, return_std=False):
         """Mean of the members' predictions, and with ``return_std=True`` their standard deviation.
 
         The standard deviation is over the members (``ddof=0``): the spread that training
-        randomness alone produces, not a calibrated error bar.
+        randomness alone produces, not a calibrated error bar -- unless ``calibrate=True``,
+        where it is ``std_scale_ * sqrt(std**2 + std_floor_**2)``, fitted on held-out rows.
         """
         check_is_fitted(self, "estimators_")
-        predictions = np.stack([np.asarray(e.predict(X), dtype=float) for e in self.estimators_])
-        mean = predictions.mean(axis=0)
-        return (mean, predictions.std(axis=0)) if return_std else mean
+        mean, std = self._mean_std(X)
+        if getattr(self, "std_scale_", None) is not None:
+            std = calibrated_std(std, self.std_scale_, self.std_floor_)
+        return (mean, std) if return_std else mean
 
 
 class AtomSetsEnsembleClassifier(ClassifierMixin, _SeedEnsemble):

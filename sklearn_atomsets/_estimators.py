@@ -44,6 +44,7 @@ from skorch.dataset import ValidSplit
 from skorch.utils import to_numpy
 
 from ._atomsets import ACTIVATIONS, READOUTS, AtomSetsModule
+from ._descriptors import describe_missing, missing_descriptors, split_descriptors
 from ._sets import _from_pandas, _is_table, _take, as_packed_sets, find_missing, merge_equal_rows, row_table
 from ._threads import torch_threads
 
@@ -113,7 +114,7 @@ class _PackedDataset(torch.utils.data.Dataset):
     skorch's validation split and scoring expect of a dataset.
     """
 
-    def __init__(self, packed, y=None, sample_weight=None):
+    def __init__(self, packed, y=None, sample_weight=None, descriptors=None):
         self.index = None  # with an index, features is the table of distinct rows
         features = packed.features
         if _MERGE_ROWS:
@@ -132,6 +133,8 @@ class _PackedDataset(torch.utils.data.Dataset):
         self.y = y
         # per-sample loss weights (float32), travelling in each batch's X as "sample_weight"
         self.sample_weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
+        # one fixed-length descriptor row per set (rho's extra input), or None
+        self.descriptors = None if descriptors is None else torch.from_numpy(np.asarray(descriptors, dtype=np.float32))
 
     def __len__(self):
         return self.packed.n_sets
@@ -151,6 +154,8 @@ class _PackedDataset(torch.utils.data.Dataset):
             used, index = np.unique(self.index[rows], return_inverse=True)
             X["features"] = self.features.index_select(0, torch.from_numpy(used))
             X["index"] = torch.from_numpy(index.reshape(-1))
+        if self.descriptors is not None:
+            X["descriptors"] = self.descriptors.index_select(0, torch.from_numpy(np.asarray(sets, dtype=np.int64)))
         if self.sample_weight is not None:
             X["sample_weight"] = torch.from_numpy(self.sample_weight[sets])
         y = torch.zeros(len(sets)) if self.y is None else torch.from_numpy(self.y[sets])
@@ -283,8 +288,10 @@ def _widths_ok(value):
 
 #: Prefixes of the skorch parameters an estimator passes through to its net (skorch's routing:
 #: ``optimizer__momentum``, ``iterator_train__batch_size``, ``callbacks__early_stopping__threshold``,
-#: ``criterion__delta`` ...). The module is configured by the estimator's own parameters.
-ROUTED_PREFIXES = ("optimizer__", "criterion__", "iterator_train__", "iterator_valid__", "callbacks__")
+#: ``criterion__delta`` ...), and skorch's ``train_split`` (e.g. ``ValidSplit(0.1, random_state=0)``:
+#: one inner validation split whatever ``random_state``, which an ensemble's members share to
+#: calibrate on). The module is configured by the estimator's own parameters.
+ROUTED_PREFIXES = ("optimizer__", "criterion__", "iterator_train__", "iterator_valid__", "callbacks__", "train_split")
 
 
 def _routed(params):
@@ -421,15 +428,20 @@ class _AtomSetsBase(BaseEstimator):
                 f"{torch.cuda.is_available()}): {exc}. Pass device='cpu' or a device this torch has."
             ) from None
 
-    def _split_missing(self, X, y=None, fitting=False):
+    def _split_missing(self, X, y=None, fitting=False, descriptors=None, descriptor_names=None):
         """``X`` (and ``y``) without the samples that have no set, and the positions of those.
 
         With ``handle_missing="error"`` nothing is dropped: a row that a featurizer's
         ``transform`` marked as failed raises here with the featurizer's reason; other
-        missing values are refused by the usual validation.
+        missing values are refused by the usual validation. A sample with a NaN among its
+        ``descriptors`` counts as one without a set (it raises, or is dropped); the caller
+        drops the returned positions from ``descriptors``.
         """
         positions, reasons = find_missing(X)
-        if not len(positions):
+        gaps = np.zeros(0, dtype=np.int64) if descriptors is None else missing_descriptors(descriptors)
+        if len(gaps) and self.handle_missing == "ignore":
+            positions = np.union1d(positions, gaps).astype(np.int64)
+        if not len(positions) and not len(gaps):
             return X, y, positions
         if self.handle_missing == "error":
             if reasons:
@@ -447,6 +459,8 @@ class _AtomSetsBase(BaseEstimator):
                     f"handle?{others} Drop or fix such rows, or pass handle_missing='ignore' to fit without "
                     "them (predict gives them the training prior)."
                 )
+            if len(gaps):
+                raise ValueError(describe_missing(descriptors, gaps, descriptor_names))
             return X, y, positions[:0]
         X = _from_pandas(X)
         n = X.shape[0] if hasattr(X, "shape") else len(X)
@@ -456,8 +470,9 @@ class _AtomSetsBase(BaseEstimator):
         if fitting and not len(keep):
             raise ValueError(f"None of the {n} samples of X has a set: nothing to fit.")
         what = "fit skips them" if fitting else "their prediction is the training prior"
+        nothing = "no set or NaN descriptors" if descriptors is not None else "no set"
         warnings.warn(
-            f"{type(self).__name__}: {len(positions)} of {n} samples have no set (rows the featurizer could "
+            f"{type(self).__name__}: {len(positions)} of {n} samples have {nothing} (rows the featurizer could "
             f"not featurize), at positions {_positions(positions)}; {what} (handle_missing='ignore').",
             UserWarning,
             stacklevel=3 if fitting else 4,  # the user's call of fit / predict
@@ -500,10 +515,15 @@ class _AtomSetsBase(BaseEstimator):
         warm = bool(self.warm_start) and hasattr(self, "net_")
         previous = self._warm_state() if warm else None
         _check_feature_names(self, X, reset=not warm)
+        X, descriptors, descriptor_names = split_descriptors(X)
+        self.n_descriptors_in_ = 0 if descriptors is None else descriptors.shape[1]
         if sample_weight is not None:
             # sklearn's checks: length, finite, non-negative, not all zero
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-        X, y, missing = self._split_missing(X, y, fitting=True)
+        X, y, missing = self._split_missing(X, y, fitting=True, descriptors=descriptors,
+                                            descriptor_names=descriptor_names)
+        if descriptors is not None:
+            descriptors = np.delete(descriptors, missing, axis=0)
         if sample_weight is not None and len(missing):
             sample_weight = np.delete(sample_weight, missing)
             if not sample_weight.any():
@@ -516,15 +536,17 @@ class _AtomSetsBase(BaseEstimator):
         )
         if previous is None:
             self._fit_feature_scaling(packed, sample_weight)
+            self._fit_descriptor_scaling(descriptors, sample_weight)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         net = self._net(n_outputs, criterion, score, seed, stratified=y_for_split is not None,
                         weighted=loss_weights is not None)
-        dataset = _PackedDataset(packed, targets, loss_weights)
+        dataset = _PackedDataset(packed, targets, loss_weights, descriptors)
         return _PreparedFit(net, dataset, y_for_split, seed, None if previous is None else previous["module"],
                             missing, score)
 
     # -- warm start -------------------------------------------------------------------------
-    _WARM_KEPT = ("input_kind_", "n_features_in_", "feature_mean_", "feature_scale_")
+    _WARM_KEPT = ("input_kind_", "n_features_in_", "feature_mean_", "feature_scale_", "n_descriptors_in_",
+                  "descriptor_mean_", "descriptor_scale_")
 
     def _warm_state(self):
         """What a ``warm_start`` fit keeps of the previous fit: its trained weights and the
@@ -535,13 +557,15 @@ class _AtomSetsBase(BaseEstimator):
         return state
 
     def _check_warm_input(self, previous):
-        for name in ("input_kind_", "n_features_in_"):
+        for name in ("input_kind_", "n_features_in_", "n_descriptors_in_"):
             if getattr(self, name, None) != previous.get(name):
                 raise ValueError(
                     f"warm_start=True continues the previous fit, on {previous.get(name)!r} ({name}), but this X "
                     f"gives {getattr(self, name, None)!r}. Set warm_start=False to fit afresh."
                 )
         self.feature_mean_, self.feature_scale_ = previous["feature_mean_"], previous["feature_scale_"]
+        self.descriptor_mean_ = previous.get("descriptor_mean_")
+        self.descriptor_scale_ = previous.get("descriptor_scale_")
 
     def _fit_feature_scaling(self, packed, sample_weight=None):
         """``feature_mean_`` / ``feature_scale_``: with ``standardize_features``, every feature's mean
@@ -553,6 +577,16 @@ class _AtomSetsBase(BaseEstimator):
             row_weight = None if sample_weight is None else np.repeat(sample_weight, packed.lengths)
             scaler = StandardScaler().fit(packed.features.astype(np.float64), sample_weight=row_weight)
             self.feature_mean_, self.feature_scale_ = scaler.mean_, scaler.scale_
+
+    def _fit_descriptor_scaling(self, descriptors, sample_weight=None):
+        """``descriptor_mean_`` / ``descriptor_scale_``: each descriptor's (weighted) mean and standard
+        deviation over the training samples (sklearn's ``StandardScaler``: a constant one keeps
+        scale 1), applied inside the module; None without descriptors. Descriptors are always
+        standardised: matminer's columns span many orders of magnitude (densities, volumes, counts)."""
+        self.descriptor_mean_ = self.descriptor_scale_ = None
+        if descriptors is not None:
+            scaler = StandardScaler().fit(descriptors, sample_weight=sample_weight)
+            self.descriptor_mean_, self.descriptor_scale_ = scaler.mean_, scaler.scale_
 
     def _net(self, n_outputs, criterion, score, seed, stratified, weighted=False):
         score_name, lower_is_better = self._score_name, self._lower_is_better
@@ -588,6 +622,9 @@ class _AtomSetsBase(BaseEstimator):
             module__embedding_dim=self.embedding_dim,
             module__feature_mean=self.feature_mean_,
             module__feature_scale=self.feature_scale_,
+            module__n_descriptors=self.n_descriptors_in_,
+            module__descriptor_mean=self.descriptor_mean_,
+            module__descriptor_scale=self.descriptor_scale_,
             criterion=criterion,
             optimizer=self.optimizer,
             optimizer__weight_decay=self.weight_decay,
@@ -656,10 +693,19 @@ class _AtomSetsBase(BaseEstimator):
         """Outputs for the samples of X that have a set, and the positions of the others."""
         check_is_fitted(self, "net_")
         _check_feature_names(self, X, reset=False)
-        X, _, missing = self._split_missing(X)
+        X, descriptors, descriptor_names = split_descriptors(X)
+        n_descriptors = 0 if descriptors is None else descriptors.shape[1]
+        if n_descriptors != getattr(self, "n_descriptors_in_", 0):
+            raise ValueError(
+                f"X has {n_descriptors} descriptor columns beside its sets, but {type(self).__name__} was fitted "
+                f"with {getattr(self, 'n_descriptors_in_', 0)}."
+            )
+        X, _, missing = self._split_missing(X, descriptors=descriptors, descriptor_names=descriptor_names)
+        if descriptors is not None:
+            descriptors = np.delete(descriptors, missing, axis=0)
         if len(missing) and not len(X):
             return torch.zeros((0, len(self._prior))), missing
-        dataset = _PackedDataset(self._pack(X, fitting=False))
+        dataset = _PackedDataset(self._pack(X, fitting=False), descriptors=descriptors)
         with torch.no_grad(), torch_threads(self.n_jobs):
             return self.net_.forward(dataset, training=False).cpu(), missing
 
@@ -770,7 +816,7 @@ _DOC_PARAMS = """
         What to do with samples that have no set: a row a featurizer could not featurize
         (NaN in ``featurize_dataframe``'s output, a :class:`FailedSet` in ``transform``'s,
         e.g. a structure with an atom without neighbours within the cutoff), None, or an
-        all-NaN row of a table. "error": ``fit`` and ``predict`` raise, naming the sample and
+        all-NaN row of a table; and with descriptor columns, a sample with a NaN descriptor. "error": ``fit`` and ``predict`` raise, naming the sample and
         the featurizer's reason. "ignore": ``fit`` trains without them and ``predict`` gives
         them the training prior -- the mean target for regressors, the class frequencies of
         ``y`` for classifiers (what :class:`~sklearn.dummy.DummyRegressor` and
@@ -792,8 +838,11 @@ _DOC_PARAMS = """
         skorch's prefixed parameters, passed to the net and reachable by ``set_params`` and
         ``GridSearchCV``: ``optimizer__*`` (e.g. ``optimizer=torch.optim.SGD,
         optimizer__momentum=0.9``), ``criterion__*``, ``iterator_train__*``,
-        ``iterator_valid__*``, ``callbacks__<name>__*``. They override what the estimator
-        sets itself (e.g. ``iterator_train__shuffle=False``). Classifiers also take
+        ``iterator_valid__*``, ``callbacks__<name>__*``, and skorch's ``train_split`` (e.g.
+        ``skorch.dataset.ValidSplit(0.1, random_state=0)``: the inner validation split drawn
+        with its own seed, whatever ``random_state``; early stopping still needs
+        ``validation_fraction``). They override what the estimator sets itself (e.g.
+        ``iterator_train__shuffle=False``). Classifiers also take
         ``class_weight`` (None, "balanced" or a dict class -> weight, as scikit-learn's
         classifiers), multiplying ``sample_weight`` in the loss.
 """
@@ -843,7 +892,9 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
 
     ``X`` is a sequence of :class:`WeightedSet` (feature rows such as V0/V1 of the frozen
     MEGNet, or atomic numbers for the trainable embedding), or a 2-D array read as one-row
-    sets. Targets are standardised inside and predictions returned in the original units;
+    sets; a DataFrame with one set column beside numeric descriptor columns (matminer's),
+    or a tuple ``(sets, descriptors)``, adds the descriptors to the readout (rho's input;
+    see ``n_descriptors_in_``). Targets are standardised inside and predictions returned in the original units;
     early stopping watches the validation MAE, which is reported in the original units too
     (the history's ``valid_mae_in_y_units``; its ``train_loss`` / ``valid_loss`` are the
     training loss on the standardised target).
@@ -859,8 +910,12 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
     n_features_in_ : int
         Row width (feature mode only).
     feature_names_in_ : ndarray of str
-        Column names of a DataFrame ``X`` (a set column's name, or a table's columns),
-        checked by ``predict``; absent for other ``X``.
+        Column names of a DataFrame ``X`` (a set column's name, or a table's columns, or a
+        set column and descriptor columns), checked by ``predict``; absent for other ``X``.
+    n_descriptors_in_ : int
+        Descriptor columns beside the sets (0 without), concatenated to the readout.
+    descriptor_mean_, descriptor_scale_ : ndarray or None
+        Their standardisation, fitted on the training samples (None without descriptors).
     input_kind_ : {"features", "atomic_numbers"}
     target_mean_, target_scale_ : ndarray
         The target standardisation.
@@ -904,6 +959,9 @@ class AtomSetsRegressor(RegressorMixin, _AtomSetsBase):
         Parameters
         ----------
         X : sequence of WeightedSet, one-column DataFrame of them, or 2-D array
+            Or a DataFrame of one set column and numeric descriptor columns, or a tuple
+            ``(sets, descriptors)``: the descriptors join after the readout (a NaN
+            descriptor is a missing sample, see ``handle_missing``).
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each sample in the training loss (a weighted mean over
@@ -1002,6 +1060,8 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
     module_ : AtomSetsModule
     feature_mean_, feature_scale_ : ndarray or None
         The feature-row standardisation (``standardize_features``), else None.
+    n_descriptors_in_ : int
+        Descriptor columns beside the sets (0 without); see :class:`AtomSetsRegressor`.
     best_epoch_ : int
     best_validation_score_ : float or None
         Validation ROC-AUC of the kept epoch.
@@ -1040,6 +1100,8 @@ class AtomSetsClassifier(ClassifierMixin, _AtomSetsBase):
         Parameters
         ----------
         X : sequence of WeightedSet, one-column DataFrame of them, or 2-D array
+            Or a DataFrame of one set column and numeric descriptor columns, or a tuple
+            ``(sets, descriptors)`` (see :class:`AtomSetsRegressor`).
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each sample in the cross-entropy (a weighted mean over

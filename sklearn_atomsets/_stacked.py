@@ -437,6 +437,17 @@ def _member_loss(criterion, y_pred, y_true, sample_weight):
         torch.finfo(sample_weight.dtype).tiny)
 
 
+def unsupported_data(X):
+    """Why the data ``X`` cannot be trained on in a stack (a short reason), or None: descriptor
+    columns beside the sets join rho's input, which the stacked module does not have."""
+    from ._descriptors import split_descriptors
+
+    try:
+        return "X has descriptor columns beside its sets" if split_descriptors(X)[1] is not None else None
+    except ValueError:
+        return None  # a frame the estimator itself refuses, with its own message
+
+
 def fit_stacked(estimators, X, y, sample_weight=None):
     """Fit the unfitted ``estimators`` on ``X, y`` together, as one stacked net; returns them.
 
@@ -446,6 +457,9 @@ def fit_stacked(estimators, X, y, sample_weight=None):
     estimator (``net_`` a skorch net holding its own weights, ``history``, ``best_epoch_``,
     ``validation_indices_``), equal to what its own ``fit`` gives up to float32 rounding.
     """
+    reason = unsupported_data(X)
+    if reason is not None:
+        raise ValueError(f"fit_stacked: {reason}; fit the estimators one by one.")
     _check_stack(estimators)
     prepared = []
     for e in estimators:
