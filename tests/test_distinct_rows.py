@@ -146,8 +146,11 @@ def test_estimators_predict_the_same_with_and_without_merging(model_cls, readout
     target = np.array([np.average(s.features[:, 0] if s.features.ndim == 2 else s.features, weights=s.weights)
                        for s in sets])
     y = target if model_cls is AtomSetsRegressor else target > np.median(target)
+    # regressors on squared error: merged rows change the float32 sums by rounding, which a smooth loss
+    # keeps at rounding over the 5 epochs (L1's sign gradient flips on near-zero residuals and amplifies it)
+    loss = {"loss": "mse"} if model_cls is AtomSetsRegressor else {}
     merged, same_model, retrained = _predictions(model_cls, sets, y, monkeypatch, readout=readout, max_epochs=5,
-                                                 batch_size=16)
+                                                 batch_size=16, **loss)
     assert _relative_gap(same_model, merged) < 1e-5
     assert _relative_gap(retrained, merged) < 1e-5  # the whole training is the same computation
 
