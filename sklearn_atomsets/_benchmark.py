@@ -840,6 +840,10 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
                 record()
                 if checkpoint is not None:
                     shutil.rmtree(checkpoint, ignore_errors=True)
+                    try:  # and the folders above it that this leaves empty, up to the results folder
+                        os.removedirs(checkpoint.parent)
+                    except OSError:
+                        pass
         record()
     return result
 

@@ -297,6 +297,8 @@ def test_cli_seeds_selection_and_bad_selection(capsys, tmp_path):
                  "--select", "readout=mean,set2set", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "seed 1 fold 0" in out and "chosen {'readout'" in out and "at epoch cap" in out
+    # the candidates were pickled under checkpoints/ while each selection ran, and are gone once recorded
+    assert not (tmp_path / "checkpoints").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["matbench_steels.json"]
     saved = json.loads((tmp_path / "matbench_steels.json").read_text())
     assert saved["selection"] == {"readout": ["mean", "set2set"]} and saved["seeds"] == [0, 1]
     assert main(["matbench", "--select", "loss=l2"]) == 2
