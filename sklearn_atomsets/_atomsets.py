@@ -147,6 +147,10 @@ class AtomSetsModule(nn.Module):
         (fixed buffers, saved with the weights).
     """
 
+    # modules pickled before descriptors existed (a fitted estimator of an earlier version) have none
+    n_descriptors = 0
+    standardise_descriptors = False
+
     def __init__(self, n_features=None, n_outputs=1, n_neurons=(64, 64), n_neurons_final=(64, 64),
                  readout="mean", n_set2set_steps=3, activation="relu", dropout=0.0, n_elements=95,
                  embedding_dim=32, feature_mean=None, feature_scale=None, n_descriptors=0,

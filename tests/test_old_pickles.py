@@ -12,34 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pymatgen.core import Lattice, Structure
 
 import sklearn_atomsets as sa
 from tests.conftest import assert_float32_close
+from tests.data.make_pickle_1d040cc import COMPOSITIONS, STRUCTURES
+from tests.data.make_pickle_1d040cc import flat as _flat
 
 PICKLE = Path(__file__).parent / "data" / "pickle_1d040cc.pkl"
-NACL = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-CSCL = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-STRUCTURES = [NACL, CSCL]
-COMPOSITIONS = ["SiO2", "Fe2O3", "NaCl", "Cu"]
 
 
 @pytest.fixture(scope="module")
 def saved():
     with open(PICKLE, "rb") as fh:
         return pickle.load(fh)
-
-
-def _flat(rows):
-    # the same flattening as make_pickle_1d040cc.py
-    out = []
-    for row in rows:
-        for value in row:
-            if isinstance(value, sa.WeightedSet):
-                out.append(np.concatenate([np.ravel(value.features), np.ravel(value.weights)]))
-            else:
-                out.append(np.atleast_1d(np.asarray(value, dtype=float)))
-    return np.concatenate(out)
 
 
 def test_old_featurizers_load_as_todays_classes_and_give_the_same_features(saved):
