@@ -280,13 +280,18 @@ def best_model(result):
     return pick(result["models"], key=lambda name: result["models"][name]["mean"])
 
 
+def _best(anchors):
+    """``(key, value)`` of the leaderboard's best entry among the anchors ('best (TPOT-Mat)'), or None."""
+    return next(((key, value) for key, value in anchors.items() if key.startswith("best")), None)
+
+
 def best_entry(anchors):
     """The leaderboard's best entry for the table: '79.95 (TPOT-Mat)'."""
-    for key, value in anchors.items():
-        if key.startswith("best"):
-            who = key[len("best"):].strip(" ()")
-            return f"{value} ({who})" if who else f"{value}"
-    return ""
+    best = _best(anchors)
+    if best is None:
+        return ""
+    who = best[0][len("best"):].strip(" ()")
+    return f"{best[1]} ({who})" if who else f"{best[1]}"
 
 
 def training(result, name):
@@ -422,20 +427,13 @@ def recommended(result):
     models = result["models"]
     threshold = result["metric"] != "mae" and selected_label(threshold=True) in models
     base = selected_label(threshold=threshold)
-    ensembles = sorted((ensemble_size_of(name), name) for name in models
-                       if name.startswith(base + " x") and models[name])
-    if ensembles:
-        return ensembles[-1][1]
+    for k in reversed(ensembles_of_selected(result)):  # the largest seed ensemble of the selection
+        if models.get(f"{base} x{k}"):
+            return f"{base} x{k}"
     if models.get(base):
         return base
     atomsets = [n for n in models if _is_atomsets(n) and n.endswith(THRESHOLD_SUFFIX) == threshold]
     return atomsets[0] if len(atomsets) == 1 else None
-
-
-def ensemble_size_of(name):
-    """K of a row named '<model> xK' (1 otherwise)."""
-    match = re.search(r" x(\d+)$", name)
-    return int(match.group(1)) if match else 1
 
 
 def _protocol(m, result):
@@ -471,7 +469,7 @@ def headline_rows(results):
         m = r["models"][name]
         lower = r["metric"] == "mae"
         std = m.get("seed_std")
-        best = next((v for k, v in anchors.items() if k.startswith("best")), None)
+        best = (_best(anchors) or (None, None))[1]
         cells += [row_name(r, name), f"{m['mean']:.4g} ± {std:.2g}" if std is not None else f"{m['mean']:.4g} (1 seed)"]
         cells += [str(anchors.get(a, "-")) for a in HEADLINE_ANCHORS] + [best_entry(anchors) or "-"]
         cells += [verdict(m["mean"], anchors["AMMExpress v2020"], lower, std) if "AMMExpress v2020" in anchors else "-",
@@ -511,7 +509,7 @@ def headline_figure(results, path):
         m = r["models"][name]
         amm = error(anchors["AMMExpress v2020"], lower)
         std = m.get("seed_std") or 0.0
-        best = next((v for k, v in anchors.items() if k.startswith("best")), None)
+        best = (_best(anchors) or (None, None))[1]
         rows.append((task_label(r).replace("matbench_", "").replace("*", ""), error(m["mean"], lower) / amm, std / amm,
                      error(anchors["MODNet v0.1.12"], lower) / amm if "MODNet v0.1.12" in anchors else None,
                      error(best, lower) / amm if best is not None else None))

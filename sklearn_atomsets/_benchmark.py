@@ -13,15 +13,15 @@ with per-fit scores, times, epochs, selection candidates and test predictions.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import pickle
+import platform
 import re
 import shutil
-import platform
 import time
-import itertools
-import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -458,12 +458,8 @@ def select_protocol(name, info, F_train, y_train, selection, settings=None, seed
 
 
 def _write_candidate(path, config, model, record):
-    """Pickle a fitted candidate whole or not at all (written beside, then moved into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + f".{os.getpid()}.partial")
-    with open(partial, "wb") as fh:
-        pickle.dump({"config": config, "model": model, "record": record}, fh)
-    os.replace(partial, path)
+    """Pickle a fitted candidate whole or not at all."""
+    _write_atomically(path, pickle.dumps({"config": config, "model": model, "record": record}))
 
 
 def _read_candidate(path, config):
@@ -819,7 +815,7 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
             result["models"][label] = {**summarise_fits(every, settings.max_epochs),
                                        "settings": _recorded_settings(name, info, settings, selection), "folds": every}
             if out_dir is not None:  # after every fit: a stopped run loses at most the fit it was in
-                _write_atomically(Path(out_dir) / file, result)
+                _write_atomically(Path(out_dir) / file, (json.dumps(result, indent=1) + "\n").encode())
 
         for fold in folds:
             shared = {}  # the featurizer step does not depend on the seed: computed once per fold
@@ -848,11 +844,12 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     return result
 
 
-def _write_atomically(path, result):
-    """Write the result file whole or not at all (a process killed while writing leaves the old one)."""
+def _write_atomically(path, data):
+    """Write ``data`` (bytes) to ``path`` whole or not at all: written beside it, then moved into
+    place, so a process killed while writing leaves the old file (or none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + f".{os.getpid()}.partial")
-    partial.write_text(json.dumps(result, indent=1) + "\n")
+    partial.write_bytes(data)
     os.replace(partial, path)
 
 

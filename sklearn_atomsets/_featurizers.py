@@ -598,10 +598,9 @@ class _FeaturizerBase(BaseFeaturizer):
                     error = error.renamed(f"index {self._row_names[i]!r}")
                 if not ignore_errors:
                     kind = _RAISED.get(error.kind, ValueError)
-                    # only a batch names the row: featurize(x) has one; the type is in the
-                    # traceback already, so not twice
-                    message = str(error) if not single else error.message if kind.__name__ == error.kind else (
-                        f"{error.kind}: {error.message}")
+                    message = str(error)  # a batch names the row
+                    if single:  # featurize(x) has one row; the type is in the traceback already: not twice
+                        message = error.message if kind.__name__ == error.kind else f"{error.kind}: {error.message}"
                     raise kind(f"{message}{_SKIP_HINT}") from exc
                 row = [float("nan")] * n_labels
             elif row is None or len(row) != n_labels:  # an internal inconsistency, never a silent NaN row
@@ -966,8 +965,6 @@ class StructureFeaturizer(_StructureBase):
     >>> featurizer = StructureFeaturizer(layers=("f", "V1"), stats=("mean",))
     >>> len(featurizer.featurize(nacl)), featurizer.feature_labels()[96]
     (128, 'MEGNet V1 mean 0')
-    >>> from pymatgen.core import Lattice, Structure
-    >>> from sklearn_atomsets import StructureFeaturizer
     >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     >>> featurizer = StructureFeaturizer(layers=("f",), parent="CHGNet-0.3.0")
     >>> len(featurizer.featurize(cscl)), featurizer.feature_labels()[0]
@@ -1078,11 +1075,6 @@ class SiteSetFeaturizer(_StructureBase):
     >>> from pymatgen.core import Lattice, Structure
     >>> from sklearn_atomsets import SiteSetFeaturizer
     >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    >>> SiteSetFeaturizer("V1").featurize(cscl)
-    [WeightedSet(2 rows, 32 features)]
-    >>> from pymatgen.core import Lattice, Structure
-    >>> from sklearn_atomsets import SiteSetFeaturizer
-    >>> cscl = Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     >>> SiteSetFeaturizer("V1").featurize(cscl), SiteSetFeaturizer("V4", parent="CHGNet-0.3.0").featurize(cscl)
     ([WeightedSet(2 rows, 32 features)], [WeightedSet(2 rows, 64 features)])
     """
@@ -1189,7 +1181,6 @@ class ElementSetFeaturizer(_CompositionBase):
     >>> [s] = ElementSetFeaturizer().featurize("Fe0.01Ni0.99")
     >>> s.features.shape, [round(float(w), 2) for w in s.weights]
     ((2, 16), [0.01, 0.99])
-    >>> from sklearn_atomsets import ElementSetFeaturizer
     >>> ElementSetFeaturizer(parent="CHGNet-0.3.0").featurize("Fe0.01Ni0.99")
     [WeightedSet(2 rows, 64 features)]
     """
@@ -1229,7 +1220,6 @@ class CompositionFeaturizer(_CompositionBase):
     >>> featurizer = CompositionFeaturizer(stats=("mean",))
     >>> len(featurizer.featurize("SiO2")), featurizer.feature_labels()[0]
     (16, 'MEGNet V0 mean 0')
-    >>> from sklearn_atomsets import CompositionFeaturizer
     >>> featurizer = CompositionFeaturizer(stats=("mean",), parent="CHGNet-0.3.0")
     >>> len(featurizer.featurize("SiO2")), featurizer.feature_labels()[0]
     (64, 'CHGNet V0 mean 0')

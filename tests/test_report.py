@@ -634,6 +634,12 @@ def test_the_headline_recommends_by_the_rule_fixed_in_advance_and_states_the_ver
     result["task"] = "matbench_steels"
     result["models"][report.SELECTED] = dict(report.validation_selected(result), seed_std=0.5, n_seeds=3)
     assert report.recommended(result) == report.SELECTED  # not 'AtomSets' (best on test), not the forest
+    for name in ("AtomSets", "AtomSets-V0"):  # x5 ensembles grown from each candidate's selected net
+        grown = _model([1.0, 1.0, 1.0], [f["validation_score"] for f in result["models"][name]["folds"]])
+        grown["settings"]["ensemble"] = 5
+        for f in grown["folds"]:
+            f["ensemble"] = {"n_estimators": 5, "of_selected": True}
+        result["models"][f"{name} x5"] = grown
     result["models"][f"{report.SELECTED} x5"] = dict(result["models"][report.SELECTED], mean=90.0)
     assert report.recommended(result) == f"{report.SELECTED} x5"
     row = next(line for line in report.headline([result]).splitlines() if line.startswith("| matbench_steels"))

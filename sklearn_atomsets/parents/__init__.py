@@ -108,7 +108,7 @@ def parent_family(parent) -> ParentFamily:
     )
 
 
-def load_parent(parent="Eform_MP_2019", **kwargs):
+def load_parent(parent=DEFAULT_PARENT, **kwargs):
     """Find a pretrained parent model of any family: MEGNet, CHGNet or SevenNet.
 
     Parameters

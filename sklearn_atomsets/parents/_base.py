@@ -134,7 +134,6 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-
 class EncoderOutput:
     """Every intermediate output of the parent for a list of structures.
 
@@ -189,7 +188,6 @@ class EncoderOutput:
 
 
 
-
 class BatchedEncoder:
     """Base of every family's encoder (see the module docstring); subclasses set ``label``,
     ``family``, ``site_layers`` (and ``bond_layers``, outputs with one row per bond) and
@@ -237,12 +235,12 @@ class BatchedEncoder:
         if unknown:
             raise KeyError(f"{unknown} are not encoder outputs; available: {list(widths)}")
         widths = {name: w for name, w in widths.items() if name in outputs}
-        site_wanted = [n for n in widths if n in self.site_layers]
-        run = self._runner(widths, site_wanted)
+        site_layers, bond_layers = set(self.site_layers), set(self.bond_layers)
+        level_of = {name: "site" if name in site_layers else "bond" if name in bond_layers else "structure"
+                    for name in widths}
+        run = self._runner(widths, [n for n in widths if level_of[n] == "site"])
 
         levels = {"site": defaultdict(list), "bond": defaultdict(list), "structure": defaultdict(list)}
-        level_of = {name: "site" if name in self.site_layers else "bond" if name in self.bond_layers else "structure"
-                    for name in widths}
         n_sites = np.zeros(len(structures), dtype=np.int64)
         n_bonds = np.zeros(len(structures), dtype=np.int64)
         ok = np.zeros(len(structures), dtype=bool)

@@ -154,11 +154,6 @@ def _formula(structure) -> str:
         return type(structure).__name__
 
 
-def _describe(i, structure) -> str:
-    """``structure i (formula)``."""
-    return f"structure {i} ({_formula(structure)})"
-
-
 # Physical limits checked before the neighbour search, whose time and memory grow without
 # bound on degenerate cells (a nearly flat lattice: ~1/eps^2; coordinates far from the
 # origin: with their spread). Inputs beyond them are errors, not slow successes.
@@ -378,14 +373,14 @@ def _one_graph(i, structure, cutoff, max_z, family="MEGNet"):
         raise GraphConstructionError(str(row), row)
 
     def fail(problem):
-        raise GraphConstructionError.of_structure(i, structure, problem.replace("MEGNet", family))
+        raise GraphConstructionError.of_structure(i, structure, problem)
 
     if len(structure) == 0:
         fail("empty, it has no sites.")
     pbc = cell_pbc(structure)
     if not all(pbc):
         fail(
-            f"pbc={pbc}: not periodic along {', '.join(a for a, p in zip('abc', pbc) if not p)}; the MEGNet "
+            f"pbc={pbc}: not periodic along {', '.join(a for a, p in zip('abc', pbc) if not p)}; the {family} "
             "parent treats every cell as periodic in all three directions (its neighbours cross every face), "
             "so it cannot represent this structure. Put a molecule or slab in a periodic box with vacuum "
             "(pbc=(True, True, True)) if that is what you mean."
@@ -395,7 +390,7 @@ def _one_graph(i, structure, cutoff, max_z, family="MEGNet"):
         occupancy = site.species.items()
         if len(occupancy) != 1 or next(iter(occupancy))[1] != 1:
             fail(
-                "disordered (partially occupied) sites; MEGNet crystal graphs need one element per site"
+                f"disordered (partially occupied) sites; {family} crystal graphs need one element per site"
                 + (" (megnet cannot featurize disordered structures either)" if family == "MEGNet" else "")
                 + ". Order it first, e.g. with pymatgen's OrderDisorderedStructureTransformation."
             )
@@ -430,7 +425,7 @@ def _one_graph(i, structure, cutoff, max_z, family="MEGNet"):
     if isolated.size:
         fail(
             f"site(s) {isolated.tolist()[:10]} have no neighbour within the cutoff of "
-            f"{cutoff} A, so MEGNet has no bond to update them with."
+            f"{cutoff} A, so {family} has no bond to update them with."
         )
     return z, center.astype(np.int64), neighbor.astype(np.int64), dist.astype(np.float32)
 

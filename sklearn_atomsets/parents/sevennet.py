@@ -44,8 +44,7 @@ import numpy as np
 
 from . import _structures
 from ._base import BatchedEncoder, ParentFamily, ParentModelCorruptError, ParentModelNotFoundError, ParentRecord
-from ._base import checkpoint_names
-from ._base import file_sha256 as _sha256
+from ._base import checkpoint_names, file_sha256 as _sha256
 from ._structures import GraphConstructionError, _one_graph, over_budget, wrapped_into_cell
 
 __all__ = ["SEVENNET_CITATION", "SEVENNET_PARENTS", "SevenNetEncoder", "SevenNetFamily", "SevenNetParent"]

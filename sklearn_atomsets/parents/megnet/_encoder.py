@@ -550,7 +550,6 @@ class MEGNetModule(nn.Module):
 
 
 _LEVELS = {"V": "site", "E": "bond"}
-_SITE = re.compile(r"^V\d+$")
 _STRUCTURE_ORDER = ("f", "u", "set2set_atom", "set2set_bond")
 
 # A batch is run reduced only when that removes at least this fraction of its bonds. An estimate,
@@ -609,6 +608,9 @@ class MEGNetEncoder(BatchedEncoder):
     -2.1
     """
 
+    label = "MEGNet"
+    family = "megnet"
+
     def __init__(self, parent=DEFAULT_PARENT, backend="torch", batch_size=256, device="cpu", symmetry_reduction=True):
         self.parent = parent
         self.backend = backend
@@ -645,9 +647,6 @@ class MEGNetEncoder(BatchedEncoder):
         """``(n_elements, d)`` array whose row z is V0 of atomic number z."""
         return self.module_.element_embedding().cpu().numpy()
 
-    label = "MEGNet"
-    family = "megnet"
-
     def load(self):
         """Read the weights now (a missing or broken parent fails here, naming the file)."""
         return self._backend()
@@ -667,7 +666,8 @@ class MEGNetEncoder(BatchedEncoder):
     @property
     def site_layers(self):
         """``("V0", "V1", ...)``: one per MEGNet block, plus the element embedding."""
-        return tuple(sorted((n for n in self._backend().output_widths() if _SITE.match(n)), key=lambda n: int(n[1:])))
+        return tuple(sorted((n for n in self._backend().output_widths() if output_level(n) == "site"),
+                            key=lambda n: int(n[1:])))
 
     @property
     def bond_layers(self):

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import DEFAULT_PARENT
 from .._base import ParentModelCorruptError, ParentModelNotFoundError, ParentRecord
 from .._base import file_sha256 as _sha256
 
@@ -45,7 +46,6 @@ __all__ = [
 ]
 
 MODEL_DIR_ENV = "SKLEARN_ATOMSETS_MODEL_DIR"
-DEFAULT_PARENT = "Eform_MP_2019"
 
 # megnet's own source of its pretrained models (megnet.utils.models._download_models).
 MEGNET_MODELS_URL = "https://ndownloader.figshare.com/files/22291785"
