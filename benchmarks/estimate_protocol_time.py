@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -64,6 +65,29 @@ COMPOSITION_ONLY = {
 }
 COMPOSITION_MODELS = ("AtomSets", "AtomSets-V0", "AMM-style", "AMM-style + MEGNet")
 REFERENCE = {"regression": "matbench_expt_gap", "classification": "matbench_expt_is_metal"}
+#: The composition-only tasks' protocol (issue 35, item 3; its accuracy cost measured on a subset by
+#: benchmarks/composition_protocol.py): one seed; patience and cap in optimizer steps, the steps the full
+#: protocol gives the reference task expt_gap (26 steps an epoch: patience 200 epochs ~ 5200 steps, cap
+#: 2000 epochs ~ 52000); of the selection candidates the L1 loss (expt_gap's full-protocol selections chose
+#: it 27 times in 30) with both readouts. run_matbench.sh passes the same numbers.
+COMPOSITION_PROTOCOL = {"seeds": 1, "patience_steps": 5000, "max_steps": 50000, "losses": 1}
+VALIDATION_FRACTION, BATCH_SIZE = 0.1, 128  # the estimators' inner split and minibatch
+
+
+def train_steps(n_train):
+    """Optimizer steps of one epoch on ``n_train`` training rows once the inner 10% is held out
+    (skorch's ValidSplit rounds the held-out part up)."""
+    return math.ceil((n_train - math.ceil(VALIDATION_FRACTION * n_train)) / BATCH_SIZE)
+
+
+def steps_per_epoch(n_rows):
+    """:func:`train_steps` of a training fold of an ``n_rows`` task (4/5 of the rows)."""
+    return train_steps(n_rows - math.ceil(n_rows / 5))
+
+
+def step_epochs(steps, n_rows):
+    """``steps`` optimizer steps in epochs of an ``n_rows`` task (at least 1)."""
+    return max(1, math.ceil(steps / steps_per_epoch(n_rows)))
 
 
 def _new_epochs(fit, old_cap, patience, cap):
@@ -73,9 +97,10 @@ def _new_epochs(fit, old_cap, patience, cap):
     return min(cap, best + patience)
 
 
-def _net_estimate(folds, s2s_folds, s2s_ratio, kind, is_mlpf, old_cap, args):
-    """Seconds of one model, all folds and seeds, with its selection candidates."""
-    n_loss = 3 if kind == "regression" else 1
+def _net_estimate(folds, s2s_folds, s2s_ratio, kind, is_mlpf, old_cap, args, n_loss=None, featurize_scale=1.0):
+    """Seconds of one model, all folds and seeds, with its selection candidates (``n_loss`` losses
+    each: default the 3 of the default grid for regressors); the featurizer's time times ``featurize_scale``."""
+    n_loss = n_loss or (3 if kind == "regression" else 1)
     total = 0.0
     for k, f in enumerate(folds):
         candidates = f.get("selection", {}).get("candidates")
@@ -83,7 +108,7 @@ def _net_estimate(folds, s2s_folds, s2s_ratio, kind, is_mlpf, old_cap, args):
             losses = 1 if any("loss" in c["config"] for c in candidates) else n_loss
             fits = losses * sum(c["fit_s"] / c["epochs_run"] * _new_epochs(c, old_cap, args.patience, args.cap)
                                 for c in candidates)
-            total += args.seeds * fits + f["featurize_s"]
+            total += args.seeds * fits + featurize_scale * f["featurize_s"]
             continue
         per_epoch = f["fit_s"] / f["epochs_run"]
         epochs = _new_epochs(f, old_cap, args.patience, args.cap)
@@ -97,11 +122,11 @@ def _net_estimate(folds, s2s_folds, s2s_ratio, kind, is_mlpf, old_cap, args):
             else:
                 s2s = per_epoch * s2s_ratio * epochs
             fits = n_loss * (mean_s + s2s)
-        total += args.seeds * fits + f["featurize_s"]
+        total += args.seeds * fits + featurize_scale * f["featurize_s"]
     return total
 
 
-PARENT_FOLDERS = ("chgnet",)  # first-pass runs of the same tasks on other parents (their models' names say which)
+PARENT_FOLDERS = ("chgnet", "sevennet")  # first-pass runs of the same tasks on other parents (their models' names say which)
 
 
 def estimate(folder, args):
@@ -146,16 +171,70 @@ def estimate(folder, args):
         if ref is None:
             continue
         scale = n_rows / ref["n_samples"]
+        steps = args.composition_protocol == "steps"
+        seeds = COMPOSITION_PROTOCOL["seeds"] if steps else args.seeds
         for name in COMPOSITION_MODELS:
             m = ref["models"][name]
             if name.startswith("AMM-style"):
-                seconds = scale * sum(f["featurize_s"] + args.seeds * f["fit_s"] for f in m["folds"])
+                seconds = scale * sum(f["featurize_s"] + seeds * f["fit_s"] for f in m["folds"])
+            elif steps:
+                # patience and cap in steps: the same steps as on the reference task, whose recorded time per
+                # step stands for this task's (its per-epoch overhead, over fewer steps, makes this an upper
+                # bound); the featurizer's time grows with the rows
+                n_ref = ref["n_samples"]
+                ref_args = argparse.Namespace(seeds=seeds, patience=step_epochs(COMPOSITION_PROTOCOL["patience_steps"], n_ref),
+                                              cap=step_epochs(COMPOSITION_PROTOCOL["max_steps"], n_ref))
+                s2s = ref["models"].get(f"{name} (set2set)", {}).get("folds")
+                seconds = _net_estimate(m["folds"], s2s, s2s_ratio, kind, False, ref["settings"]["max_epochs"],
+                                        ref_args, n_loss=COMPOSITION_PROTOCOL["losses"], featurize_scale=scale)
             else:
                 s2s = ref["models"].get(f"{name} (set2set)", {}).get("folds")
                 seconds = scale * _net_estimate(m["folds"], s2s, s2s_ratio, kind, False,
                                                 ref["settings"]["max_epochs"], args)
             rows.append((task + " (composition only)", name, seconds))
-    return rows, s2s_ratio
+    rows, dropped = pruned(rows, files, getattr(args, "prune_margin", None))
+    return rows, s2s_ratio, dropped
+
+
+def _first_pass_validation(files):
+    """``{task: {model: mean inner-validation score over the folds}}`` of the first-pass runs (one seed, the same
+    settings for every model of a task), the better of a model's readouts where both ran."""
+    out = {}
+    for task, r in files.items():
+        for name, m in r["models"].items():
+            scores = [f.get("validation_score") for f in m["folds"]]
+            if not m["folds"] or any(v is None for v in scores):
+                continue
+            base = name.removesuffix(" (set2set)")
+            value = statistics.mean(scores)
+            lower = r["metric"] == "mae"
+            old = out.setdefault(task, {}).get(base)
+            if old is None or (value < old if lower else value > old):
+                out[task][base] = value
+    return out
+
+
+def pruned(rows, files, margin):
+    """``(kept rows, [(task, model, its score, the task's best, best model)])``: the network models of the
+    regression tasks with structures whose first-pass mean inner-validation MAE is more than ``margin``
+    (relative) above the task's best model's are dropped from the plan, with their seed ensembles. Only
+    inner-validation scores decide (no test fold); the forests have none and are kept."""
+    if margin is None:
+        return rows, []
+    scores = _first_pass_validation(files)
+    kept, dropped = [], []
+    for task, name, seconds in rows:
+        base = name.split(" x")[0] if re.search(r" x\d+$", name) else name
+        task_scores = scores.get(task, {})
+        if task.endswith("(composition only)") or files.get(task, {}).get("metric") != "mae" or base not in task_scores:
+            kept.append((task, name, seconds))
+            continue
+        best = min(task_scores, key=task_scores.get)
+        if task_scores[base] > (1 + margin) * task_scores[best]:
+            dropped.append((task, name, task_scores[base], task_scores[best], best))
+        else:
+            kept.append((task, name, seconds))
+    return kept, dropped
 
 
 def _family(model):
@@ -171,11 +250,13 @@ def _by_pair(rows):
     return {_key(t, m): s for t, m, s in rows}
 
 
-def _job_estimate(per_pair, fields, n_seeds):
-    """A plan line's (split fields) estimate: its (task, model)'s, for its share of seeds and folds."""
+def _job_estimate(per_pair, fields, n_seeds, composition_seeds=None):
+    """A plan line's (split fields) estimate: its (task, model)'s, for its share of seeds and folds
+    (``n_seeds`` seeds a (task, model), ``composition_seeds`` for the composition-only tasks' if it differs)."""
     _, _, _, task, comp, model, seeds, folds, *_ = fields
     estimated = per_pair.get((task, comp == "1", model))
-    return None if estimated is None else estimated * len(seeds.split()) * len(folds.split()) / (n_seeds * 5)
+    n = composition_seeds if comp == "1" and composition_seeds else n_seeds
+    return None if estimated is None else estimated * len(seeds.split()) * len(folds.split()) / (n * 5)
 
 
 def _started(jobs_dir, job):
@@ -184,7 +265,7 @@ def _started(jobs_dir, job):
     return (folder / "done").is_file() or any(folder.glob("seed*/done"))
 
 
-def measured_ratios(plan_lines, jobs_dir, rows, n_seeds):
+def measured_ratios(plan_lines, jobs_dir, rows, n_seeds, composition_seeds=None):
     """``{family: (measured s, estimated s, n jobs)}`` over the finished jobs of ``plan_lines``
     (split fields) whose every log records a wall time; ``rows`` the estimate's (task, model, s)."""
     per_pair = _by_pair(rows)
@@ -193,7 +274,7 @@ def measured_ratios(plan_lines, jobs_dir, rows, n_seeds):
         job, model = fields[2], fields[5]
         folder = Path(jobs_dir, job)
         logs = [folder / "log.txt"] if (folder / "log.txt").is_file() else sorted(folder.glob("seed*/log.txt"))
-        estimated = _job_estimate(per_pair, fields, n_seeds)
+        estimated = _job_estimate(per_pair, fields, n_seeds, composition_seeds)
         if not (folder / "done").is_file() or not logs or estimated is None:
             continue
         walls = [re.findall(r"^wall time (\d+) s$", p.read_text(), re.M) for p in logs]
@@ -204,7 +285,7 @@ def measured_ratios(plan_lines, jobs_dir, rows, n_seeds):
     return sums
 
 
-def plan(rows, seeds, slot_s, first_part=1):
+def plan(rows, seeds, slot_s, first_part=1, composition_seeds=None):
     """Jobs packed into parts of two slots (processes) of about ``slot_s`` estimated seconds.
 
     A (task, model) is one job when its estimate fits a slot, else one job per seed, else
@@ -212,13 +293,15 @@ def plan(rows, seeds, slot_s, first_part=1):
     each finished before the next starts: the seven tasks with structures (the main
     table), the smaller composition-only tasks, then mp_gap and mp_e_form. Within a group
     jobs are placed largest first into the first slot that still has room (a job larger
-    than a slot gets a slot of its own). Returns ``[(part, slot, job_id, task, composition_only, model, seeds,
+    than a slot gets a slot of its own). The composition-only tasks run ``composition_seeds``
+    (default ``seeds``). Returns ``[(part, slot, job_id, task, composition_only, model, seeds,
     folds, seconds)]``.
     """
-    jobs = []
+    jobs, all_seeds = [], seeds
     for task, name, seconds in rows:
         comp = task.endswith("(composition only)")
         base = task.replace(" (composition only)", "")
+        seeds = composition_seeds if comp and composition_seeds is not None else all_seeds
         if seconds <= slot_s:
             pieces = [(seeds, list(range(5)), seconds)]
         elif seconds / len(seeds) <= slot_s:
@@ -278,14 +361,26 @@ def main(argv=None):
                              "run_matbench.sh passes --ensemble K; K-1 fits more than the selection)")
     parser.add_argument("--ensemble-max-samples", type=int, default=1000,
                         help="the largest task (samples) whose networks get the seed ensembles of --ensemble")
+    parser.add_argument("--composition-protocol", choices=("steps", "full"), default="full",
+                        help="the composition-only tasks' protocol: 'steps' (COMPOSITION_PROTOCOL: one seed, "
+                             "patience and cap in optimizer steps, L1 with both readouts) or 'full' (--seeds, "
+                             "--patience, --cap and the default grid, as the structure tasks)")
+    parser.add_argument("--prune-margin", type=float, default=None, metavar="M",
+                        help="drop the network models of the regression tasks with structures whose first-pass "
+                             "mean inner-validation MAE is more than M (relative, e.g. 0.1) above the task's "
+                             "best model's (and their seed ensembles); they are listed")
     parser.add_argument("--jobs", default=HERE / "results" / "matbench_seeds" / "jobs",
                         help="where run_matbench.sh keeps the plan's jobs (for the calibration printout)")
     args = parser.parse_args(argv)
-    rows, ratio = estimate(args.folder, args)
+    rows, ratio, dropped = estimate(args.folder, args)
+    for task, name, value, best, best_name in dropped:
+        print(f"pruned: {task} {name}: first-pass inner-validation MAE {value:.4g}, {value / best - 1:+.0%} against "
+              f"{best_name}'s {best:.4g}")
+    comp_seeds = COMPOSITION_PROTOCOL["seeds"] if args.composition_protocol == "steps" else None
     existing = Path(args.plan) if args.plan else None
     fields = [line.split("\t") for line in (existing.read_text() if existing and existing.is_file() else "").splitlines()
               if line.strip() and not line.startswith("#")]  # the existing plan's jobs
-    for family, (m, e, n) in sorted(measured_ratios(fields, args.jobs, rows, args.seeds).items()):
+    for family, (m, e, n) in sorted(measured_ratios(fields, args.jobs, rows, args.seeds, comp_seeds).items()):
         print(f"calibration: {family}, {n} finished jobs with logged wall times: measured {m / 3600:.2f} h, "
               f"estimated {e / 3600:.2f} h, ratio {m / e:.2f}")
     factor = {"forests": args.forest_factor, "networks": args.net_factor}
@@ -293,6 +388,9 @@ def main(argv=None):
     print(f"ESTIMATE (not a measurement): {args.seeds} seeds, patience {args.patience}, cap {args.cap}, "
           f"default selection grid; set2set/mean time per epoch, median of recorded pairs: {ratio:.2f}; "
           f"times {args.forest_factor:g} for forests, {args.net_factor:g} for networks")
+    if comp_seeds:
+        print(f"composition-only tasks: {comp_seeds} seed, patience {COMPOSITION_PROTOCOL['patience_steps']} and cap "
+              f"{COMPOSITION_PROTOCOL['max_steps']} optimizer steps, L1 loss with both readouts")
     by_task = {}
     for task, name, seconds in rows:
         by_task.setdefault(task, []).append((name, seconds))
@@ -308,12 +406,15 @@ def main(argv=None):
         if args.keep_parts:
             # kept line for line, but estimated again (and so with the factors) from this run's estimate
             per_pair = _by_pair(rows)
-            kept = [f[:8] + [f"{_job_estimate(per_pair, f, args.seeds):.0f}"] for f in fields if int(f[0]) <= args.keep_parts]
+            # (a job of a pair no longer priced -- pruned after it ran -- keeps its old estimate)
+            kept = [f[:8] + [f"{_job_estimate(per_pair, f, args.seeds, comp_seeds) or float(f[8]):.0f}"]
+                    for f in fields if int(f[0]) <= args.keep_parts]
             if args.drop_unstarted:
                 kept = [f for f in kept if _started(args.jobs, f[2])]
             have = {(t, c == "1", m) for _, _, _, t, c, m, *_ in kept}
             rows = [(t, m, s) for t, m, s in rows if _key(t, m) not in have]
-        jobs = plan(rows, list(range(args.seeds)), args.slot_hours * 3600, first_part=args.keep_parts + 1)
+        jobs = plan(rows, list(range(args.seeds)), args.slot_hours * 3600, first_part=args.keep_parts + 1,
+                    composition_seeds=list(range(comp_seeds)) if comp_seeds else None)
         lines = ["# part\tslot\tjob\ttask\tcomposition_only\tmodel\tseeds\tfolds\testimated_s",
                  f"# written by: python benchmarks/estimate_protocol_time.py --plan ... --seeds {args.seeds} "
                  f"--patience {args.patience} --cap {args.cap} --slot-hours {args.slot_hours}"
@@ -322,7 +423,10 @@ def main(argv=None):
                  + (f" --forest-factor {args.forest_factor:g}" if args.forest_factor != 1 else "")
                  + (f" --net-factor {args.net_factor:g}" if args.net_factor != 1 else "")
                  + (f" --ensemble {args.ensemble} --ensemble-max-samples {args.ensemble_max_samples}"
-                    if args.ensemble > 1 else "") + " (an ESTIMATE)"]
+                    if args.ensemble > 1 else "")
+                 + (" --composition-protocol steps" if comp_seeds else "")
+                 + (f" --prune-margin {args.prune_margin:g}" if args.prune_margin is not None else "")
+                 + " (an ESTIMATE)"]
         lines += ["\t".join(f) for f in kept]
         lines += ["\t".join([str(p), str(sl), j, t, str(int(c)), m, " ".join(map(str, se)), " ".join(map(str, fo)),
                              f"{s:.0f}"]) for p, sl, j, t, c, m, se, fo, s in jobs]
@@ -333,6 +437,13 @@ def main(argv=None):
         parts = max(p for p, _ in longest)
         print(f"plan: {len(kept) + len(jobs)} jobs in {parts} parts -> {args.plan}; estimated longest slot "
               f"{max(longest.values()) / 3600:.2f} h")
+        left = {}
+        for f in [f[:8] + [f[8]] for f in kept] + [[str(p), str(sl), j, t, str(int(c)), m, "", "", str(x)]
+                                                   for p, sl, j, t, c, m, _, _, x in jobs]:
+            if not (Path(args.jobs) / f[2] / "done").is_file():
+                left[_family(f[5])] = left.get(_family(f[5]), 0.0) + float(f[8])
+        print(f"remaining (jobs without a done file): {sum(left.values()) / 3600:.1f} process-hours: "
+              + ", ".join(f"{k} {v / 3600:.1f}" for k, v in sorted(left.items())))
     return 0
 
 
