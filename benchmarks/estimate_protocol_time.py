@@ -52,6 +52,8 @@ import re
 import statistics
 from pathlib import Path
 
+from sklearn_atomsets._benchmark import train_steps  # the runner's own conversion (skorch's inner split)
+
 HERE = Path(__file__).resolve().parent
 
 # rows of the six tasks run from composition_only/ (official MatBench v0.1 sizes)
@@ -71,13 +73,6 @@ REFERENCE = {"regression": "matbench_expt_gap", "classification": "matbench_expt
 #: 2000 epochs ~ 52000); of the selection candidates the L1 loss (expt_gap's full-protocol selections chose
 #: it 27 times in 30) with both readouts. run_matbench.sh passes the same numbers.
 COMPOSITION_PROTOCOL = {"seeds": 1, "patience_steps": 5000, "max_steps": 50000, "losses": 1}
-VALIDATION_FRACTION, BATCH_SIZE = 0.1, 128  # the estimators' inner split and minibatch
-
-
-def train_steps(n_train):
-    """Optimizer steps of one epoch on ``n_train`` training rows once the inner 10% is held out
-    (skorch's ValidSplit rounds the held-out part up)."""
-    return math.ceil((n_train - math.ceil(VALIDATION_FRACTION * n_train)) / BATCH_SIZE)
 
 
 def steps_per_epoch(n_rows):
@@ -159,12 +154,15 @@ def estimate(folder, args):
                 seconds = sum(f["featurize_s"] + args.seeds * f["fit_s"] for f in m["folds"])
             else:
                 s2s = r["models"].get(f"{name} (set2set)", {}).get("folds")
-                seconds = _net_estimate(m["folds"], s2s, s2s_ratio, kind, name.startswith("MLP-f"), old_cap, args)
+                grid = getattr(args, "loss_grids", {}).get(task)
+                seconds = _net_estimate(m["folds"], s2s, s2s_ratio, kind, name.startswith("MLP-f"), old_cap, args,
+                                        n_loss=len(grid) if grid and kind == "regression" else None)
             rows.append((task, name, seconds))
             if args.ensemble > 1 and r["n_samples"] <= args.ensemble_max_samples and not name.startswith("AMM-style"):
                 if kind == "classification":  # thresholds are chosen on a single net's inner split
                     raise SystemExit(f"{task}: seed ensembles of classifiers cannot have a validation threshold")
-                n = 3 if name.startswith("MLP-f") else 6  # the selection's candidates: losses (x readouts)
+                losses = len(grid) if grid else 3
+                n = losses if name.startswith("MLP-f") else 2 * losses  # the selection's candidates: losses (x readouts)
                 rows.append((task, f"{name} x{args.ensemble}", seconds * (n + args.ensemble - 1) / n))
     for task, (n_rows, kind) in COMPOSITION_ONLY.items():
         ref = files.get(REFERENCE[kind])
@@ -194,6 +192,48 @@ def estimate(folder, args):
             rows.append((task + " (composition only)", name, seconds))
     rows, dropped = pruned(rows, files, getattr(args, "prune_margin", None))
     return rows, s2s_ratio, dropped
+
+
+LOSSES = ("mse", "mae", "huber")  # the default grid's
+
+
+def recorded_losses(jobs_dir):
+    """``{task: Counter of the losses chosen}`` over the single-net selections the full-protocol jobs in
+    ``jobs_dir`` recorded (a seed ensemble reuses its single net's selection and is not counted again)."""
+    import collections
+
+    out = collections.defaultdict(collections.Counter)
+    for path in Path(jobs_dir).glob("*/**/matbench_*.json"):
+        r = json.loads(path.read_text())
+        for name, m in r["models"].items():
+            if re.search(r" x\d+$", name):
+                continue
+            for f in m["folds"]:
+                loss = f.get("selection", {}).get("chosen", {}).get("loss")
+                if loss is not None:
+                    out[r["task"]][loss] += 1
+    return dict(out)
+
+
+def loss_grids(jobs_dir, min_selections):
+    """``{task: the losses kept in its remaining jobs' grid}`` for the tasks with at least ``min_selections``
+    recorded selections: the losses chosen at least once (an inner-validation record rules out the
+    others); the other tasks keep the default grid (absent here)."""
+    if not min_selections:
+        return {}
+    return {task: tuple(l for l in LOSSES if counts[l]) for task, counts in recorded_losses(jobs_dir).items()
+            if sum(counts.values()) >= min_selections and sum(1 for l in LOSSES if counts[l]) < len(LOSSES)}
+
+
+def job_flags(task, composition_only, grids):
+    """The runner flags a plan job adds to run_matbench.sh's protocol (empty: the full protocol as it is)."""
+    if composition_only:
+        p = COMPOSITION_PROTOCOL
+        return (f"--select loss=mae readout=mean,set2set --patience-steps {p['patience_steps']} "
+                f"--max-steps {p['max_steps']}")
+    if task in grids:
+        return f"--select loss={','.join(grids[task])} readout=mean,set2set"
+    return ""
 
 
 def _first_pass_validation(files):
@@ -285,7 +325,7 @@ def measured_ratios(plan_lines, jobs_dir, rows, n_seeds, composition_seeds=None)
     return sums
 
 
-def plan(rows, seeds, slot_s, first_part=1, composition_seeds=None):
+def plan(rows, seeds, slot_s, first_part=1, composition_seeds=None, grids=None):
     """Jobs packed into parts of two slots (processes) of about ``slot_s`` estimated seconds.
 
     A (task, model) is one job when its estimate fits a slot, else one job per seed, else
@@ -295,7 +335,7 @@ def plan(rows, seeds, slot_s, first_part=1, composition_seeds=None):
     jobs are placed largest first into the first slot that still has room (a job larger
     than a slot gets a slot of its own). The composition-only tasks run ``composition_seeds``
     (default ``seeds``). Returns ``[(part, slot, job_id, task, composition_only, model, seeds,
-    folds, seconds)]``.
+    folds, seconds, flags)]``, ``flags`` the runner flags of :func:`job_flags` (``grids``: its loss grids).
     """
     jobs, all_seeds = [], seeds
     for task, name, seconds in rows:
@@ -330,7 +370,8 @@ def plan(rows, seeds, slot_s, first_part=1, composition_seeds=None):
     for part, slot, _, slot_jobs in slots:
         for k, (task, comp, name, piece_seeds, folds, s) in enumerate(slot_jobs):
             job_id = f"p{part:02d}s{slot}j{k:02d}"
-            out.append((part, slot, job_id, task, comp, name, piece_seeds, folds, s))
+            flags = "" if name.startswith("AMM-style") else job_flags(task, comp, grids or {})
+            out.append((part, slot, job_id, task, comp, name, piece_seeds, folds, s, flags))
     return out
 
 
@@ -369,10 +410,24 @@ def main(argv=None):
                         help="drop the network models of the regression tasks with structures whose first-pass "
                              "mean inner-validation MAE is more than M (relative, e.g. 0.1) above the task's "
                              "best model's (and their seed ensembles); they are listed")
+    parser.add_argument("--composition-net-factor", type=float, default=None,
+                        help="multiply the composition-only tasks' network estimates by this instead of "
+                             "--net-factor (calibrated on a full-size fold: see benchmarks/README.md)")
+    parser.add_argument("--prune-losses", type=int, default=0, metavar="N",
+                        help="for each task with at least N single-net selections recorded by the full-protocol "
+                             "jobs (--jobs), the remaining jobs' grid keeps only the losses chosen at least once "
+                             "(the plan's flags column passes it to the runner)")
     parser.add_argument("--jobs", default=HERE / "results" / "matbench_seeds" / "jobs",
                         help="where run_matbench.sh keeps the plan's jobs (for the calibration printout)")
     args = parser.parse_args(argv)
+    args.loss_grids = loss_grids(args.jobs, args.prune_losses)
+    for task, grid in sorted(args.loss_grids.items()):
+        counts = recorded_losses(args.jobs)[task]
+        print(f"loss grid of {task}'s remaining jobs: {', '.join(grid)} (recorded selections: "
+              + ", ".join(f"{l} {counts[l]}" for l in LOSSES) + ")")
     rows, ratio, dropped = estimate(args.folder, args)
+    # the jobs already run ran the default grid and no pruning: they are priced (calibration, kept lines) as they ran
+    as_run = estimate(args.folder, argparse.Namespace(**{**vars(args), "loss_grids": {}, "prune_margin": None}))[0]
     for task, name, value, best, best_name in dropped:
         print(f"pruned: {task} {name}: first-pass inner-validation MAE {value:.4g}, {value / best - 1:+.0%} against "
               f"{best_name}'s {best:.4g}")
@@ -380,11 +435,17 @@ def main(argv=None):
     existing = Path(args.plan) if args.plan else None
     fields = [line.split("\t") for line in (existing.read_text() if existing and existing.is_file() else "").splitlines()
               if line.strip() and not line.startswith("#")]  # the existing plan's jobs
-    for family, (m, e, n) in sorted(measured_ratios(fields, args.jobs, rows, args.seeds, comp_seeds).items()):
+    for family, (m, e, n) in sorted(measured_ratios(fields, args.jobs, as_run, args.seeds, comp_seeds).items()):
         print(f"calibration: {family}, {n} finished jobs with logged wall times: measured {m / 3600:.2f} h, "
               f"estimated {e / 3600:.2f} h, ratio {m / e:.2f}")
     factor = {"forests": args.forest_factor, "networks": args.net_factor}
-    rows = [(t, m, s * factor[_family(m)]) for t, m, s in rows]
+
+    def scaled(task, model):  # the composition-only tasks' networks have their own factor where one is given
+        if _family(model) == "networks" and task.endswith("(composition only)") and args.composition_net_factor:
+            return args.composition_net_factor
+        return factor[_family(model)]
+
+    rows, as_run = ([(t, m, s * scaled(t, m)) for t, m, s in r] for r in (rows, as_run))
     print(f"ESTIMATE (not a measurement): {args.seeds} seeds, patience {args.patience}, cap {args.cap}, "
           f"default selection grid; set2set/mean time per epoch, median of recorded pairs: {ratio:.2f}; "
           f"times {args.forest_factor:g} for forests, {args.net_factor:g} for networks")
@@ -405,17 +466,19 @@ def main(argv=None):
         kept = []  # the fields of the existing plan's lines in parts 1..K
         if args.keep_parts:
             # kept line for line, but estimated again (and so with the factors) from this run's estimate
-            per_pair = _by_pair(rows)
-            # (a job of a pair no longer priced -- pruned after it ran -- keeps its old estimate)
-            kept = [f[:8] + [f"{_job_estimate(per_pair, f, args.seeds, comp_seeds) or float(f[8]):.0f}"]
-                    for f in fields if int(f[0]) <= args.keep_parts]
+            # (a job run or started priced as it ran; one of a pair no longer priced keeps its old estimate)
+            priced = {False: _by_pair(rows), True: _by_pair(as_run)}
+            kept = [f[:8] + [f"{_job_estimate(priced[_started(args.jobs, f[2])], f, args.seeds, comp_seeds) or float(f[8]):.0f}"]
+                    + f[9:10] for f in fields if int(f[0]) <= args.keep_parts]
             if args.drop_unstarted:
                 kept = [f for f in kept if _started(args.jobs, f[2])]
             have = {(t, c == "1", m) for _, _, _, t, c, m, *_ in kept}
             rows = [(t, m, s) for t, m, s in rows if _key(t, m) not in have]
         jobs = plan(rows, list(range(args.seeds)), args.slot_hours * 3600, first_part=args.keep_parts + 1,
-                    composition_seeds=list(range(comp_seeds)) if comp_seeds else None)
-        lines = ["# part\tslot\tjob\ttask\tcomposition_only\tmodel\tseeds\tfolds\testimated_s",
+                    composition_seeds=list(range(comp_seeds)) if comp_seeds else None, grids=args.loss_grids)
+        header = "# part\tslot\tjob\ttask\tcomposition_only\tmodel\tseeds\tfolds\testimated_s"
+        wide = comp_seeds or args.loss_grids  # a flags column: the runner flags a job adds to the protocol
+        lines = [header + ("\tflags" if wide else ""),
                  f"# written by: python benchmarks/estimate_protocol_time.py --plan ... --seeds {args.seeds} "
                  f"--patience {args.patience} --cap {args.cap} --slot-hours {args.slot_hours}"
                  + (f" --keep-parts {args.keep_parts}" if args.keep_parts else "")
@@ -426,20 +489,22 @@ def main(argv=None):
                     if args.ensemble > 1 else "")
                  + (" --composition-protocol steps" if comp_seeds else "")
                  + (f" --prune-margin {args.prune_margin:g}" if args.prune_margin is not None else "")
+                 + (f" --prune-losses {args.prune_losses}" if args.prune_losses else "")
+                 + (f" --composition-net-factor {args.composition_net_factor:g}" if args.composition_net_factor else "")
                  + " (an ESTIMATE)"]
-        lines += ["\t".join(f) for f in kept]
+        lines += ["\t".join(f + ([""] * (10 - len(f)) if wide else [])) for f in kept]
         lines += ["\t".join([str(p), str(sl), j, t, str(int(c)), m, " ".join(map(str, se)), " ".join(map(str, fo)),
-                             f"{s:.0f}"]) for p, sl, j, t, c, m, se, fo, s in jobs]
+                             f"{s:.0f}", *([fl] if wide else [])]) for p, sl, j, t, c, m, se, fo, s, fl in jobs]
         Path(args.plan).write_text("\n".join(lines) + "\n")
         longest = {}
-        for p, sl, *_, s in [(int(f[0]), int(f[1]), float(f[-1])) for f in kept] + jobs:
+        for p, sl, s in [(int(f[0]), int(f[1]), float(f[8])) for f in kept] + [(j[0], j[1], j[8]) for j in jobs]:
             longest[(p, sl)] = longest.get((p, sl), 0) + s
         parts = max(p for p, _ in longest)
         print(f"plan: {len(kept) + len(jobs)} jobs in {parts} parts -> {args.plan}; estimated longest slot "
               f"{max(longest.values()) / 3600:.2f} h")
         left = {}
-        for f in [f[:8] + [f[8]] for f in kept] + [[str(p), str(sl), j, t, str(int(c)), m, "", "", str(x)]
-                                                   for p, sl, j, t, c, m, _, _, x in jobs]:
+        for f in [f[:9] for f in kept] + [[str(p), str(sl), j, t, str(int(c)), m, "", "", str(x)]
+                                          for p, sl, j, t, c, m, _, _, x, _ in jobs]:
             if not (Path(args.jobs) / f[2] / "done").is_file():
                 left[_family(f[5])] = left.get(_family(f[5]), 0.0) + float(f[8])
         print(f"remaining (jobs without a done file): {sum(left.values()) / 3600:.1f} process-hours: "

@@ -439,6 +439,11 @@ def recommended(result):
 def _protocol(m, result):
     seeds = m.get("n_seeds") or 1
     where = ", compositions only (the anchors used structures)" if result.get("composition_only") else ""
+    settings = {**(result.get("settings") or {}), **(m.get("settings") or {})}
+    if settings.get("patience_steps"):  # the composition-only tasks' protocol (docs/benchmarks.rst)
+        return (f"composition protocol: {seeds} seed{'s' if seeds > 1 else ''}, patience "
+                f"{settings['patience_steps']} / cap {settings.get('max_steps')} optimizer steps, "
+                f"selection on inner validation{where}")
     if seeds >= 3:
         return f"full: {seeds} seeds, selection on inner validation{where}"
     return f"first pass: 1 seed{where}"

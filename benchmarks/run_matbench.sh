@@ -66,10 +66,15 @@ case $WHICH in
     *) first=$WHICH; end=$WHICH ;;
 esac
 
-run_one() {  # run_one <dir> <task> <composition_only> <model> <seeds> <folds>: one runner call into <dir>
-    local dir=$1 task=$2 comp=$3 model=$4 seeds=$5 folds=$6 extra=()
+run_one() {  # run_one <dir> <task> <composition_only> <model> <seeds> <folds> [flags]: one runner call into <dir>
+    local dir=$1 task=$2 comp=$3 model=$4 seeds=$5 folds=$6 flags=${7:-} extra=() more=()
     mkdir -p "$dir"
     [[ $comp == 1 ]] && extra=(--composition-only)
+    # the plan's flags column: what a job adds to PROTOCOL (later flags win), written by estimate_protocol_time.py --
+    # the composition-only tasks' protocol (patience and cap in optimizer steps, L1 with both readouts) and the
+    # loss grids that recorded selections narrowed
+    read -r -a more <<< "$flags"
+    extra+=("${more[@]}")
     if [[ $model =~ ^(.+)\ x([0-9]+)$ ]]; then  # '<model> xK': a seed ensemble of K nets grown from the selected one
         model=${BASH_REMATCH[1]}
         extra+=(--ensemble "${BASH_REMATCH[2]}" --selected-from "$OUT")  # reusing the single-net jobs' selections
@@ -84,15 +89,15 @@ named_jobs() {  # the plan's lines of the jobs named in $JOBS
 }
 
 run_seeds() {  # the plan's jobs named in $JOBS, one process per (job, seed), $WORKERS at a time
-    local job task comp model seeds folds seed
-    while IFS=$'\t' read -r _ _ job task comp model seeds folds _; do
+    local job task comp model seeds folds seed flags
+    while IFS=$'\t' read -r _ _ job task comp model seeds folds _ flags; do
         if [[ -f $OUT/$job/done ]]; then echo "skip $job (done)"; continue; fi
         for seed in $seeds; do
             local dir=$OUT/$job/seed$seed
             if [[ -f $dir/done ]]; then echo "skip $job seed $seed (done)"; continue; fi
             while (( $(jobs -rp | wc -l) >= WORKERS )); do wait -n || true; done
             echo "start $job seed $seed: $task $model folds $folds"
-            { run_one "$dir" "$task" "$comp" "$model" "$seed" "$folds" || echo "FAILED $job seed $seed (see $dir/log.txt)"; } &
+            { run_one "$dir" "$task" "$comp" "$model" "$seed" "$folds" "$flags" || echo "FAILED $job seed $seed (see $dir/log.txt)"; } &
         done
     done < <(named_jobs)
     wait
@@ -107,11 +112,11 @@ run_seeds() {  # the plan's jobs named in $JOBS, one process per (job, seed), $W
 
 run_slot() {  # the jobs of one part's slot (or, for part "jobs", the plan's jobs named in $JOBS), in turn
     local part=$1 slot=$2 failed=0
-    while IFS=$'\t' read -r _ _ job task comp model seeds folds _; do
+    while IFS=$'\t' read -r _ _ job task comp model seeds folds _ flags; do
         local dir=$OUT/$job
         if [[ -f $dir/done ]]; then echo "skip $job (done)"; continue; fi
         echo "start $job: $task $model seeds $seeds folds $folds"
-        run_one "$dir" "$task" "$comp" "$model" "$seeds" "$folds" || { echo "FAILED $job (see $dir/log.txt)"; failed=1; }
+        run_one "$dir" "$task" "$comp" "$model" "$seeds" "$folds" "$flags" || { echo "FAILED $job (see $dir/log.txt)"; failed=1; }
     done < <(awk -F'\t' -v p="$part" -v s="$slot" -v jobs=" ${JOBS:-} " \
         '!/^#/ && (p == "jobs" ? index(jobs, " " $3 " ") : $1 == p && $2 == s)' "$PLAN")
     return $failed

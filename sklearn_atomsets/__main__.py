@@ -63,6 +63,10 @@ def matbench(args):
     if args.ensemble < 1:
         print(f"--ensemble should be at least 1, got {args.ensemble}")
         return 2
+    for flag, steps in (("--patience-steps", args.patience_steps), ("--max-steps", args.max_steps)):
+        if steps is not None and steps < 1:
+            print(f"{flag} should be a positive number of optimizer steps, got {steps}")
+            return 2
     if args.selected_from is not None:
         if args.select is None or args.ensemble < 2:
             print("--selected-from reuses single-net selections for ensembles grown from the selected net: "
@@ -75,7 +79,8 @@ def matbench(args):
     settings = TrainingSettings(max_epochs=args.max_epochs, patience=args.patience, loss=args.loss,
                                 readout=args.readout, lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout,
                                 lr_schedule=args.lr_schedule, standardize_features=args.standardize_features,
-                                ensemble=args.ensemble, threshold=args.threshold)
+                                ensemble=args.ensemble, threshold=args.threshold,
+                                patience_steps=args.patience_steps, max_steps=args.max_steps)
     try:
         selection = None if args.select is None else parse_selection(args.select)
     except ValueError as exc:
@@ -125,6 +130,11 @@ def main(argv=None):
     m.add_argument("--max-epochs", type=int, default=2000,
                    help="epoch cap of every network fit (each fit records whether it hit it)")
     m.add_argument("--patience", type=int, default=200)
+    m.add_argument("--patience-steps", type=int, default=None, metavar="N",
+                   help="patience in optimizer steps instead of epochs: N steps of the task's training folds "
+                        "(less the inner 10%%, in minibatches), rounded up to whole epochs; replaces --patience")
+    m.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="epoch cap in optimizer steps, turned into epochs the same way; replaces --max-epochs")
     m.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="one run per seed (inner validation split and initialisation)")
     m.add_argument("--select", nargs="*", default=None, metavar="NAME=V1,V2",

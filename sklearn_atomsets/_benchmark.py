@@ -115,6 +115,31 @@ class TrainingSettings:
     n_estimators: int = 500  # random forest of the baseline
     ensemble: int = 1  # members of each network model's seed ensemble (1: a single net)
     threshold: str = "0.5"  # network classifiers' decision threshold: "0.5" (matbench's) or "validation"
+    #: patience and cap counted in optimizer steps instead (the composition-only tasks' protocol): the
+    #: runner turns them into ``patience`` / ``max_epochs`` of the task's training folds (:func:`step_epochs`)
+    patience_steps: int | None = None
+    max_steps: int | None = None
+
+
+def train_steps(n_train, batch_size=128, validation_fraction=0.1):
+    """Optimizer steps of one epoch on ``n_train`` rows once the estimators' inner split holds out
+    ``validation_fraction`` of them (skorch's ``ValidSplit`` rounds the held-out part up)."""
+    return math.ceil((n_train - math.ceil(validation_fraction * n_train)) / batch_size)
+
+
+def step_epochs(settings, n_samples):
+    """``settings`` with ``patience_steps`` / ``max_steps`` (where set) turned into epochs of a
+    training fold of an ``n_samples`` task (MatBench's 5-fold split: ``n_samples - ceil(n_samples / 5)``
+    training rows, the smallest fold's), at least one epoch each; the step counts stay recorded."""
+    per_epoch = train_steps(n_samples - math.ceil(n_samples / 5), settings.batch_size)
+    out = {}
+    for name, field in (("patience_steps", "patience"), ("max_steps", "max_epochs")):
+        steps = getattr(settings, name)
+        if steps is not None:
+            if steps < 1:
+                raise ValueError(f"{name} should be a positive number of optimizer steps, got {steps}.")
+            out[field] = max(1, math.ceil(steps / per_epoch))
+    return replace(settings, **out)
 
 
 def _loss(kind, settings):
@@ -488,6 +513,9 @@ def _settings_record(settings):
         out.pop("standardize_features")
     if out["threshold"] == "0.5":
         out.pop("threshold")
+    for field in ("patience_steps", "max_steps"):
+        if out[field] is None:
+            out.pop(field)
     return out
 
 
@@ -739,6 +767,7 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         raise ValueError(f"seeds should be distinct integers, got {seeds}.")
     task = load_matbench_composition_task(task_name) if composition_only else load_matbench_task(task_name)
     info = task.info
+    settings = step_epochs(settings, len(task.inputs))
     if settings.threshold == "validation" and settings.ensemble > 1 and info.kind == "classification":
         raise ValueError("A threshold chosen on inner validation needs single nets: a seed ensemble's members "
                          "each hold out their own split, so none is held out from the ensemble.")

@@ -234,6 +234,35 @@ def test_seeds_and_the_epoch_cap_are_recorded(tmp_path):
         run_matbench_task("matbench_steels", models=["AtomSets-V0"], seeds=[1, 1], settings=settings)
 
 
+def test_patience_and_cap_in_optimizer_steps_become_epochs_of_the_training_folds(tmp_path, capsys):
+    from skorch.dataset import ValidSplit
+
+    from sklearn_atomsets import _benchmark
+    from sklearn_atomsets.__main__ import main
+
+    task = load_matbench_task("matbench_steels")  # 312 rows: folds train on 249 or 250, 224 after the inner split
+    train = min(len(task.split(k)[0]) for k in range(5))
+    inner, _ = ValidSplit(0.1, random_state=0)(np.zeros((train, 1)))
+    assert _benchmark.train_steps(train) == -(-len(inner) // 128) == 2
+    settings = TrainingSettings(patience_steps=3, max_steps=5)  # 2 steps an epoch: patience 2 epochs, cap 3
+    result = run_matbench_task("matbench_steels", models=["AtomSets-V0"], folds=[0], settings=settings,
+                               out_dir=tmp_path, log=lambda *a: None)
+    m = result["models"]["AtomSets-V0"]
+    assert {k: m["settings"][k] for k in ("patience_steps", "max_steps", "patience", "max_epochs")} == {
+        "patience_steps": 3, "max_steps": 5, "patience": 2, "max_epochs": 3}
+    assert m["folds"][0]["epochs_run"] <= 3 and result["settings"]["max_epochs"] == 3
+    assert "patience_steps" not in run_matbench_task(  # epoch-counted runs record what they always did
+        "matbench_steels", models=["AtomSets-V0"], folds=[0], settings=TrainingSettings(max_epochs=2, patience=2),
+        log=lambda *a: None)["settings"]
+    with pytest.raises(ValueError, match="max_steps should be a positive"):
+        _benchmark.step_epochs(TrainingSettings(max_steps=0), 312)
+    assert main(["matbench", "--folds", "0", "--patience-steps", "3", "--max-steps", "5", "--out", str(tmp_path / "cli")]) == 0
+    saved = json.loads((tmp_path / "cli" / "matbench_steels.json").read_text())["models"]["AtomSets-V0"]["settings"]
+    assert (saved["patience"], saved["max_epochs"]) == (2, 3)
+    assert main(["matbench", "--patience-steps", "0"]) == 2
+    assert "--patience-steps should be a positive" in capsys.readouterr().out
+
+
 def test_composition_only_tasks_run_the_composition_models(monkeypatch, tmp_path):
     from sklearn_atomsets import _benchmark
 

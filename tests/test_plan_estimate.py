@@ -70,9 +70,38 @@ def test_pruning_drops_models_ruled_out_on_inner_validation_only(estimate):
 def test_plan_gives_the_composition_only_tasks_their_own_seeds(estimate):
     rows = [("matbench_steels", "AtomSets", 100.0), ("matbench_mp_gap (composition only)", "AtomSets", 50.0)]
     jobs = estimate.plan(rows, [0, 1, 2], slot_s=1000.0, composition_seeds=[0])
-    seeds = {(task, comp): s for _, _, _, task, comp, _, s, _, _ in jobs}
+    seeds = {(task, comp): s for _, _, _, task, comp, _, s, _, _, _ in jobs}
     assert seeds == {("matbench_steels", False): [0, 1, 2], ("matbench_mp_gap", True): [0]}
     line = ["1", "1", "x", "matbench_mp_gap", "1", "AtomSets", "0", "0 1 2 3 4", "50"]
     per_pair = {("matbench_mp_gap", True, "AtomSets"): 50.0}
     assert estimate._job_estimate(per_pair, line, 3, composition_seeds=1) == 50.0
     assert estimate._job_estimate(per_pair, line, 3) == pytest.approx(50.0 / 3)
+
+
+def test_loss_grids_keep_the_losses_recorded_selections_chose(estimate, tmp_path):
+    """A task with enough single-net selections recorded keeps only the losses they chose at least once
+    (ensembles reuse their single net's choice and are not counted twice); the plan's flags pass it on,
+    and the composition-only tasks get their own protocol's flags."""
+    import json
+
+    def job(name, task, model, losses):
+        folds = [{"fold": k, "selection": {"chosen": {"loss": loss, "readout": "mean"}}} for k, loss in enumerate(losses)]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{task}.json").write_text(json.dumps({"task": task, "models": {model: {"folds": folds}}}))
+
+    job("a", "matbench_dielectric", "AtomSets-V1", ["mae"] * 4)
+    job("b", "matbench_dielectric", "AtomSets-V2", ["mae", "huber"])
+    job("c", "matbench_dielectric", "AtomSets-V2 x5", ["mse"] * 5)  # an ensemble: not counted
+    job("d", "matbench_steels", "AtomSets", ["mae"] * 2)  # too few selections: the full grid stays
+    assert estimate.recorded_losses(tmp_path)["matbench_dielectric"] == {"mae": 5, "huber": 1}
+    grids = estimate.loss_grids(tmp_path, 5)
+    assert grids == {"matbench_dielectric": ("mae", "huber")} and estimate.loss_grids(tmp_path, 0) == {}
+    assert estimate.job_flags("matbench_dielectric", False, grids) == "--select loss=mae,huber readout=mean,set2set"
+    assert estimate.job_flags("matbench_steels", False, grids) == ""
+    p = estimate.COMPOSITION_PROTOCOL
+    assert estimate.job_flags("matbench_mp_gap", True, grids) == (
+        f"--select loss=mae readout=mean,set2set --patience-steps {p['patience_steps']} --max-steps {p['max_steps']}")
+    rows = [("matbench_dielectric", "AtomSets-V1", 100.0), ("matbench_dielectric", "AMM-style", 10.0)]
+    jobs = estimate.plan(rows, [0, 1, 2], slot_s=1000.0, grids=grids)
+    assert {j[5]: j[9] for j in jobs} == {"AtomSets-V1": "--select loss=mae,huber readout=mean,set2set",
+                                          "AMM-style": ""}  # the forests have no selection

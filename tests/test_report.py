@@ -395,7 +395,7 @@ def test_the_plan_covers_every_seed_and_fold_once_within_slots():
             ("matbench_mp_e_form (composition only)", "AtomSets", 1500.0)]  # > slot per seed: per seed and fold
     jobs = estimate.plan(rows, [0, 1, 2], slot_s=120.0)
     covered = {}
-    for part, slot, job, task, comp, model, seeds, folds, seconds in jobs:
+    for part, slot, job, task, comp, model, seeds, folds, seconds, flags in jobs:
         for s in seeds:
             for k in folds:
                 covered[(task, comp, model, s, k)] = covered.get((task, comp, model, s, k), 0) + 1
@@ -403,7 +403,7 @@ def test_the_plan_covers_every_seed_and_fold_once_within_slots():
     assert {(t, c) for t, c, *_ in covered} == {("matbench_steels", False), ("matbench_dielectric", False),
                                                 ("matbench_mp_e_form", True)}
     load = {}
-    for part, slot, *_, seconds in jobs:
+    for part, slot, *_, seconds, _ in jobs:
         load[(part, slot)] = load.get((part, slot), 0) + seconds
     assert max(load.values()) <= 120.0 and {s for _, s in load} == {1, 2}
     # the structure tasks come first, the composition-only ones in later parts
@@ -412,9 +412,9 @@ def test_the_plan_covers_every_seed_and_fold_once_within_slots():
 
 
 def test_the_committed_plan_is_what_the_script_writes_and_keeps_finished_parts(tmp_path, capsys):
-    """benchmarks/matbench_plan.tsv: every (task, model) the estimate prices -- the CHGNet
-    parent's first-pass models included -- once per seed and fold; re-planned with
-    --keep-parts 5 (as it was written) it comes out the same, parts 1-5 line for line."""
+    """benchmarks/matbench_plan.tsv: every (task, model) the estimate prices and the pruning keeps --
+    the CHGNet and SevenNet parents' first-pass models included -- once per seed and fold; re-planned
+    with the flags in its header (as it was written) it comes out the same, its kept parts line for line."""
     estimate = _estimate_module()
     committed = (REPO / "benchmarks" / "matbench_plan.tsv").read_text()
     written_by = committed.splitlines()[1]  # "# written by: python ... --plan ... <flags> (an ESTIMATE)"
@@ -429,15 +429,17 @@ def test_the_committed_plan_is_what_the_script_writes_and_keeps_finished_parts(t
     covered = {}
     for line in committed.splitlines():
         if not line.startswith("#"):
-            _, _, _, task, comp, model, seeds, folds, _ = line.split("\t")
+            _, _, _, task, comp, model, seeds, folds, *_ = line.split("\t")
             for s in seeds.split():
                 for k in folds.split():
                     covered[(task, comp, model, s, k)] = covered.get((task, comp, model, s, k), 0) + 1
     assert set(covered.values()) == {1}
     pairs = {(t, c, m) for t, c, m, *_ in covered}
-    assert len(covered) == 15 * len(pairs)
+    # 3 seeds x 5 folds; the composition-only tasks' protocol (--composition-protocol steps): 1 seed
+    assert len(covered) == sum(5 if c == "1" else 15 for _, c, _ in pairs)
+    assert {s for (_, c, _, s, _) in covered if c == "1"} == {"0"}
     assert ("matbench_jdft2d", "0", "AtomSets-V1 [CHGNet-0.3.0]") in pairs
-    assert "392.0 process-hours" in capsys.readouterr().out
+    assert "81.0 process-hours" in capsys.readouterr().out
 
 
 def test_calibration_compares_logged_wall_times_of_finished_jobs_with_the_estimate(tmp_path):
@@ -647,6 +649,10 @@ def test_the_headline_recommends_by_the_rule_fixed_in_advance_and_states_the_ver
     assert "beats by 7.49, seed std 0.5 (margin beyond the seed spread)" in row  # vs AMMExpress v2020 97.49
     assert "does NOT beat (short by 10" in row and row.endswith("| full: 3 seeds, selection on inner validation |")
     assert sum(line.startswith("| matbench_") for line in report.headline([result]).splitlines()) == 13
+    steps = {**result, "composition_only": True, "settings": {"patience_steps": 5000, "max_steps": 50000}}
+    row = next(line for line in report.headline([steps]).splitlines() if line.startswith("| matbench_steels"))
+    assert row.endswith("| composition protocol: 3 seeds, patience 5000 / cap 50000 optimizer steps, selection on "
+                        "inner validation, compositions only (the anchors used structures) |")
     classifier = {**_result(), "task": "matbench_glass", "metric": "rocauc"}
     classifier["models"] = {report.SELECTED: _model([0.8], [0.1]),
                             report.selected_label(threshold=True): _model([0.7], [0.1])}

@@ -47,3 +47,27 @@ def test_rest_runs_every_unfinished_seed_once_and_marks_jobs_done(tmp_path):
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "run_matbench.sh"), "rest", str(tmp_path / "results")],
                           env=env, check=True, capture_output=True, text=True, timeout=60)
     assert "every job" in done.stdout and not calls.exists()
+
+
+def test_the_plans_flags_column_reaches_the_runner_after_the_protocol(tmp_path):
+    """A job's flags (the composition-only protocol, a narrowed loss grid) come after PROTOCOL's, so they
+    win; a job without flags runs PROTOCOL as it is -- in a slot and with WORKERS alike."""
+    header = PLAN_HEADER.replace("estimated_s\n", "estimated_s\tflags\n")
+    rows = [("1", "1", "a", "matbench_mp_gap", "1", "AtomSets", "0", "0 1 2 3 4", "10",
+             "--select loss=mae readout=mean,set2set --patience-steps 5000 --max-steps 50000"),
+            ("1", "1", "b", "matbench_steels", "0", "AtomSets", "0 1", "0 1 2 3 4", "10", "")]
+    plan = tmp_path / "plan.tsv"
+    plan.write_text(header + "".join("\t".join(row) + "\n" for row in rows))
+    for workers in ("", "2"):
+        calls = tmp_path / f"calls{workers}.txt"
+        env = dict(os.environ, PLAN=str(plan), PYTHON=str(_fake_python(tmp_path / "python", calls)), WORKERS=workers)
+        which = "rest" if workers else "1"
+        subprocess.run(["bash", str(REPO / "benchmarks" / "run_matbench.sh"), which, str(tmp_path / f"out{workers}")],
+                       env=env, check=True, capture_output=True, text=True, timeout=60)
+        fits = [line for line in calls.read_text().splitlines() if "-m sklearn_atomsets matbench" in line]
+        gap = [line for line in fits if "matbench_mp_gap" in line]
+        steels = [line for line in fits if "matbench_steels" in line]
+        assert len(gap) == 1 and len(steels) == (2 if workers else 1)
+        assert gap[0].index("--patience-steps 5000 --max-steps 50000") > gap[0].index("--patience 200")
+        assert gap[0].rindex("--select") > gap[0].index("--select") and "--composition-only" in gap[0]
+        assert all("--patience-steps" not in line and line.count("--select") == 1 for line in steels)
