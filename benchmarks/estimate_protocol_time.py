@@ -277,6 +277,39 @@ def pruned(rows, files, margin):
     return kept, dropped
 
 
+def validation_spread(jobs_dir):
+    """How much the ordering of two models by inner-validation MAE moves with the seed: for every pair of
+    single-net models of a regression task that the full-protocol jobs in ``jobs_dir`` ran with the same
+    seeds (same inner splits), the standard deviation over seeds of the relative difference of their mean
+    inner-validation MAEs, ``(a - b) / b``. Returns ``[(task, a, b, std)]``: the yardstick for
+    ``--prune-margin`` (a margin well above the largest std prunes no model the seed could have put first)."""
+    import itertools
+
+    per_seed = {}  # (task, model) -> {seed: [validation MAE per fold]}
+    for path in sorted(Path(jobs_dir).glob("*/**/matbench_*.json")):
+        r = json.loads(path.read_text())
+        if r.get("metric") != "mae" or r.get("composition_only"):
+            continue
+        for name, m in r["models"].items():
+            if re.search(r" x\d+$", name) or name.startswith("AMM-style") or "validation-selected" in name:
+                continue
+            for f in m["folds"]:
+                if f.get("validation_score") is not None and f.get("seed") is not None:
+                    per_seed.setdefault((r["task"], name), {}).setdefault(f["seed"], {})[f["fold"]] = f["validation_score"]
+    out = []
+    for (task, a), (task_b, b) in itertools.combinations(sorted(per_seed), 2):
+        if task != task_b:
+            continue
+        seeds = [s for s in per_seed[(task, a)] if s in per_seed[(task, b)]
+                 and per_seed[(task, a)][s].keys() == per_seed[(task, b)][s].keys()]
+        if len(seeds) < 2:
+            continue
+        rel = [statistics.mean(per_seed[(task, a)][s].values()) / statistics.mean(per_seed[(task, b)][s].values()) - 1
+               for s in seeds]
+        out.append((task, a, b, statistics.pstdev(rel)))
+    return out
+
+
 def _family(model):
     return "forests" if model.startswith("AMM-style") else "networks"
 
@@ -428,6 +461,12 @@ def main(argv=None):
     rows, ratio, dropped = estimate(args.folder, args)
     # the jobs already run ran the default grid and no pruning: they are priced (calibration, kept lines) as they ran
     as_run = estimate(args.folder, argparse.Namespace(**{**vars(args), "loss_grids": {}, "prune_margin": None}))[0]
+    if args.prune_margin is not None:
+        spread = sorted(std for *_, std in validation_spread(args.jobs))
+        if spread:
+            print(f"pruning margin {args.prune_margin:g}: over seeds, the relative difference of two models' "
+                  f"inner-validation MAE has a std of at most {spread[-1]:.3f} (median {statistics.median(spread):.3f}, "
+                  f"{len(spread)} pairs of full-protocol jobs)")
     for task, name, value, best, best_name in dropped:
         print(f"pruned: {task} {name}: first-pass inner-validation MAE {value:.4g}, {value / best - 1:+.0%} against "
               f"{best_name}'s {best:.4g}")

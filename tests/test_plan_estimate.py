@@ -105,3 +105,22 @@ def test_loss_grids_keep_the_losses_recorded_selections_chose(estimate, tmp_path
     jobs = estimate.plan(rows, [0, 1, 2], slot_s=1000.0, grids=grids)
     assert {j[5]: j[9] for j in jobs} == {"AtomSets-V1": "--select loss=mae,huber readout=mean,set2set",
                                           "AMM-style": ""}  # the forests have no selection
+
+
+def test_validation_spread_is_the_seed_std_of_two_models_relative_validation_difference(estimate, tmp_path):
+    import json
+
+    def fits(scores):  # {seed: [validation MAE per fold]}
+        return {"folds": [{"seed": s, "fold": k, "validation_score": v} for s, vs in scores.items()
+                          for k, v in enumerate(vs)]}
+
+    models = {"AtomSets": fits({0: [1.0, 3.0], 1: [2.0, 2.0], 2: [3.0, 3.0]}),
+              "AtomSets-V1": fits({0: [2.0, 2.0], 1: [1.0, 1.0], 2: [2.0, 2.0]}),
+              "AtomSets x5": fits({0: [9.0, 9.0], 1: [9.0, 9.0]}),  # ensembles and forests are not models' pairs
+              "AMM-style": fits({0: [9.0, 9.0], 1: [9.0, 9.0]})}
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "matbench_jdft2d.json").write_text(json.dumps({"task": "matbench_jdft2d", "metric": "mae",
+                                                                     "models": models}))
+    [(task, a, b, std)] = estimate.validation_spread(tmp_path)
+    assert (task, a, b) == ("matbench_jdft2d", "AtomSets", "AtomSets-V1")
+    assert std == pytest.approx(np.std([2 / 2 - 1, 2 / 1 - 1, 3 / 2 - 1]))  # per seed: mean a / mean b - 1
