@@ -191,7 +191,7 @@ def _tile(n, *columns):
 def expt_gap_compositions(n, atomic_numbers):
     """V0 sets (or atomic-number sets) of the MatBench expt_gap compositions, tiled to n."""
     from sklearn_atomsets import MEGNetElementSetFeaturizer, WeightedSet
-    from sklearn_atomsets._matbench import load_matbench_task
+    from sklearn_atomsets.matbench import load_matbench_task
 
     task = load_matbench_task("matbench_expt_gap", download=False)
     if atomic_numbers:
@@ -211,7 +211,7 @@ def dielectric_v1(n, n_structures, cache):
         lengths, rows, y = data["lengths"], data["rows"], data["y"]
     else:
         from sklearn_atomsets import MEGNetSiteSetFeaturizer
-        from sklearn_atomsets._matbench import load_matbench_task
+        from sklearn_atomsets.matbench import load_matbench_task
 
         task = load_matbench_task("matbench_dielectric", download=False)
         print(f"featurizing {len(task.inputs)} dielectric crystals (V1; cached in {cache}) ...", flush=True)

@@ -37,7 +37,7 @@ from sklearn_atomsets import (
     MEGNetElementSetFeaturizer,
     interval_coverage,
 )
-from sklearn_atomsets._matbench import load_matbench_composition_task
+from sklearn_atomsets.matbench import load_matbench_composition_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = np.linspace(0.05, 0.95, 19)

@@ -53,7 +53,7 @@ def epochs_for(steps, n_train):
 
 
 def load(task_name, fold, n_train):
-    from sklearn_atomsets._matbench import load_matbench_composition_task
+    from sklearn_atomsets.matbench import load_matbench_composition_task
 
     task = load_matbench_composition_task(task_name)
     X_train, y_train, X_test, y_test = task.split(fold)
@@ -62,7 +62,8 @@ def load(task_name, fold, n_train):
 
 
 def run(args):
-    from sklearn_atomsets._benchmark import MODELS, TrainingSettings, _fit_configs, candidate_configs
+    from sklearn_atomsets.matbench import MODELS, TrainingSettings, candidate_configs
+    from sklearn_atomsets.matbench.selection import _fit_configs
 
     os.environ.setdefault("MATMINER_DATA", str(HERE.parent.parent / "shared" / "data" / "matbench"))
     import torch

@@ -5,7 +5,7 @@
 
 Until 2026-11-26 14:17 the regressors' inner-validation score (what the validation-selected
 row compares) was the MAE of the *standardised* targets; since then it is the MAE in the
-target's units (``VALIDATION_UNITS`` in ``sklearn_atomsets/_benchmark.py``). The two cannot be
+target's units (``VALIDATION_UNITS`` in ``sklearn_atomsets/matbench/results.py``). The two cannot be
 compared, so ``benchmarks/report.py`` refuses to select among candidates whose units differ.
 
 The regressors standardise ``y`` with the mean and population standard deviation of the
@@ -34,7 +34,7 @@ NOTE = ("Inner-validation scores converted on {date} from MAE of standardised ta
 def convert(result, fold_targets, date):
     """Convert one result in place; ``fold_targets(fold)`` gives that fold's training targets.
     Returns what was done: 'converted', 'marked' or 'unchanged'."""
-    from sklearn_atomsets._benchmark import VALIDATION_UNITS
+    from sklearn_atomsets.matbench import VALIDATION_UNITS
 
     if "validation_units" in result:
         return "unchanged"
@@ -58,7 +58,7 @@ def convert(result, fold_targets, date):
 def main(paths):
     import datetime
 
-    from sklearn_atomsets._matbench import load_matbench_composition_task, load_matbench_task
+    from sklearn_atomsets.matbench import load_matbench_composition_task, load_matbench_task
 
     date = datetime.date.today().isoformat()
     for path in map(Path, paths):

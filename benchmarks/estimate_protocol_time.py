@@ -52,7 +52,7 @@ import re
 import statistics
 from pathlib import Path
 
-from sklearn_atomsets._benchmark import train_steps  # the runner's own conversion (skorch's inner split)
+from sklearn_atomsets.matbench import train_steps  # the runner's own conversion (skorch's inner split)
 
 HERE = Path(__file__).resolve().parent
 

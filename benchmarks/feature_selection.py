@@ -23,7 +23,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 
 from sklearn_atomsets import MatminerFeatures, MutualInfoSelector
-from sklearn_atomsets._matbench import load_matbench_composition_task
+from sklearn_atomsets.matbench import load_matbench_composition_task
 
 SIZES = [16, 32, 64, 128]
 

@@ -66,7 +66,7 @@ PARENTS = ("Eform_MP_2019", "Eform_MP_2018", "logK_MP_2019")
 
 # -- data and models ------------------------------------------------------------------------
 def _task(name, composition_only):
-    from sklearn_atomsets._matbench import load_matbench_composition_task, load_matbench_task
+    from sklearn_atomsets.matbench import load_matbench_composition_task, load_matbench_task
 
     return load_matbench_composition_task(name) if composition_only else load_matbench_task(name)
 
@@ -76,14 +76,14 @@ def _label(name, composition_only):
 
 
 def _settings(loss):
-    from sklearn_atomsets._benchmark import TrainingSettings
+    from sklearn_atomsets.matbench import TrainingSettings
 
     return TrainingSettings(max_epochs=MAX_EPOCHS, patience=PATIENCE, loss=loss)
 
 
 def _featurize(model_name, task, rows=None, **featurizer_params):
     """Features of ``rows`` (default all) with the featurizer of a named benchmark model."""
-    from sklearn_atomsets._benchmark import make_model
+    from sklearn_atomsets.matbench import make_model
 
     featurizer = make_model(model_name, task.info, _settings("auto"))[0]
     featurizer.set_params(**featurizer_params)
@@ -95,7 +95,7 @@ def _fit_score(model_name, task, F, y, train, test, seed, loss):
     """Fit the estimator of a named model on rows ``train`` of features ``F``; score ``test``."""
     from sklearn.metrics import mean_absolute_error, roc_auc_score
 
-    from sklearn_atomsets._benchmark import make_model
+    from sklearn_atomsets.matbench import make_model
 
     model = make_model(model_name, task.info, _settings(loss), seed=seed)[-1]
     start = time.perf_counter()
@@ -149,7 +149,7 @@ def convergence(log, loss, repeats=N_REPEATS, sizes=SIZES, tasks=None):
 
 def _notes(task_name):
     """The runner's notes that belong to a task's results (the mp_* leakage note)."""
-    from sklearn_atomsets._benchmark import LEAKAGE_NOTE
+    from sklearn_atomsets.matbench.results import LEAKAGE_NOTE
 
     return [LEAKAGE_NOTE] if task_name.startswith("matbench_mp_") else []
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 from pymatgen.core import Composition
 
-from sklearn_atomsets._matbench import load_matbench_composition_task
+from sklearn_atomsets.matbench import load_matbench_composition_task
 
 TASKS = ("log_gvrh", "log_kvrh", "perovskites", "mp_is_metal", "mp_gap", "mp_e_form")
 

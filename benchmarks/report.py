@@ -75,7 +75,7 @@ def rescore_classification(result):
     Files written before the runner recorded both (their ``score`` was from probabilities)
     are corrected this way, from the predictions, never by hand.
     """
-    from sklearn_atomsets._benchmark import classification_scores
+    from sklearn_atomsets.matbench import classification_scores
 
     if result["metric"] == "mae":
         return result
@@ -94,7 +94,7 @@ def _max_epochs(result, m):
 
 def _summarise(m, max_epochs=None):
     """Mean over seeds of the fold means, fold and seed spreads, epoch-cap count (summarise_fits)."""
-    from sklearn_atomsets._benchmark import summarise_fits
+    from sklearn_atomsets.matbench import summarise_fits
 
     if m["folds"]:
         m.update(summarise_fits(m["folds"], max_epochs))
@@ -179,7 +179,7 @@ def load_results(folder=RESULTS, drop=frozenset()):
     parts), merged per task (``merge_results``: fits of each seed and fold of a model run
     with the same settings), rescored and summarised; ``drop``: ``(task, composition_only,
     model)`` rows left out (seed ensembles whose jobs are not all done)."""
-    from sklearn_atomsets._benchmark import merge_results
+    from sklearn_atomsets.matbench import merge_results
 
     paths = sorted(Path(folder).rglob("matbench_*.json"), key=lambda p: (p.stat().st_mtime, str(p)))
     files = merge_results([json.loads(p.read_text()) for p in paths])
@@ -450,7 +450,7 @@ def _protocol(m, result):
 
 
 def _anchors(result):
-    from sklearn_atomsets._matbench import ANCHORS
+    from sklearn_atomsets.matbench import ANCHORS
 
     return {**result.get("anchors", {}), **ANCHORS.get(result["task"], {})}
 
@@ -462,7 +462,7 @@ HEADLINE_COLUMNS = ("task", "metric", "recommended model", "score ± seed std", 
 def headline_rows(results):
     """The headline's rows (cells in :data:`HEADLINE_COLUMNS` order): one per task of :data:`ORDER`
     and per result (a task's composition-only run is its own row), tasks not run yet included."""
-    from sklearn_atomsets._matbench import ANCHORS
+    from sklearn_atomsets.matbench import ANCHORS
 
     rows = []
     for r in results:

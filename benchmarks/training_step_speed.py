@@ -66,7 +66,7 @@ def main(argv=None):
     import torch
 
     from sklearn_atomsets import MEGNetElementSetFeaturizer
-    from sklearn_atomsets._matbench import load_matbench_task
+    from sklearn_atomsets.matbench import load_matbench_task
 
     task = load_matbench_task(args.task, download=False)
     sets = [row[0] for row in MEGNetElementSetFeaturizer().featurize_many(task.inputs, pbar=False)]

@@ -3,7 +3,7 @@
 Data flows one way, one module per step::
 
     structure -> graph + frozen parent encoder (parents/) -> features (_featurizers, _sets)
-              -> AtomSets estimator (_estimators, _ensemble) -> benchmark (_benchmark)
+              -> AtomSets estimator (_estimators, _ensemble) -> benchmark (matbench/)
 
 The parent model (a pretrained MEGNet, CHGNet or SevenNet) is found by ``load_parent``; each
 family of parents lives in its own module or subpackage of ``sklearn_atomsets.parents``
@@ -36,7 +36,7 @@ from ._featurizers import (
     clear_feature_cache,
     set_feature_cache_limit,
 )
-from ._matbench import MatbenchTask, load_matbench_task
+from .matbench.tasks import MatbenchTask, load_matbench_task
 from .parents import EncoderOutput, GraphConstructionError, RowError, load_parent, parent_family, registered_parents
 from .parents._base import ParentModelCorruptError, ParentModelNotFoundError
 from .parents.megnet import PARENT_MODELS, CrystalGraphBatch, MEGNetEncoder, MEGNetModule, ParentModel, build_graphs

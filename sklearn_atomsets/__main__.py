@@ -53,8 +53,7 @@ def encode(args):
 
 
 def matbench(args):
-    from ._benchmark import MODELS, TrainingSettings, parse_selection, run_matbench_task, summary_lines
-    from ._matbench import MATBENCH_TASKS
+    from .matbench import MATBENCH_TASKS, MODELS, TrainingSettings, parse_selection, run_matbench_task, summary_lines
 
     if args.threads:
         import torch

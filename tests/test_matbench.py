@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from sklearn_atomsets import _matbench
 from sklearn_atomsets._baseline import CorrelationFilter, MissingColumnFilter, automatminer_style_pipeline
-from sklearn_atomsets._benchmark import MODELS, TrainingSettings, make_model, models_for, run_matbench_task
-from sklearn_atomsets._matbench import MATBENCH_TASKS, load_matbench_composition_task, load_matbench_task
+from sklearn_atomsets.matbench import (MATBENCH_TASKS, MODELS, TrainingSettings, load_matbench_composition_task,
+                                       load_matbench_task, make_model, models_for, protocol, run_matbench_task, running,
+                                       selection, tasks)
 
 from .conftest import SHARED_MATBENCH, assert_float32_close, needs_matbench
 
@@ -31,7 +32,7 @@ def test_official_folds_partition_the_data():
 
 def test_folds_match_the_validation_file_ids():
     task = load_matbench_task("matbench_expt_is_metal", download=False)
-    official = _matbench._official_folds()["splits"]["matbench_expt_is_metal"]["fold_2"]["test"]
+    official = tasks._official_folds()["splits"]["matbench_expt_is_metal"]["fold_2"]["test"]
     assert list(task.inputs.index[task.folds[2][1]]) == official
     assert task.targets.dtype == bool
 
@@ -58,7 +59,7 @@ def test_approximate_structures_are_flagged():
 
 def test_missing_data_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("MATMINER_DATA", str(tmp_path))
-    monkeypatch.setattr(_matbench, "_checkout_shared", lambda: tmp_path / "none")
+    monkeypatch.setattr(tasks, "_checkout_shared", lambda: tmp_path / "none")
     with pytest.raises(FileNotFoundError, match="MATMINER_DATA"):
         load_matbench_task("matbench_glass", download=False)
     with pytest.raises(ValueError, match="Unknown MatBench task"):
@@ -68,7 +69,7 @@ def test_missing_data_says_what_to_do(tmp_path, monkeypatch):
 def test_composition_only_copy_keeps_official_order_and_folds(tmp_path):
     task = load_matbench_composition_task("matbench_log_kvrh")
     assert len(task.inputs) == 10987 and task.info.input == "composition" and task.info.kind == "regression"
-    official = _matbench._official_folds()["splits"]["matbench_log_kvrh"]["fold_1"]["test"]
+    official = tasks._official_folds()["splits"]["matbench_log_kvrh"]["fold_1"]["test"]
     assert list(task.inputs.index[task.folds[1][1]]) == official
     assert task.inputs.iloc[0] == "Ag2Ca1Ge2" and np.isfinite(task.targets).all()
     assert load_matbench_composition_task("matbench_mp_is_metal").targets.dtype == bool
@@ -152,10 +153,9 @@ def test_selection_never_reads_the_test_fold(monkeypatch, tmp_path):
     """The chosen protocol and every candidate's validation score stay the same when the test
     targets are replaced by the predictions of a candidate that was *not* chosen (a selector
     that looked at test scores would pick that one: its test MAE becomes 0)."""
-    from sklearn_atomsets import _benchmark
 
     settings = TrainingSettings(max_epochs=6, patience=6)
-    grid = _benchmark.parse_selection(["loss=mse,mae", "readout=mean,set2set"])
+    grid = protocol.parse_selection(["loss=mse,mae", "readout=mean,set2set"])
     run = dict(models=["AtomSets-V0"], folds=[0], settings=settings, selection=grid, log=lambda *a: None)
     clean = run_matbench_task("matbench_steels", **run)["models"]["AtomSets-V0"]["folds"][0]
     records = clean["selection"]["candidates"]
@@ -167,12 +167,12 @@ def test_selection_never_reads_the_test_fold(monkeypatch, tmp_path):
     # the test fold's targets become the predictions of a candidate that was not chosen
     task = load_matbench_task("matbench_steels", download=False)
     other = next(r["config"] for r in records if r["config"] != clean["selection"]["chosen"])
-    pipe = make_model("AtomSets-V0", task.info, _benchmark.replace(settings, **other), seed=0)
+    pipe = make_model("AtomSets-V0", task.info, replace(settings, **other), seed=0)
     X_train, y_train, X_test, _ = task.split(0)
     F_train = pipe[:-1].fit_transform(list(X_train))
     pipe[-1].fit(F_train, y_train.to_numpy())
     poisoned = _poison_test_fold(task, 0, pipe[-1].predict(pipe[:-1].transform(list(X_test))))
-    monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name: poisoned)
+    monkeypatch.setattr(running, "load_matbench_task", lambda name: poisoned)
     dirty = run_matbench_task("matbench_steels", **run)["models"]["AtomSets-V0"]["folds"][0]
     assert dirty["selection"] == clean["selection"] | {"candidates": dirty["selection"]["candidates"]}
     assert [r["validation_score"] for r in dirty["selection"]["candidates"]] == [r["validation_score"] for r in records]
@@ -180,7 +180,7 @@ def test_selection_never_reads_the_test_fold(monkeypatch, tmp_path):
 
 
 def test_selection_of_classifiers_and_baselines():
-    from sklearn_atomsets._benchmark import candidate_configs, parse_selection, select_protocol
+    from sklearn_atomsets.matbench import candidate_configs, parse_selection, select_protocol
 
     glass = MATBENCH_TASKS["matbench_glass"]
     grid = parse_selection([])
@@ -237,13 +237,12 @@ def test_seeds_and_the_epoch_cap_are_recorded(tmp_path):
 def test_patience_and_cap_in_optimizer_steps_become_epochs_of_the_training_folds(tmp_path, capsys):
     from skorch.dataset import ValidSplit
 
-    from sklearn_atomsets import _benchmark
     from sklearn_atomsets.__main__ import main
 
     task = load_matbench_task("matbench_steels")  # 312 rows: folds train on 249 or 250, 224 after the inner split
     train = min(len(task.split(k)[0]) for k in range(5))
     inner, _ = ValidSplit(0.1, random_state=0)(np.zeros((train, 1)))
-    assert _benchmark.train_steps(train) == -(-len(inner) // 128) == 2
+    assert protocol.train_steps(train) == -(-len(inner) // 128) == 2
     settings = TrainingSettings(patience_steps=3, max_steps=5)  # 2 steps an epoch: patience 2 epochs, cap 3
     result = run_matbench_task("matbench_steels", models=["AtomSets-V0"], folds=[0], settings=settings,
                                out_dir=tmp_path, log=lambda *a: None)
@@ -255,7 +254,7 @@ def test_patience_and_cap_in_optimizer_steps_become_epochs_of_the_training_folds
         "matbench_steels", models=["AtomSets-V0"], folds=[0], settings=TrainingSettings(max_epochs=2, patience=2),
         log=lambda *a: None)["settings"]
     with pytest.raises(ValueError, match="max_steps should be a positive"):
-        _benchmark.step_epochs(TrainingSettings(max_steps=0), 312)
+        protocol.step_epochs(TrainingSettings(max_steps=0), 312)
     assert main(["matbench", "--folds", "0", "--patience-steps", "3", "--max-steps", "5", "--out", str(tmp_path / "cli")]) == 0
     saved = json.loads((tmp_path / "cli" / "matbench_steels.json").read_text())["models"]["AtomSets-V0"]["settings"]
     assert (saved["patience"], saved["max_epochs"]) == (2, 3)
@@ -264,14 +263,13 @@ def test_patience_and_cap_in_optimizer_steps_become_epochs_of_the_training_folds
 
 
 def test_composition_only_tasks_run_the_composition_models(monkeypatch, tmp_path):
-    from sklearn_atomsets import _benchmark
 
     full = load_matbench_composition_task("matbench_mp_e_form")
     assert full.info.input == "composition" and models_for(full.info) == [
         "AtomSets", "AtomSets-V0", "AtomSets-V0 [CHGNet-0.3.0]", "AMM-style", "AMM-style + MEGNet"]
     # a small slice of the official folds keeps the test fast
     small = dataclasses_replace_folds(full, 300, 60)
-    monkeypatch.setattr(_benchmark, "load_matbench_composition_task", lambda name: small)
+    monkeypatch.setattr(running, "load_matbench_composition_task", lambda name: small)
     settings = TrainingSettings(max_epochs=2, patience=2)
     run_matbench_task("matbench_mp_e_form", models=["AtomSets"], folds=[0], settings=settings, out_dir=tmp_path,
                       composition_only=True, log=lambda *a: None)
@@ -283,11 +281,11 @@ def test_composition_only_tasks_run_the_composition_models(monkeypatch, tmp_path
 
 
 def test_each_structure_is_encoded_once_for_all_models_of_a_run(monkeypatch):
-    from sklearn_atomsets import _benchmark, clear_feature_cache
+    from sklearn_atomsets import clear_feature_cache
     from sklearn_atomsets._featurizers import _StructureBase
 
     small = dataclasses_replace_folds(load_matbench_task("matbench_jdft2d"), 60, 20)
-    monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name: small)
+    monkeypatch.setattr(running, "load_matbench_task", lambda name: small)
     encoded = []
     original = _StructureBase._encode_structures
 
@@ -303,7 +301,7 @@ def test_each_structure_is_encoded_once_for_all_models_of_a_run(monkeypatch):
     assert sum(encoded) == 80 and "encode_s" in filled  # once, for the three models' layers together
     clear_feature_cache()
     encoded.clear()
-    monkeypatch.setattr(_benchmark, "_fill_feature_cache", lambda inputs, steps: 0)
+    monkeypatch.setattr(running, "_fill_feature_cache", lambda inputs, steps: 0)
     plain = run_matbench_task("matbench_jdft2d", **run)
     # without it the featurizers' own cache does the same: the first model's pass keeps every
     # output of each structure (issue 34), so the other models' layers run no parent again
@@ -340,11 +338,10 @@ def test_seed_ensembles_grow_from_the_net_selected_on_inner_validation(monkeypat
     K (K - 1 more fits with other seeds). The row '<model> xK' records the members' seeds and
     fits; its validation score is the chosen net's; its test predictions are the mean of single
     nets of the chosen configuration fitted with the members' seeds."""
-    from sklearn_atomsets import _benchmark
     from sklearn_atomsets.__main__ import main
 
     small = dataclasses_replace_folds(load_matbench_task("matbench_steels", download=False), 100, 30)
-    monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name: small)
+    monkeypatch.setattr(running, "load_matbench_task", lambda name: small)
     settings = TrainingSettings(max_epochs=4, patience=4, loss="mae", ensemble=3, threshold="validation")
     grid = {"readout": ("mean", "set2set")}
     run = dict(models=["AtomSets-V0", "AMM-style"], folds=[0], selection=grid, log=lambda *a: None, seed=7)
@@ -359,7 +356,7 @@ def test_seed_ensembles_grow_from_the_net_selected_on_inner_validation(monkeypat
     assert seeds[0] == 7 and [x["seed"] for x in fold["ensemble"]["members"]] == seeds[1:]
     assert m["n_fits"] == 2 + 2  # two single-net candidates, then two more members
     # the selection is the single nets' selection, scores and all
-    single_run = run_matbench_task("matbench_steels", settings=_benchmark.replace(settings, ensemble=1), **run)
+    single_run = run_matbench_task("matbench_steels", settings=replace(settings, ensemble=1), **run)
     single = single_run["models"]["AtomSets-V0"]["folds"][0]
     scores = lambda f: [(c["config"], c["validation_score"]) for c in f["selection"]["candidates"]]  # noqa: E731
     assert fold["selection"]["chosen"] == single["selection"]["chosen"] and scores(fold) == scores(single)
@@ -367,7 +364,7 @@ def test_seed_ensembles_grow_from_the_net_selected_on_inner_validation(monkeypat
     chosen = fold["selection"]["chosen"]
     # the predictions are the mean of single nets of the chosen configuration fitted with the members' seeds
     X_train, y_train, X_test, _ = small.split(0)
-    config = _benchmark.replace(settings, ensemble=1, **chosen)
+    config = replace(settings, ensemble=1, **chosen)
     preds = []
     for s in seeds:
         pipe = make_model("AtomSets-V0", small.info, config, seed=s)
@@ -394,24 +391,23 @@ def test_ensembles_grown_from_recorded_selections_fit_only_the_chosen_net_again(
     again, only the chosen one (the first member, equal to the single run's net); the result is
     the ensemble the full selection would have grown. Fits the files do not record are selected
     as usual; selections made under other settings are not reused."""
-    from sklearn_atomsets import _benchmark
     from sklearn_atomsets.__main__ import main
 
     import dataclasses
 
     task = load_matbench_task("matbench_steels", download=False)
     small = dataclasses.replace(task, folds=[(train[:100], test[:30]) for train, test in task.folds[:2]])
-    monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name: small)
+    monkeypatch.setattr(running, "load_matbench_task", lambda name: small)
     single = TrainingSettings(max_epochs=4, patience=4, loss="mae", threshold="validation")
     grid = {"readout": ("mean", "set2set")}
     run = dict(models=["AtomSets-V0"], selection=grid, log=lambda *a: None, seeds=[3, 5])
     run_matbench_task("matbench_steels", settings=single, out_dir=tmp_path / "single", folds=[0], **run)
-    grown_full = run_matbench_task("matbench_steels", settings=_benchmark.replace(single, ensemble=3), folds=[0, 1],
+    grown_full = run_matbench_task("matbench_steels", settings=replace(single, ensemble=3), folds=[0, 1],
                                    **run)["models"]["AtomSets-V0 x3"]["folds"]
     selections = []
-    select = _benchmark.select_protocol
-    monkeypatch.setattr(_benchmark, "select_protocol", lambda *a, **k: selections.append(a[0]) or select(*a, **k))
-    grown = run_matbench_task("matbench_steels", settings=_benchmark.replace(single, ensemble=3), folds=[0, 1],
+    select = running.select_protocol
+    monkeypatch.setattr(running, "select_protocol", lambda *a, **k: selections.append(a[0]) or select(*a, **k))
+    grown = run_matbench_task("matbench_steels", settings=replace(single, ensemble=3), folds=[0, 1],
                               selected_from=[tmp_path / "single"], **run)["models"]["AtomSets-V0 x3"]
     assert len(selections) == 2  # fold 0 (both seeds) reused; fold 1 is not recorded: selected as usual
     recorded = json.loads((tmp_path / "single" / "matbench_steels.json").read_text())["models"]["AtomSets-V0"]
@@ -426,8 +422,8 @@ def test_ensembles_grown_from_recorded_selections_fit_only_the_chosen_net_again(
             assert fit["selection"]["candidates"] == reused[0]["selection"]["candidates"]
     assert grown["n_fits"] == 4 * (2 + 2)  # the recorded candidates count as this protocol's fits
     # a selection made under other settings (here another patience) is not reused
-    recorded_selections = _benchmark.recorded_selections
-    label, settings = "AtomSets-V0", _benchmark._recorded_settings("AtomSets-V0", small.info, single, grid)
+    recorded_selections = selection.recorded_selections
+    label, settings = "AtomSets-V0", running._recorded_settings("AtomSets-V0", small.info, single, grid)
     assert len(recorded_selections([tmp_path / "single"], "matbench_steels.json", label, settings)) == 2
     assert recorded_selections([tmp_path], "matbench_steels.json", label, {**settings, "patience": 5}) == {}
     # two files that disagree on one fit's choice are refused
@@ -451,7 +447,6 @@ def test_a_threshold_chosen_on_inner_validation_never_reads_the_test_fold(monkey
     changes the score but neither the threshold nor its validation score."""
     from matbench.data_ops import score_array
 
-    from sklearn_atomsets import _benchmark
 
     settings = TrainingSettings(max_epochs=8, patience=8, threshold="validation")
     run = dict(models=["AtomSets"], folds=[0], settings=settings, log=lambda *a: None)
@@ -459,7 +454,7 @@ def test_a_threshold_chosen_on_inner_validation_never_reads_the_test_fold(monkey
     assert list(clean) == ["AtomSets (validation threshold)"]
     for name, kind, label in [("AMM-style", "classification", "AMM-style"), ("AtomSets", "regression", "AtomSets"),
                               ("MLP-f", "classification", "MLP-f (validation threshold)")]:  # trees keep matbench's 0.5
-        assert _benchmark.model_label(name, settings, kind=kind) == label
+        assert running.model_label(name, settings, kind=kind) == label
     fold = clean["AtomSets (validation threshold)"]["folds"][0]
     assert clean["AtomSets (validation threshold)"]["settings"]["threshold"] == "validation"
     proba = np.array(fold["y_pred"])
@@ -472,7 +467,7 @@ def test_a_threshold_chosen_on_inner_validation_never_reads_the_test_fold(monkey
     task = load_matbench_task("matbench_expt_is_metal", download=False)
     other = float(np.quantile(proba, 0.8))
     poisoned = _poison_test_fold(task, 0, proba > other)
-    monkeypatch.setattr(_benchmark, "load_matbench_task", lambda name, **kw: poisoned)
+    monkeypatch.setattr(running, "load_matbench_task", lambda name, **kw: poisoned)
     dirty = run_matbench_task("matbench_expt_is_metal", **run)["models"]["AtomSets (validation threshold)"]["folds"][0]
     assert dirty["y_true"] != fold["y_true"] and dirty["score"] != fold["score"]
     for key in ("threshold", "threshold_validation_balanced_accuracy", "validation_score", "y_pred"):
@@ -483,7 +478,7 @@ def test_tune_threshold_maximises_balanced_accuracy_on_the_inner_split_only():
     from sklearn.metrics import balanced_accuracy_score
 
     from sklearn_atomsets import AtomSetsClassifier, AtomSetsEnsembleClassifier
-    from sklearn_atomsets._benchmark import tune_threshold
+    from sklearn_atomsets.matbench import tune_threshold
 
     rng = np.random.default_rng(1)
     X = [rng.integers(1, 40, size=rng.integers(1, 5)) for _ in range(400)]
@@ -507,12 +502,11 @@ def test_tune_threshold_maximises_balanced_accuracy_on_the_inner_split_only():
 
 
 def test_an_interrupted_run_resumes_after_its_last_fit(monkeypatch, tmp_path):
-    from sklearn_atomsets import _benchmark
 
     settings = TrainingSettings(max_epochs=3, patience=50)
     run = dict(models=["AtomSets-V0"], folds=[0, 1], seeds=[0, 1], settings=settings, log=lambda *a: None)
     whole = run_matbench_task("matbench_steels", out_dir=tmp_path / "whole", **run)["models"]["AtomSets-V0"]
-    calls, real = [], _benchmark._run_fold
+    calls, real = [], running._run_fold
 
     def stopped_at_the_third(task, name, fold, seed, *args, **kwargs):
         if len(calls) == 2:
@@ -520,16 +514,16 @@ def test_an_interrupted_run_resumes_after_its_last_fit(monkeypatch, tmp_path):
         calls.append((seed, fold))
         return real(task, name, fold, seed, *args, **kwargs)
 
-    monkeypatch.setattr(_benchmark, "_run_fold", stopped_at_the_third)
+    monkeypatch.setattr(running, "_run_fold", stopped_at_the_third)
     with pytest.raises(KeyboardInterrupt):
         run_matbench_task("matbench_steels", out_dir=tmp_path / "parts", **run)
     saved = json.loads((tmp_path / "parts" / "matbench_steels.json").read_text())["models"]["AtomSets-V0"]
     assert [(f["seed"], f["fold"]) for f in saved["folds"]] == [(0, 0), (1, 0)]  # both fits before the stop
     assert not list((tmp_path / "parts").glob("*.partial"))
     calls.clear()
-    monkeypatch.setattr(_benchmark, "_run_fold", real)
+    monkeypatch.setattr(running, "_run_fold", real)
     counted = []
-    monkeypatch.setattr(_benchmark, "_run_fold", lambda task, name, fold, seed, *a, **k: counted.append((seed, fold))
+    monkeypatch.setattr(running, "_run_fold", lambda task, name, fold, seed, *a, **k: counted.append((seed, fold))
                         or real(task, name, fold, seed, *a, **k))
     resumed = run_matbench_task("matbench_steels", out_dir=tmp_path / "parts", resume=True, **run)["models"]["AtomSets-V0"]
     assert counted == [(0, 1), (1, 1)]  # only the fits the stopped run had not finished
@@ -544,8 +538,7 @@ def test_an_interrupted_run_resumes_after_its_last_fit(monkeypatch, tmp_path):
 def test_a_stopped_selection_resumes_with_its_next_candidate(monkeypatch, tmp_path):
     """Each fitted candidate is pickled as it is done; a selection stopped during its third
     candidate goes on, with resume, from there: the same choice, records and model."""
-    from sklearn_atomsets import _benchmark
-    from sklearn_atomsets._benchmark import select_protocol
+    from sklearn_atomsets.matbench import select_protocol
 
     steels = MATBENCH_TASKS["matbench_steels"]
     rng = np.random.default_rng(0)
@@ -555,7 +548,7 @@ def test_a_stopped_selection_resumes_with_its_next_candidate(monkeypatch, tmp_pa
     grid = {"readout": ("mean", "set2set"), "dropout": (0.0, 0.1)}
     settings = TrainingSettings(max_epochs=4, patience=4)
     whole_model, whole_chosen, whole_records = select_protocol("AtomSets", steels, X, y, grid, settings, seed=3)
-    fitted, real = [], _benchmark._fit_config
+    fitted, real = [], selection._fit_config
 
     def stopped_at_the_third(name, info, F, t, config, *args):
         if len(fitted) == 2:
@@ -563,12 +556,12 @@ def test_a_stopped_selection_resumes_with_its_next_candidate(monkeypatch, tmp_pa
         fitted.append(config)
         return real(name, info, F, t, config, *args)
 
-    monkeypatch.setattr(_benchmark, "_fit_config", stopped_at_the_third)
+    monkeypatch.setattr(selection, "_fit_config", stopped_at_the_third)
     with pytest.raises(KeyboardInterrupt):
         select_protocol("AtomSets", steels, X, y, grid, settings, seed=3, checkpoint=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["candidate0.pkl", "candidate1.pkl"]
     fitted.clear()
-    monkeypatch.setattr(_benchmark, "_fit_config", lambda *a: fitted.append(a[4]) or real(*a))
+    monkeypatch.setattr(selection, "_fit_config", lambda *a: fitted.append(a[4]) or real(*a))
     model, chosen, records = select_protocol("AtomSets", steels, X, y, grid, settings, seed=3, checkpoint=tmp_path,
                                              resume=True)
     assert fitted == [{"readout": "set2set", "dropout": 0.0}, {"readout": "set2set", "dropout": 0.1}]  # the two left
@@ -576,4 +569,4 @@ def test_a_stopped_selection_resumes_with_its_next_candidate(monkeypatch, tmp_pa
     assert [r["validation_score"] for r in records] == [r["validation_score"] for r in whole_records]
     np.testing.assert_array_equal(model.predict(X[:10]), whole_model.predict(X[:10]))
     # a checkpoint of another configuration is not taken for this one
-    assert _benchmark._read_candidate(tmp_path / "candidate0.pkl", {"readout": "set2set", "dropout": 0.0}) is None
+    assert selection._read_candidate(tmp_path / "candidate0.pkl", {"readout": "set2set", "dropout": 0.0}) is None

@@ -167,7 +167,7 @@ def test_classification_is_scored_exactly_as_matbench_scores_the_leaderboard():
     import numpy as np
     from matbench.data_ops import score_array
 
-    from sklearn_atomsets._benchmark import classification_scores
+    from sklearn_atomsets.matbench import classification_scores
 
     n_checked, n_differ = 0, 0
     for result in _stored_classification_results():
@@ -192,7 +192,7 @@ def test_report_rescores_stored_classification_folds_from_predictions():
     fold = result["models"][name]["folds"][0]
     fold["score"] = 123.0  # a wrong stored score is replaced by the one computed from the predictions
     report.rescore_classification(result)
-    from sklearn_atomsets._benchmark import classification_scores
+    from sklearn_atomsets.matbench import classification_scores
 
     expected = classification_scores(fold["y_true"], fold["y_pred"])
     assert fold["score"] == expected["rocauc"]

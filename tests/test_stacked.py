@@ -231,8 +231,8 @@ def test_a_diverging_stack_raises_and_bad_stacked_values_are_named():
 def test_the_runners_selection_stacks_the_candidates_that_share_an_architecture():
     """select_protocol: candidates differing in loss and lr train in one stack, set2set ones
     alone; every record is what the candidate's own fit gives."""
-    from sklearn_atomsets._benchmark import TrainingSettings, _fit_config, select_protocol
-    from sklearn_atomsets._matbench import MATBENCH_TASKS
+    from sklearn_atomsets.matbench import MATBENCH_TASKS, TrainingSettings, select_protocol
+    from sklearn_atomsets.matbench.selection import _fit_config
 
     steels = MATBENCH_TASKS["matbench_steels"]
     X, y = _element_sets(120, atomic_numbers=True)

@@ -86,7 +86,7 @@ def test_parents_are_compared_on_the_rows_every_parent_can_encode(monkeypatch, p
     from pymatgen.core import Lattice, Structure
     from sklearn.model_selection import KFold
 
-    from sklearn_atomsets._matbench import MATBENCH_TASKS, MatbenchTask
+    from sklearn_atomsets.matbench import MATBENCH_TASKS, MatbenchTask
 
     monkeypatch.setenv("SKLEARN_ATOMSETS_MODEL_DIR", str(SHARED_MODELS))
     monkeypatch.setattr(studies, "MAX_EPOCHS", 2)
@@ -117,7 +117,7 @@ def test_parents_are_compared_on_the_rows_every_parent_can_encode(monkeypatch, p
 
 
 def test_mp_results_carry_the_leakage_note():
-    from sklearn_atomsets._benchmark import LEAKAGE_NOTE
+    from sklearn_atomsets.matbench.results import LEAKAGE_NOTE
 
     runs = [_run("AtomSets", 100, 100, 0.9), _run("AtomSets-V0", 100, 100, 0.6)]
     task = {"metric": "mae", "models": ["AtomSets", "AtomSets-V0"], "runs": runs}
