@@ -73,7 +73,7 @@ def run(args):
     out = Path(args.out) / f"{args.task}_{args.model}_{args.n_train}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["protocol"], r["seed"], json.dumps(r["config"], sort_keys=True)) for r in _records(out)}
-    featurizer = MODELS[args.model][0](info)
+    featurizer = MODELS[args.model].featurizer(info)
     start = time.perf_counter()
     F_train, F_test = featurizer.fit_transform(X_train, y_train), featurizer.transform(X_test)
     print(f"{args.task} fold {args.fold}: {len(y_train)} training rows of the fold (random subset), "

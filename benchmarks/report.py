@@ -29,8 +29,23 @@ SELECTED = "AtomSets (validation-selected)"
 DEFAULT_PARENT = "Eform_MP_2019"  # models without "[parent]" in their name use the runner's default parent
 
 
+def _label(name):
+    """The runner's label of a row (``sklearn_atomsets.matbench.parse_model_label``: its model's spec,
+    readout, ensemble size, threshold), or None for the rows this report adds (validation-selected)."""
+    from sklearn_atomsets.matbench import parse_model_label
+
+    try:
+        return parse_model_label(name)
+    except ValueError:
+        return None
+
+
 def parent_of(name):
-    """The parent a model row's features came from: 'AtomSets-V1 [CHGNet-0.3.0]' -> 'CHGNet-0.3.0'."""
+    """The parent a model row's features came from: 'AtomSets-V1 [CHGNet-0.3.0]' -> 'CHGNet-0.3.0'
+    (its spec's), and the parent a per-parent validation-selected row chose among."""
+    label = _label(name)
+    if label is not None:
+        return label.spec.parent
     return name[name.index("[") + 1:name.index("]")] if "[" in name and "]" in name else DEFAULT_PARENT
 
 
@@ -136,7 +151,7 @@ def _plan_jobs(plan):
 
 def _is_ensemble_job(model):
     """A plan model '<model> xK': a seed ensemble grown from the selected nets, an addition to the table."""
-    return re.search(r" x\d+$", model) is not None
+    return _label(model).ensemble > 1
 
 
 def complete_tasks(seeded=SEEDED_RESULTS, plan=PLAN):
@@ -204,7 +219,9 @@ def load_results(folder=RESULTS, drop=frozenset()):
 
 
 def _is_atomsets(name):
-    return name.startswith(("AtomSets", "MLP-f")) and not _is_selected(name)
+    """A row of one of the runner's network models (AtomSets, MLP-f; any parent)."""
+    label = _label(name)
+    return label is not None and label.spec.is_network
 
 
 def ensemble_size(model):
@@ -303,13 +320,14 @@ def training(result, name):
                           for f in m["folds"])
         return (f"per {'seed and ' if seeded else ''}fold, whichever of the {len(m['candidates'])} AtomSets-family "
                 f"models above has the best inner-validation score ({picks})")
-    if name.startswith("AMM-style"):
+    spec = _label(name).spec
+    if not spec.is_network:
         trees = result["models"][name].get("settings", result["settings"]).get("n_estimators")
         return f"random forest, {trees} trees"
     s = result["models"][name].get("settings") or dict(result["settings"], loss=None)
     loss = s.get("loss") or ("mse" if result["metric"] == "mae" else "cross_entropy")
     loss = {"mse": "MSE", "mae": "L1", "huber": "Huber", "cross_entropy": "cross-entropy"}[loss]
-    readout = f"{s['readout']} readout, " if "readout" in s and not name.startswith("MLP-f") else ""
+    readout = f"{s['readout']} readout, " if "readout" in s and spec.has_readout else ""
     extra = "".join(f", {k.replace('_', ' ')} {s[k]:g}" for k in ("weight_decay", "dropout") if s.get(k))
     if s.get("standardize_features"):
         extra += ", feature rows standardised on the training fold"

@@ -34,6 +34,7 @@ from ._featurizers import (
     MEGNetSiteSetFeaturizer,
     MEGNetStructureFeaturizer,
     clear_feature_cache,
+    precompute_features,
     set_feature_cache_limit,
 )
 from .matbench.tasks import MatbenchTask, load_matbench_task
@@ -75,6 +76,7 @@ __all__ += [
     "MEGNetSiteSetFeaturizer",
     "MEGNetStructureFeaturizer",
     "clear_feature_cache",
+    "precompute_features",
     "set_feature_cache_limit",
     "FailedSet",
     "MutualInfoSelector",

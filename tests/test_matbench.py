@@ -301,7 +301,7 @@ def test_each_structure_is_encoded_once_for_all_models_of_a_run(monkeypatch):
     assert sum(encoded) == 80 and "encode_s" in filled  # once, for the three models' layers together
     clear_feature_cache()
     encoded.clear()
-    monkeypatch.setattr(running, "_fill_feature_cache", lambda inputs, steps: 0)
+    monkeypatch.setattr(running, "precompute_features", lambda inputs, steps: 0)
     plain = run_matbench_task("matbench_jdft2d", **run)
     # without it the featurizers' own cache does the same: the first model's pass keeps every
     # output of each structure (issue 34), so the other models' layers run no parent again

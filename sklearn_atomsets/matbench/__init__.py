@@ -10,7 +10,7 @@ One room per concern, data flowing one way::
 plan, run, print and plot.
 """
 
-from .models import MODELS, make_model, model_label, models_for
+from .models import MODELS, ModelLabel, ModelSpec, make_model, model_label, models_for, parse_model_label
 from .protocol import DEFAULT_SELECTION, TrainingSettings, parse_selection, step_epochs, train_steps
 from .results import VALIDATION_UNITS, classification_scores, merge_results, summarise_fits, summary_lines
 from .running import run_matbench_task
@@ -23,6 +23,8 @@ __all__ = [
     "MATBENCH_TASKS",
     "MODELS",
     "MatbenchTask",
+    "ModelLabel",
+    "ModelSpec",
     "TrainingSettings",
     "VALIDATION_UNITS",
     "candidate_configs",
@@ -34,6 +36,7 @@ __all__ = [
     "merge_results",
     "model_label",
     "models_for",
+    "parse_model_label",
     "parse_selection",
     "recorded_selections",
     "run_matbench_task",

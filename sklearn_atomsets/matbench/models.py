@@ -3,6 +3,9 @@ and the labels its results are written under."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from sklearn.base import is_classifier
 from sklearn.pipeline import Pipeline
 
@@ -11,16 +14,15 @@ from .._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
 from .._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
 from .._featurizers import (
     AtomicNumberSetFeaturizer,
-    MEGNetCompositionFeaturizer,
-    MEGNetElementSetFeaturizer,
-    MEGNetSiteSetFeaturizer,
-    MEGNetStructureFeaturizer,
+    CompositionFeaturizer,
+    ElementSetFeaturizer,
     SiteSetFeaturizer,
     StructureFeaturizer,
 )
+from ..parents import DEFAULT_PARENT
 from .protocol import TrainingSettings, _loss, _lr_schedule
 
-__all__ = ["MODELS", "make_model", "model_label", "models_for"]
+__all__ = ["MODELS", "ModelLabel", "ModelSpec", "make_model", "model_label", "models_for", "parse_model_label"]
 
 
 def _seed_ensemble(net, settings, seed):
@@ -50,53 +52,96 @@ def _mlpf(kind, settings, seed):
         random_state=seed), settings, seed)
 
 
-def _site_sets(layer):
-    return lambda info: MEGNetSiteSetFeaturizer(layer) if info.input == "structure" else None
+#: What a spec's ``estimator`` can be: a set model with a readout (AtomSets), an MLP on the parent's
+#: readout vector f (MLP-f), or the AutoMatminer-style random forest on matminer features.
+ESTIMATORS = ("atomsets", "mlp", "forest")
 
 
-MODELS = {
-    # name: (featurizer factory or None when not applicable, estimator factory, inputs it applies to)
-    "AtomSets": (lambda info: AtomicNumberSetFeaturizer(), "sets", ("composition", "structure")),
-    "AtomSets-V0": (
-        lambda info: MEGNetElementSetFeaturizer() if info.input == "composition" else MEGNetSiteSetFeaturizer("V0"),
-        "sets",
-        ("composition", "structure"),
-    ),
-    "AtomSets-V1": (_site_sets("V1"), "sets", ("structure",)),
-    "AtomSets-V2": (_site_sets("V2"), "sets", ("structure",)),
-    "AtomSets-V3": (_site_sets("V3"), "sets", ("structure",)),
-    "AtomSets-V0+V1": (_site_sets(("V0", "V1")), "sets", ("structure",)),
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the benchmark, as data: what it featurizes with, what it fits, where it applies.
+
+    ``layers``: the parent outputs an AtomSets model's set rows are made of (``("V1",)``, or
+    ``("V0", "V1")`` for rows that join two layers; empty for the atomic-number sets of the plain
+    ``AtomSets``); MLP-f reads ``("f",)``. ``parent``: the frozen parent those come from.
+    ``megnet_features``: a forest that also reads the default parent's readouts (``f`` and V1
+    statistics of structures, the element-embedding statistics of compositions).
+
+    Examples
+    --------
+    >>> from sklearn_atomsets.matbench import MODELS
+    >>> spec = MODELS["AtomSets-V2 [CHGNet-0.3.0]"]
+    >>> spec.estimator, spec.layers, spec.parent, spec.is_network, spec.has_readout
+    ('atomsets', ('V2',), 'CHGNet-0.3.0', True, True)
+    """
+
+    name: str
+    estimator: str
+    inputs: tuple = ("structure",)
+    layers: tuple = ()
+    parent: str = DEFAULT_PARENT
+    megnet_features: bool = False
+
+    def __post_init__(self):
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"{self.name}: estimator should be one of {ESTIMATORS}, got {self.estimator!r}.")
+        if self.estimator == "mlp" and self.layers != ("f",):
+            raise ValueError(f"{self.name}: an MLP reads the readout vector, layers=('f',), got {self.layers}.")
+        if "composition" in self.inputs and self.estimator == "atomsets" and self.layers not in ((), ("V0",)):
+            raise ValueError(f"{self.name}: compositions have element sets only (layers () or ('V0',)).")
+
+    @property
+    def is_network(self):
+        """Whether it is a net (trained with an inner validation split, selectable, ensembled)."""
+        return self.estimator != "forest"
+
+    @property
+    def has_readout(self):
+        """Whether it is a set model, whose readout (mean or set2set) is a training choice."""
+        return self.estimator == "atomsets"
+
+    def featurizer(self, info):
+        """The pipeline's featurizer for a task (``None`` for a forest: its pipeline has its own)."""
+        if self.estimator == "forest":
+            return None
+        if self.estimator == "mlp":
+            return StructureFeaturizer(layers=self.layers, parent=self.parent)
+        if not self.layers:
+            return AtomicNumberSetFeaturizer()
+        if info.input == "composition":
+            return ElementSetFeaturizer(parent=self.parent)
+        return SiteSetFeaturizer(self.layers[0] if len(self.layers) == 1 else self.layers, parent=self.parent)
+
+
+def _specs():
+    both = ("composition", "structure")
+    yield ModelSpec("AtomSets", "atomsets", both)
+    yield ModelSpec("AtomSets-V0", "atomsets", both, ("V0",))
+    for layer in ("V1", "V2", "V3"):
+        yield ModelSpec(f"AtomSets-{layer}", "atomsets", layers=(layer,))
+    yield ModelSpec("AtomSets-V0+V1", "atomsets", layers=("V0", "V1"))
     # richer sets: the readout vector f of the parent appended to every site's V0+V1 row
-    "AtomSets-V0+V1+f": (_site_sets(("V0", "V1", "f")), "sets", ("structure",)),
-    "MLP-f": (lambda info: MEGNetStructureFeaturizer(layers=("f",)), "mlpf", ("structure",)),
+    yield ModelSpec("AtomSets-V0+V1+f", "atomsets", layers=("V0", "V1", "f"))
+    yield ModelSpec("MLP-f", "mlp", layers=("f",))
     # the same models on the CHGNet parent (optional [chgnet] extra); f is CHGNet's crystal feature
-    "AtomSets-V0 [CHGNet-0.3.0]": (
-        lambda info: MEGNetElementSetFeaturizer(parent="CHGNet-0.3.0") if info.input == "composition"
-        else MEGNetSiteSetFeaturizer("V0", parent="CHGNet-0.3.0"),
-        "sets",
-        ("composition", "structure"),
-    ),
-    **{
-        f"AtomSets-V{k} [CHGNet-0.3.0]": (
-            lambda info, layer=f"V{k}": MEGNetSiteSetFeaturizer(layer, parent="CHGNet-0.3.0"), "sets", ("structure",)
-        )
-        for k in range(1, 5)
-    },
-    "MLP-f [CHGNet-0.3.0]": (
-        lambda info: MEGNetStructureFeaturizer(layers=("f",), parent="CHGNet-0.3.0"), "mlpf", ("structure",)
-    ),
+    chgnet = "CHGNet-0.3.0"
+    yield ModelSpec(f"AtomSets-V0 [{chgnet}]", "atomsets", both, ("V0",), chgnet)
+    for k in range(1, 5):
+        yield ModelSpec(f"AtomSets-V{k} [{chgnet}]", "atomsets", layers=(f"V{k}",), parent=chgnet)
+    yield ModelSpec(f"MLP-f [{chgnet}]", "mlp", layers=("f",), parent=chgnet)
     # the same structure models on the SevenNet parent (optional [sevennet] extra): its five blocks' invariant
     # channels; f is their mean over the sites (issue 31)
-    **{
-        f"AtomSets-V{k} [SevenNet-0]": (
-            lambda info, layer=f"V{k}": SiteSetFeaturizer(layer, parent="SevenNet-0"), "sets", ("structure",)
-        )
-        for k in range(1, 6)
-    },
-    "MLP-f [SevenNet-0]": (lambda info: StructureFeaturizer(layers=("f",), parent="SevenNet-0"), "mlpf", ("structure",)),
-    "AMM-style": (None, "baseline", ("composition", "structure")),
-    "AMM-style + MEGNet": (None, "baseline+megnet", ("composition", "structure")),
-}
+    sevennet = "SevenNet-0"
+    for k in range(1, 6):
+        yield ModelSpec(f"AtomSets-V{k} [{sevennet}]", "atomsets", layers=(f"V{k}",), parent=sevennet)
+    yield ModelSpec(f"MLP-f [{sevennet}]", "mlp", layers=("f",), parent=sevennet)
+    yield ModelSpec("AMM-style", "forest", both)
+    yield ModelSpec("AMM-style + MEGNet", "forest", both, megnet_features=True)
+
+
+#: Every model a run can name, as :class:`ModelSpec`. A model on another parent is one more spec
+#: (its name says the parent in brackets).
+MODELS = {spec.name: spec for spec in _specs()}
 
 
 def models_for(info, names=None):
@@ -105,45 +150,86 @@ def models_for(info, names=None):
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise ValueError(f"Unknown models {unknown}; choose from {list(MODELS)}.")
-    return [n for n in names if info.input in MODELS[n][2]]
+    return [n for n in names if info.input in MODELS[n].inputs]
 
 
 def make_model(name, info, settings=None, seed=0):
     """The ``Pipeline(featurizer -> estimator)`` of a named model for a task."""
     settings = settings or TrainingSettings()
-    featurizer, estimator, inputs = MODELS[name]
-    if info.input not in inputs:
+    spec = MODELS[name]
+    if info.input not in spec.inputs:
         raise ValueError(f"{name} does not apply to {info.input} inputs.")
-    if estimator == "sets":
-        return Pipeline([("featurize", featurizer(info)), ("model", _set_estimator(info.kind, settings, seed))])
-    if estimator == "mlpf":
-        return Pipeline([("featurize", featurizer(info)), ("model", _mlpf(info.kind, settings, seed))])
+    if spec.has_readout:
+        return Pipeline([("featurize", spec.featurizer(info)), ("model", _set_estimator(info.kind, settings, seed))])
+    if spec.is_network:
+        return Pipeline([("featurize", spec.featurizer(info)), ("model", _mlpf(info.kind, settings, seed))])
     extra = []
-    if estimator == "baseline+megnet":
+    if spec.megnet_features:
         extra = (
-            [MEGNetCompositionFeaturizer()]
+            [CompositionFeaturizer()]
             if info.input == "composition"
-            else [MEGNetStructureFeaturizer(layers=("f", "V1"), stats=("mean", "std"))]
+            else [StructureFeaturizer(layers=("f", "V1"), stats=("mean", "std"))]
         )
     # every core for the forest and the selector, as the runner always ran them (results unchanged)
     return automatminer_style_pipeline(info.kind, info.input, extra_featurizers=extra,
                                        n_estimators=settings.n_estimators, random_state=seed, n_jobs=-1)
 
 
+THRESHOLD_SUFFIX = " (validation threshold)"
+
+
+@dataclass(frozen=True)
+class ModelLabel:
+    """What a results label says (:func:`model_label`, read back by :func:`parse_model_label`)."""
+
+    model: str  # the name in MODELS
+    readout: str | None = None  # a set model's fixed readout when it is not the mean's and not selected
+    ensemble: int = 1  # nets in the seed ensemble
+    threshold: bool = False  # a network classifier whose decision threshold was chosen on inner validation
+
+    @property
+    def spec(self):
+        return MODELS[self.model]
+
+
 def model_label(name, settings, selection=None, kind=None):
     """A model's name in the results: set models with the set2set readout are told apart
     (unless the readout is one of the selection's choices, made per fit), seed ensembles
     of K nets end in `` xK`` (``settings.ensemble``), and network classifiers whose decision
-    threshold was chosen on inner validation (``kind="classification"``) in `` (validation threshold)``."""
+    threshold was chosen on inner validation (``kind="classification"``) in `` (validation threshold)``.
+
+    Examples
+    --------
+    >>> from sklearn_atomsets.matbench import TrainingSettings, model_label, parse_model_label
+    >>> label = model_label("AtomSets-V1 [CHGNet-0.3.0]", TrainingSettings(readout="set2set", ensemble=5))
+    >>> label
+    'AtomSets-V1 [CHGNet-0.3.0] (set2set) x5'
+    >>> parse_model_label(label)
+    ModelLabel(model='AtomSets-V1 [CHGNet-0.3.0]', readout='set2set', ensemble=5, threshold=False)
+    """
+    spec = MODELS[name]
     label = name
-    if MODELS[name][1] == "sets" and settings.readout != "mean" and "readout" not in (selection or {}):
+    if spec.has_readout and settings.readout != "mean" and "readout" not in (selection or {}):
         label = f"{name} ({settings.readout})"
-    if MODELS[name][1] in ("sets", "mlpf") and settings.ensemble > 1:
+    if spec.is_network and settings.ensemble > 1:
         label = f"{label} x{settings.ensemble}"
     if _tunes_threshold(name, settings, kind):
-        label = f"{label} (validation threshold)"
+        label = f"{label}{THRESHOLD_SUFFIX}"
     return label
 
 
+def parse_model_label(label):
+    """The :class:`ModelLabel` of a results label that :func:`model_label` wrote; ``ValueError``
+    names a label that is not one (a report's own rows, a model no longer in :data:`MODELS`)."""
+    rest, threshold = (label[:-len(THRESHOLD_SUFFIX)], True) if label.endswith(THRESHOLD_SUFFIX) else (label, False)
+    name, readout, members = re.fullmatch(r"(.+?)(?: \((set2set)\))?(?: x(\d+))?", rest).groups()
+    ensemble = int(members or 1)
+    spec = MODELS.get(name)
+    if (spec is None or (readout and not spec.has_readout) or (members and (ensemble < 2 or not spec.is_network))
+            or (threshold and not spec.is_network)):
+        raise ValueError(f"{label!r} is not a model label of the runner (models: {list(MODELS)}).")
+    return ModelLabel(name, readout, ensemble, threshold)
+
+
 def _tunes_threshold(name, settings, kind):
-    return kind == "classification" and settings.threshold == "validation" and MODELS[name][1] in ("sets", "mlpf")
+    return kind == "classification" and settings.threshold == "validation" and MODELS[name].is_network

@@ -56,13 +56,13 @@ def _settings_record(settings):
 
 def _model_settings(name, info, settings):
     """The training settings that matter for one model (the baselines ignore the net's)."""
-    if MODELS[name][1].startswith("baseline"):
+    if not MODELS[name].is_network:
         return {"n_estimators": settings.n_estimators}  # never an ensemble
     out = _settings_record(settings)
     out.pop("n_estimators")
     if info.kind == "regression":
         out.pop("threshold", None)
-    if MODELS[name][1] == "mlpf":
+    if not MODELS[name].has_readout:
         out.pop("readout")  # MLP-f reads one fixed-length vector: no readout
     out["loss"] = _loss(info.kind, settings)
     if info.kind == "classification":

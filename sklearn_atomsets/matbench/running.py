@@ -22,7 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .._featurizers import _CACHE, _StructureBase
+from .._featurizers import precompute_features
 from .models import MODELS, _seed_ensemble, _tunes_threshold, make_model, model_label, models_for
 from .protocol import TrainingSettings, step_epochs
 from .results import (COMPOSITION_ONLY_NOTE, LEAKAGE_NOTE, VALIDATION_UNITS, _annotate_fits, _model_settings,
@@ -40,48 +40,6 @@ def _recorded_settings(name, info, settings, selection):
     if candidates:
         out["selection"] = {k: sorted({c[k] for c in candidates}, key=str) for k in candidates[0]}
     return out
-
-
-def _structure_featurizers(step):
-    """The cached structure featurizers inside a pipeline step (itself, or nested in its parameters)."""
-    found, todo = [], [step]
-    while todo:
-        obj = todo.pop()
-        if isinstance(obj, (list, tuple)):
-            todo.extend(obj)
-        elif isinstance(obj, _StructureBase):
-            if obj.cache:
-                found.append(obj)
-        elif hasattr(obj, "get_params"):
-            todo.extend(obj.get_params(deep=False).values())
-    return found
-
-
-def _fill_feature_cache(inputs, steps):
-    """Encode every input once per parent with all the outputs the steps' featurizers need.
-
-    The process-wide feature cache merges the outputs of one structure, but each featurizer
-    asks the parent only for its own layers, so a run of AtomSets-V1, -V2, -V3 and MLP-f would
-    run the parent once per model. Asking once for the union fills the cache for all of them
-    (their later calls are cache hits). Returns how many parents were run.
-    """
-    groups = {}
-    for step in steps:
-        for featurizer in _structure_featurizers(step):
-            key = (featurizer._parent_key(), bool(featurizer.structure_only))
-            groups.setdefault(key, (featurizer, set()))[1].update(featurizer._needed_outputs())
-    inputs = list(inputs)
-    n_sites = sum(len(x) if hasattr(x, "__len__") else 0 for x in inputs)
-    filled = 0
-    for featurizer, wanted in groups.values():
-        encoder = featurizer._encoder()
-        widths = encoder.output_widths()
-        nbytes = 4 * sum(widths[n] * (n_sites if n in encoder.site_layers else len(inputs)) for n in wanted)
-        if nbytes > _CACHE.max_bytes // 2:  # would not stay cached: each model encodes what it needs
-            continue
-        featurizer._encode(inputs, pbar=False, wanted=sorted(wanted))
-        filled += 1
-    return filled
 
 
 def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out_dir=None, seed=0, log=print,
@@ -189,7 +147,7 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     for fold in folds:
         X_train, _, X_test, _ = task.split(fold)
         run_inputs += [*X_train, *X_test]
-    if _fill_feature_cache(run_inputs, [make_model(name, info, settings)[0] for name in names]):
+    if precompute_features(run_inputs, [make_model(name, info, settings)[0] for name in names]):
         result["encode_s"] = time.perf_counter() - start
         log(f"{task_name}: every structure encoded once per parent for all models ({result['encode_s']:.1f} s)")
     for name in names:
@@ -296,7 +254,7 @@ def _run_fold(task, name, fold, seed, settings, selection, shared=None, recorded
     entry = {"seed": seed, "fold": fold, "score": score, **other_scores, "featurize_s": t_featurize, "fit_s": t_fit,
              "features_reused": reused, "n_train": len(y_train), "n_test": len(y_test),
              "y_true": y_test.astype(float).tolist(), "y_pred": pred.tolist()}
-    if settings.ensemble > 1 and MODELS[name][1] in ("sets", "mlpf"):
+    if settings.ensemble > 1 and MODELS[name].is_network:
         entry["ensemble"] = {"n_estimators": settings.ensemble, "seeds": [int(s) for s in net.seeds_]}
     if selection:
         entry.update({k: picked[k] for k in ("best_epoch", "validation_score", "epochs_run", "hit_cap", "members")

@@ -44,11 +44,11 @@ def candidate_configs(name, info, selection):
     >>> candidate_configs("AMM-style", MATBENCH_TASKS["matbench_glass"], grid)
     []
     """
-    estimator = MODELS[name][1]
-    if estimator.startswith("baseline"):
+    spec = MODELS[name]
+    if not spec.is_network:
         return []
     grid = {k: v for k, v in selection.items()
-            if not (k == "loss" and info.kind == "classification") and not (k == "readout" and estimator == "mlpf")}
+            if not (k == "loss" and info.kind == "classification") and not (k == "readout" and not spec.has_readout)}
     keys = list(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
