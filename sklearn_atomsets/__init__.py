@@ -38,6 +38,7 @@ from ._featurizers import (
     set_feature_cache_limit,
 )
 from .matbench.tasks import MatbenchTask, load_matbench_task
+from ._preset import DescriptorPreset, descriptor_preset
 from .parents import EncoderOutput, GraphConstructionError, RowError, load_parent, parent_family, registered_parents
 from .parents._base import ParentModelCorruptError, ParentModelNotFoundError
 from .parents.megnet import PARENT_MODELS, CrystalGraphBatch, MEGNetEncoder, MEGNetModule, ParentModel, build_graphs
@@ -90,6 +91,8 @@ __all__ += [
     "MatminerFeatures",
     "automatminer_style_pipeline",
     "default_matminer_featurizers",
+    "DescriptorPreset",
+    "descriptor_preset",
     "load_matbench_task",
     "CrystalGraphBatch",
     "EncoderOutput",
