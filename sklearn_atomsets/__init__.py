@@ -38,6 +38,7 @@ from ._featurizers import (
     set_feature_cache_limit,
 )
 from .matbench.tasks import MatbenchTask, load_matbench_task
+from ._descriptors import SetsAndDescriptors
 from ._preset import DescriptorPreset, descriptor_preset
 from .parents import EncoderOutput, GraphConstructionError, RowError, load_parent, parent_family, registered_parents
 from .parents._base import ParentModelCorruptError, ParentModelNotFoundError
@@ -92,6 +93,7 @@ __all__ += [
     "automatminer_style_pipeline",
     "default_matminer_featurizers",
     "DescriptorPreset",
+    "SetsAndDescriptors",
     "descriptor_preset",
     "load_matbench_task",
     "CrystalGraphBatch",

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from sklearn.base import BaseEstimator, TransformerMixin
+
 from ._sets import _is_set_column
 
-__all__ = ["split_descriptors"]
+__all__ = ["SetsAndDescriptors", "split_descriptors"]
 
 
 def _numeric_2d(value):
@@ -111,3 +113,51 @@ def take_samples(X, positions):
     if isinstance(X, tuple) and split_descriptors(X)[1] is not None:
         return tuple(_safe_indexing(part, positions) for part in X)
     return _safe_indexing(X, positions)
+
+
+class SetsAndDescriptors(TransformerMixin, BaseEstimator):
+    """One set featurizer's sets beside one descriptor featurizer's columns: the DataFrame form of
+    ``X`` above, as the first step of a ``Pipeline`` (structures or compositions in).
+
+    The set column is named ``"sets"`` (a :class:`FailedSet` where the set featurizer failed);
+    the descriptor columns carry the descriptor featurizer's labels, NaN where it failed (matminer's
+    ``featurize_many(ignore_errors=True)``): impute or select them in a later step, or let the
+    estimator's ``handle_missing`` decide. Neither featurizer is fitted (they are frozen or
+    hand-made): ``fit`` does nothing.
+
+    Parameters
+    ----------
+    sets : featurizer
+        Gives one set per entry (``SiteSetFeaturizer``, ``ElementSetFeaturizer``...).
+    descriptors : matminer featurizer
+        Gives one numeric row per entry (``descriptor_preset(...)``, ``DensityFeatures()``...).
+
+    Examples
+    --------
+    >>> from pymatgen.core import Composition
+    >>> from matminer.featurizers.composition import Stoichiometry
+    >>> from sklearn_atomsets import ElementSetFeaturizer, SetsAndDescriptors
+    >>> X = SetsAndDescriptors(ElementSetFeaturizer(), Stoichiometry()).fit_transform([Composition("Fe2O3")])
+    >>> list(X.columns)[:3], X.shape
+    (['sets', '0-norm', '2-norm'], (1, 7))
+    """
+
+    def __init__(self, sets, descriptors):
+        self.sets = sets
+        self.descriptors = descriptors
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        import pandas as pd
+
+        X = list(X)
+        sets = [row[0] for row in self.sets.transform(X)]
+        values = self.descriptors.featurize_many(X, ignore_errors=True, pbar=False)
+        labels = list(self.descriptors.feature_labels())
+        if "sets" in labels:
+            raise ValueError("The descriptor featurizer has a column named 'sets', the set column's name.")
+        frame = pd.DataFrame(np.asarray(values, dtype=np.float64).reshape(len(X), len(labels)), columns=labels)
+        frame.insert(0, "sets", pd.Series(sets, dtype=object))
+        return frame

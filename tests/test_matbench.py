@@ -179,6 +179,25 @@ def test_selection_never_reads_the_test_fold(monkeypatch, tmp_path):
     assert dirty["y_true"] != clean["y_true"] and dirty["score"] != clean["score"]
 
 
+def test_sets_plus_descriptors_never_see_the_test_rows_while_fitting(monkeypatch):
+    """The hybrid model (sets + the descriptor preset, imputed and NMI-selected on the training fold):
+    its test predictions stay the same when the test fold's targets are replaced by noise, so neither
+    the imputer, nor the selector, nor the net read them; and the descriptors really enter the net."""
+    small = dataclasses_replace_folds(load_matbench_task("matbench_steels"), 120, 40)
+    monkeypatch.setattr(running, "load_matbench_task", lambda name: small)
+    run = dict(models=["AtomSets-V0 + descriptors"], folds=[0], log=lambda *a: None,
+               settings=TrainingSettings(max_epochs=4, patience=4, loss="mae"))
+    clean = run_matbench_task("matbench_steels", **run)["models"]["AtomSets-V0 + descriptors"]["folds"][0]
+    noise = np.random.default_rng(0).normal(1e4, 1e3, size=clean["n_test"])
+    monkeypatch.setattr(running, "load_matbench_task", lambda name: _poison_test_fold(small, 0, noise))
+    dirty = run_matbench_task("matbench_steels", **run)["models"]["AtomSets-V0 + descriptors"]["folds"][0]
+    assert dirty["y_pred"] == clean["y_pred"] and dirty["y_true"] != clean["y_true"]
+    pipe = make_model("AtomSets-V0 + descriptors", small.info, run["settings"])
+    X_train, y_train, _, _ = small.split(0)
+    F = pipe[:-1].fit_transform(list(X_train), y_train.to_numpy())
+    assert F.shape == (120, 65) and pipe[-1].fit(F, y_train.to_numpy()).n_descriptors_in_ == 64
+
+
 def test_selection_of_classifiers_and_baselines():
     from sklearn_atomsets.matbench import candidate_configs, parse_selection, select_protocol
 
@@ -266,7 +285,8 @@ def test_composition_only_tasks_run_the_composition_models(monkeypatch, tmp_path
 
     full = load_matbench_composition_task("matbench_mp_e_form")
     assert full.info.input == "composition" and models_for(full.info) == [
-        "AtomSets", "AtomSets-V0", "AtomSets-V0 [CHGNet-0.3.0]", "AMM-style", "AMM-style + MEGNet"]
+        "AtomSets", "AtomSets-V0", "AtomSets-V0 [CHGNet-0.3.0]", "AtomSets-V0 + descriptors", "AMM-style",
+        "AMM-style + MEGNet"]
     # a small slice of the official folds keeps the test fast
     small = dataclasses_replace_folds(full, 300, 60)
     monkeypatch.setattr(running, "load_matbench_composition_task", lambda name: small)

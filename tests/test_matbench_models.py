@@ -7,7 +7,8 @@ import itertools
 
 import pytest
 
-from sklearn_atomsets import AtomicNumberSetFeaturizer, ElementSetFeaturizer, SiteSetFeaturizer, StructureFeaturizer
+from sklearn_atomsets import (AtomicNumberSetFeaturizer, ElementSetFeaturizer, SetsAndDescriptors, SiteSetFeaturizer,
+                              StructureFeaturizer)
 from sklearn_atomsets.matbench import (MATBENCH_TASKS, MODELS, ModelLabel, ModelSpec, TrainingSettings, make_model,
                                        model_label, parse_model_label)
 
@@ -52,6 +53,12 @@ def test_specs_build_the_pipelines_they_describe():
                 assert type(pipe[-1]).__name__.startswith("RandomForest")
                 continue
             featurizer = pipe[0]
+            if spec.descriptors:  # the sets beside the parent's descriptor preset, selected on training rows
+                assert isinstance(featurizer, SetsAndDescriptors) and "select" in pipe.named_steps
+                assert featurizer.descriptors.parents == (spec.parent,)
+                featurizer = featurizer.sets
+            else:
+                assert len(pipe) == 2
             assert isinstance(featurizer, AtomicNumberSetFeaturizer) or featurizer.parent == spec.parent
             if spec.estimator == "mlp":
                 assert isinstance(featurizer, StructureFeaturizer) and featurizer.layers == ("f",)
@@ -63,7 +70,8 @@ def test_specs_build_the_pipelines_they_describe():
                 assert isinstance(featurizer, SiteSetFeaturizer)
                 assert featurizer.layer == (spec.layers[0] if len(spec.layers) == 1 else spec.layers)
     assert [n for n, s in MODELS.items() if "composition" in s.inputs] == [
-        "AtomSets", "AtomSets-V0", "AtomSets-V0 [CHGNet-0.3.0]", "AMM-style", "AMM-style + MEGNet"]
+        "AtomSets", "AtomSets-V0", "AtomSets-V0 [CHGNet-0.3.0]", "AtomSets-V0 + descriptors", "AMM-style",
+        "AMM-style + MEGNet"]
     megnet = make_model("AMM-style + MEGNet", GLASS)[0]
     assert any(type(f).__name__ == "CompositionFeaturizer" for f in megnet.featurizers)
 
@@ -75,3 +83,5 @@ def test_a_spec_that_cannot_be_built_is_refused():
         ModelSpec("X", "mlp", layers=("V1",))
     with pytest.raises(ValueError, match="element sets only"):
         ModelSpec("X", "atomsets", ("composition",), ("V1",))
+    with pytest.raises(ValueError, match="join a set model"):
+        ModelSpec("X", "mlp", layers=("f",), descriptors=True)

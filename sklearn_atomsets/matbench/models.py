@@ -12,6 +12,7 @@ from sklearn.pipeline import Pipeline
 from .._baseline import automatminer_style_pipeline
 from .._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
 from .._estimators import AtomSetsClassifier, AtomSetsRegressor, MLPfClassifier, MLPfRegressor
+from .._descriptors import SetsAndDescriptors
 from .._featurizers import (
     AtomicNumberSetFeaturizer,
     CompositionFeaturizer,
@@ -19,6 +20,8 @@ from .._featurizers import (
     SiteSetFeaturizer,
     StructureFeaturizer,
 )
+from .._preset import descriptor_preset
+from .._selection import MutualInfoSelector
 from ..parents import DEFAULT_PARENT
 from .protocol import TrainingSettings, _loss, _lr_schedule
 
@@ -66,6 +69,11 @@ class ModelSpec:
     ``AtomSets``); MLP-f reads ``("f",)``. ``parent``: the frozen parent those come from.
     ``megnet_features``: a forest that also reads the default parent's readouts (``f`` and V1
     statistics of structures, the element-embedding statistics of compositions).
+    ``descriptors``: an AtomSets model that also reads descriptor columns (issue 33): the
+    :func:`~sklearn_atomsets.descriptor_preset` of its parent (matminer's standard descriptors and
+    the parent's readouts) beside its sets, missing values imputed with the training fold's
+    medians and the :data:`N_DESCRIPTORS` most informative kept by
+    :class:`~sklearn_atomsets.MutualInfoSelector`, both fitted on the training fold only.
 
     Examples
     --------
@@ -81,6 +89,7 @@ class ModelSpec:
     layers: tuple = ()
     parent: str = DEFAULT_PARENT
     megnet_features: bool = False
+    descriptors: bool = False
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -89,6 +98,8 @@ class ModelSpec:
             raise ValueError(f"{self.name}: an MLP reads the readout vector, layers=('f',), got {self.layers}.")
         if "composition" in self.inputs and self.estimator == "atomsets" and self.layers not in ((), ("V0",)):
             raise ValueError(f"{self.name}: compositions have element sets only (layers () or ('V0',)).")
+        if self.descriptors and not self.has_readout:
+            raise ValueError(f"{self.name}: descriptor columns join a set model's readout (estimator 'atomsets').")
 
     @property
     def is_network(self):
@@ -107,10 +118,33 @@ class ModelSpec:
         if self.estimator == "mlp":
             return StructureFeaturizer(layers=self.layers, parent=self.parent)
         if not self.layers:
-            return AtomicNumberSetFeaturizer()
-        if info.input == "composition":
-            return ElementSetFeaturizer(parent=self.parent)
-        return SiteSetFeaturizer(self.layers[0] if len(self.layers) == 1 else self.layers, parent=self.parent)
+            sets = AtomicNumberSetFeaturizer()
+        elif info.input == "composition":
+            sets = ElementSetFeaturizer(parent=self.parent)
+        else:
+            sets = SiteSetFeaturizer(self.layers[0] if len(self.layers) == 1 else self.layers, parent=self.parent)
+        if self.descriptors:
+            return SetsAndDescriptors(sets, descriptor_preset(info.input, parents=(self.parent,)))
+        return sets
+
+
+#: How many descriptor columns a ``descriptors`` model keeps (MutualInfoSelector's default, fixed in
+#: advance: not chosen on test folds, and not yet on inner validation either).
+N_DESCRIPTORS = 64
+
+
+def _descriptor_selection():
+    """The descriptors of a ``SetsAndDescriptors`` frame imputed (training medians) and cut to the
+    :data:`N_DESCRIPTORS` most informative (MODNet's NMI criterion), the set column passed through."""
+    import numpy as np
+    from sklearn.compose import ColumnTransformer, make_column_selector
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+
+    descriptors = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                                MutualInfoSelector(n_features=N_DESCRIPTORS))
+    return ColumnTransformer([("descriptors", descriptors, make_column_selector(dtype_include=np.number))],
+                             remainder="passthrough", verbose_feature_names_out=False).set_output(transform="pandas")
 
 
 def _specs():
@@ -135,6 +169,9 @@ def _specs():
     for k in range(1, 6):
         yield ModelSpec(f"AtomSets-V{k} [{sevennet}]", "atomsets", layers=(f"V{k}",), parent=sevennet)
     yield ModelSpec(f"MLP-f [{sevennet}]", "mlp", layers=("f",), parent=sevennet)
+    # sets plus descriptors (issue 33): the paper's recommended layers with the preset beside them
+    yield ModelSpec("AtomSets-V0 + descriptors", "atomsets", both, ("V0",), descriptors=True)
+    yield ModelSpec("AtomSets-V1 + descriptors", "atomsets", layers=("V1",), descriptors=True)
     yield ModelSpec("AMM-style", "forest", both)
     yield ModelSpec("AMM-style + MEGNet", "forest", both, megnet_features=True)
 
@@ -160,7 +197,9 @@ def make_model(name, info, settings=None, seed=0):
     if info.input not in spec.inputs:
         raise ValueError(f"{name} does not apply to {info.input} inputs.")
     if spec.has_readout:
-        return Pipeline([("featurize", spec.featurizer(info)), ("model", _set_estimator(info.kind, settings, seed))])
+        select = [("select", _descriptor_selection())] if spec.descriptors else []
+        return Pipeline([("featurize", spec.featurizer(info)), *select,
+                         ("model", _set_estimator(info.kind, settings, seed))])
     if spec.is_network:
         return Pipeline([("featurize", spec.featurizer(info)), ("model", _mlpf(info.kind, settings, seed))])
     extra = []
