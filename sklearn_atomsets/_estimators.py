@@ -30,11 +30,11 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_feature_names, _check_sample_weight, check_is_fitted, column_or_1d
@@ -322,6 +322,7 @@ class _AtomSetsBase(BaseEstimator):
         "device": [str, torch.device],
         "n_jobs": [numbers.Integral, None],
         "handle_missing": [StrOptions({"error", "ignore"})],
+        "descriptor_selector": [HasMethods(["fit", "transform"]), None],
         "verbose": ["verbose"],
         "callbacks": [list, tuple, None],
         "warm_start": ["boolean"],
@@ -351,6 +352,7 @@ class _AtomSetsBase(BaseEstimator):
         device="cpu",
         n_jobs=None,
         handle_missing="error",
+        descriptor_selector=None,
         verbose=0,
         callbacks=None,
         warm_start=False,
@@ -378,6 +380,7 @@ class _AtomSetsBase(BaseEstimator):
         self.device = device
         self.n_jobs = n_jobs
         self.handle_missing = handle_missing
+        self.descriptor_selector = descriptor_selector
         self.verbose = verbose
         self.callbacks = callbacks
         self.warm_start = warm_start
@@ -523,7 +526,7 @@ class _AtomSetsBase(BaseEstimator):
         X, y, missing = self._split_missing(X, y, fitting=True, descriptors=descriptors,
                                             descriptor_names=descriptor_names)
         if descriptors is not None:
-            descriptors = np.delete(descriptors, missing, axis=0)
+            descriptors = self._select_descriptors(np.delete(descriptors, missing, axis=0), y, fitting=previous is None)
         if sample_weight is not None and len(missing):
             sample_weight = np.delete(sample_weight, missing)
             if not sample_weight.any():
@@ -578,6 +581,23 @@ class _AtomSetsBase(BaseEstimator):
             scaler = StandardScaler().fit(packed.features.astype(np.float64), sample_weight=row_weight)
             self.feature_mean_, self.feature_scale_ = scaler.mean_, scaler.scale_
 
+    def _select_descriptors(self, descriptors, y=None, fitting=False):
+        """The descriptor columns the net reads: all of them, or with ``descriptor_selector`` those it
+        keeps, the selector (a clone) fitted on the training samples (``fitting``: not on a warm start,
+        which keeps the previous fit's choice); ``descriptor_selector_`` is the fitted one."""
+        if fitting:
+            self.descriptor_selector_ = None
+            if self.descriptor_selector is not None:
+                self.descriptor_selector_ = clone(self.descriptor_selector).fit(descriptors, y)
+        selector = getattr(self, "descriptor_selector_", None)
+        if selector is None:
+            return descriptors
+        kept = np.asarray(selector.transform(descriptors), dtype=np.float64)
+        if kept.ndim != 2 or kept.shape[0] != descriptors.shape[0] or kept.shape[1] == 0:
+            raise ValueError(f"descriptor_selector {selector!r} gave {kept.shape} for {descriptors.shape} descriptors: "
+                             "it should keep at least one column of every sample.")
+        return kept
+
     def _fit_descriptor_scaling(self, descriptors, sample_weight=None):
         """``descriptor_mean_`` / ``descriptor_scale_``: each descriptor's (weighted) mean and standard
         deviation over the training samples (sklearn's ``StandardScaler``: a constant one keeps
@@ -622,7 +642,7 @@ class _AtomSetsBase(BaseEstimator):
             module__embedding_dim=self.embedding_dim,
             module__feature_mean=self.feature_mean_,
             module__feature_scale=self.feature_scale_,
-            module__n_descriptors=self.n_descriptors_in_,
+            module__n_descriptors=0 if self.descriptor_mean_ is None else len(self.descriptor_mean_),
             module__descriptor_mean=self.descriptor_mean_,
             module__descriptor_scale=self.descriptor_scale_,
             criterion=criterion,
@@ -702,7 +722,7 @@ class _AtomSetsBase(BaseEstimator):
             )
         X, _, missing = self._split_missing(X, descriptors=descriptors, descriptor_names=descriptor_names)
         if descriptors is not None:
-            descriptors = np.delete(descriptors, missing, axis=0)
+            descriptors = self._select_descriptors(np.delete(descriptors, missing, axis=0))
         if len(missing) and not len(X):
             return torch.zeros((0, len(self._prior))), missing
         dataset = _PackedDataset(self._pack(X, fitting=False), descriptors=descriptors)
@@ -824,6 +844,13 @@ _DOC_PARAMS = """
         and estimator can be fitted and scored by ``cross_val_score`` or ``GridSearchCV``
         on data with a few unfeaturizable rows, which count as uninformed predictions;
         ``fit`` and ``predict`` then warn, naming how many samples and their positions.
+    descriptor_selector : scikit-learn transformer, default=None
+        With descriptor columns: a clone of it is fitted on the training samples' descriptors and
+        targets (after ``handle_missing``; before the inner validation split, so it sees those rows
+        too, as a selector in a ``Pipeline`` would) and the net reads only the columns it keeps,
+        e.g. ``MutualInfoSelector(n_features=32)`` (MODNet's criterion), so the number kept can be
+        chosen by ``GridSearchCV`` or on inner validation like any other parameter;
+        ``descriptor_selector_`` is the fitted clone. None: every descriptor column.
     verbose : int, default=0
         0: silent. 1: one line per fit (epochs, best epoch, its validation score, time).
         2: skorch's per-epoch table and the early-stopping messages.

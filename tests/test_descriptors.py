@@ -191,3 +191,27 @@ def test_an_ensemble_on_sets_and_descriptors_fits_its_members_one_by_one(frame):
         AtomSetsEnsembleRegressor(AtomSetsRegressor(**dict(FAST, max_epochs=5)), n_estimators=2, stacked=True).fit(X, y)
     assert AtomSetsEnsembleRegressor(AtomSetsRegressor(**dict(FAST, max_epochs=5)), n_estimators=2,
                                      random_state=0).fit(X[["atomic number set"]], y).stacked_
+
+
+def test_a_descriptor_selector_inside_the_estimator_is_the_selection_in_front_of_it(frame):
+    """descriptor_selector: fitted on the training samples, it keeps the same columns as the same
+    selector fitted in front of the net, and the net trained on them is the same model; its size is
+    an ordinary parameter (GridSearchCV, clone, pickle), and predict reads the full table."""
+    from sklearn_atomsets import MutualInfoSelector
+
+    X, y = frame
+    inside = AtomSetsRegressor(**FAST, descriptor_selector=MutualInfoSelector(n_features=1)).fit(X, y)
+    selector = MutualInfoSelector(n_features=1).fit(X.iloc[:, 1:].to_numpy(), y)
+    assert list(inside.descriptor_selector_.get_support()) == list(selector.get_support()) == [False, False, True]
+    assert inside.n_descriptors_in_ == 3 and inside.module_.rho[0].in_features == 16 + 1  # the density only
+    kept = X.iloc[:, [0, 1 + int(np.flatnonzero(selector.get_support())[0])]]
+    in_front = AtomSetsRegressor(**FAST).fit(kept, y)
+    np.testing.assert_allclose(inside.predict(X), in_front.predict(kept), rtol=1e-6)
+    assert inside.descriptor_selector.n_features == 1 and not hasattr(inside.descriptor_selector, "ranking_")
+    again = pickle.loads(pickle.dumps(inside))
+    np.testing.assert_array_equal(again.predict(X), inside.predict(X))
+    search = GridSearchCV(AtomSetsRegressor(**FAST, descriptor_selector=MutualInfoSelector()),
+                          {"descriptor_selector__n_features": [1, 3]}, cv=KFold(2), scoring="neg_mean_absolute_error")
+    assert search.fit(X, y).best_estimator_.descriptor_selector_.n_features in (1, 3)
+    with pytest.raises(ValueError, match="feature names should match"):
+        inside.predict(kept)  # the table it was fitted on, not the selected columns

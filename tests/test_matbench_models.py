@@ -54,7 +54,8 @@ def test_specs_build_the_pipelines_they_describe():
                 continue
             featurizer = pipe[0]
             if spec.descriptors:  # the sets beside the parent's descriptor preset, selected on training rows
-                assert isinstance(featurizer, SetsAndDescriptors) and "select" in pipe.named_steps
+                assert isinstance(featurizer, SetsAndDescriptors) and "impute" in pipe.named_steps
+                assert pipe[-1].descriptor_selector.n_features == TrainingSettings().n_descriptors
                 assert featurizer.descriptors.parents == (spec.parent,)
                 featurizer = featurizer.sets
             else:
@@ -74,6 +75,20 @@ def test_specs_build_the_pipelines_they_describe():
         "AMM-style + MEGNet"]
     megnet = make_model("AMM-style + MEGNet", GLASS)[0]
     assert any(type(f).__name__ == "CompositionFeaturizer" for f in megnet.featurizers)
+
+
+def test_the_number_of_descriptors_is_a_setting_only_of_the_models_with_descriptors():
+    from sklearn_atomsets.matbench import candidate_configs
+    from sklearn_atomsets.matbench.results import _model_settings
+
+    grid = {"n_descriptors": (32, 128), "readout": ("mean", "set2set")}
+    assert candidate_configs("AtomSets-V0 + descriptors", STEELS, grid) == [
+        {"n_descriptors": n, "readout": r} for n in (32, 128) for r in ("mean", "set2set")]
+    assert candidate_configs("AtomSets-V0", STEELS, grid) == [{"readout": "mean"}, {"readout": "set2set"}]
+    settings = TrainingSettings(n_descriptors=32)
+    assert _model_settings("AtomSets-V0 + descriptors", STEELS, settings)["n_descriptors"] == 32
+    assert "n_descriptors" not in _model_settings("AtomSets-V0", STEELS, settings)
+    assert make_model("AtomSets-V0 + descriptors", STEELS, settings)[-1].descriptor_selector.n_features == 32
 
 
 def test_a_spec_that_cannot_be_built_is_refused():

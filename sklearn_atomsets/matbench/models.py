@@ -72,8 +72,9 @@ class ModelSpec:
     ``descriptors``: an AtomSets model that also reads descriptor columns (issue 33): the
     :func:`~sklearn_atomsets.descriptor_preset` of its parent (matminer's standard descriptors and
     the parent's readouts) beside its sets, missing values imputed with the training fold's
-    medians and the :data:`N_DESCRIPTORS` most informative kept by
-    :class:`~sklearn_atomsets.MutualInfoSelector`, both fitted on the training fold only.
+    medians, and inside the net (``descriptor_selector``) the ``TrainingSettings.n_descriptors``
+    most informative kept by :class:`~sklearn_atomsets.MutualInfoSelector`, both fitted on the
+    training fold only.
 
     Examples
     --------
@@ -128,22 +129,15 @@ class ModelSpec:
         return sets
 
 
-#: How many descriptor columns a ``descriptors`` model keeps (MutualInfoSelector's default, fixed in
-#: advance: not chosen on test folds, and not yet on inner validation either).
-N_DESCRIPTORS = 64
-
-
-def _descriptor_selection():
-    """The descriptors of a ``SetsAndDescriptors`` frame imputed (training medians) and cut to the
-    :data:`N_DESCRIPTORS` most informative (MODNet's NMI criterion), the set column passed through."""
+def _imputed_descriptors():
+    """The descriptors of a ``SetsAndDescriptors`` frame with their missing values imputed (the training
+    fold's medians), the set column passed through."""
     import numpy as np
     from sklearn.compose import ColumnTransformer, make_column_selector
     from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import make_pipeline
 
-    descriptors = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
-                                MutualInfoSelector(n_features=N_DESCRIPTORS))
-    return ColumnTransformer([("descriptors", descriptors, make_column_selector(dtype_include=np.number))],
+    imputer = SimpleImputer(strategy="median", keep_empty_features=True)
+    return ColumnTransformer([("descriptors", imputer, make_column_selector(dtype_include=np.number))],
                              remainder="passthrough", verbose_feature_names_out=False).set_output(transform="pandas")
 
 
@@ -197,9 +191,11 @@ def make_model(name, info, settings=None, seed=0):
     if info.input not in spec.inputs:
         raise ValueError(f"{name} does not apply to {info.input} inputs.")
     if spec.has_readout:
-        select = [("select", _descriptor_selection())] if spec.descriptors else []
-        return Pipeline([("featurize", spec.featurizer(info)), *select,
-                         ("model", _set_estimator(info.kind, settings, seed))])
+        if not spec.descriptors:
+            return Pipeline([("featurize", spec.featurizer(info)), ("model", _set_estimator(info.kind, settings, seed))])
+        selector = MutualInfoSelector(n_features=settings.n_descriptors)  # inside the net: its size is a setting
+        return Pipeline([("featurize", spec.featurizer(info)), ("impute", _imputed_descriptors()),
+                         ("model", _set_estimator(info.kind, settings, seed, descriptor_selector=selector))])
     if spec.is_network:
         return Pipeline([("featurize", spec.featurizer(info)), ("model", _mlpf(info.kind, settings, seed))])
     extra = []

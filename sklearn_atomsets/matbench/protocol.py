@@ -46,6 +46,9 @@ class TrainingSettings:
     #: runner turns them into ``patience`` / ``max_epochs`` of the task's training folds (:func:`step_epochs`)
     patience_steps: int | None = None
     max_steps: int | None = None
+    #: descriptor columns a sets-plus-descriptors model keeps (MutualInfoSelector inside the estimator,
+    #: fitted on the training fold; selectable: ``--select n_descriptors=32,64,128``)
+    n_descriptors: int = 64
 
 
 def train_steps(n_train, batch_size=128, validation_fraction=0.1):
@@ -95,7 +98,7 @@ def _flag(value):
 
 
 _SELECTABLE = {"loss": str, "readout": str, "lr": float, "weight_decay": float, "dropout": float, "lr_schedule": str,
-               "standardize_features": _flag}
+               "standardize_features": _flag, "n_descriptors": int}
 
 
 _CHOICES = {"loss": ("mse", "mae", "huber"), "readout": ("mean", "set2set"), "lr_schedule": ("none", "plateau")}

@@ -51,6 +51,7 @@ def _settings_record(settings):
     for field in ("patience_steps", "max_steps"):
         if out[field] is None:
             out.pop(field)
+    out.pop("n_descriptors")  # a setting of the models with descriptors only (_model_settings)
     return out
 
 
@@ -64,6 +65,8 @@ def _model_settings(name, info, settings):
         out.pop("threshold", None)
     if not MODELS[name].has_readout:
         out.pop("readout")  # MLP-f reads one fixed-length vector: no readout
+    if MODELS[name].descriptors:
+        out["n_descriptors"] = settings.n_descriptors
     out["loss"] = _loss(info.kind, settings)
     if info.kind == "classification":
         out["loss"] = "cross_entropy"

@@ -48,7 +48,8 @@ def candidate_configs(name, info, selection):
     if not spec.is_network:
         return []
     grid = {k: v for k, v in selection.items()
-            if not (k == "loss" and info.kind == "classification") and not (k == "readout" and not spec.has_readout)}
+            if not (k == "loss" and info.kind == "classification") and not (k == "readout" and not spec.has_readout)
+            and not (k == "n_descriptors" and not spec.descriptors)}
     keys = list(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
