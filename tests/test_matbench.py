@@ -185,13 +185,18 @@ def test_sets_plus_descriptors_never_see_the_test_rows_while_fitting(monkeypatch
     the imputer, nor the selector, nor the net read them; and the descriptors really enter the net."""
     small = dataclasses_replace_folds(load_matbench_task("matbench_steels"), 120, 40)
     monkeypatch.setattr(running, "load_matbench_task", lambda name: small)
+    # losses would share a stack; with descriptors the candidates fit one by one
     run = dict(models=["AtomSets-V0 + descriptors"], folds=[0], log=lambda *a: None,
-               settings=TrainingSettings(max_epochs=4, patience=4, loss="mae"))
+               settings=TrainingSettings(max_epochs=4, patience=4), selection={"loss": ("mae", "mse"), "n_descriptors": (16, 64)})
     clean = run_matbench_task("matbench_steels", **run)["models"]["AtomSets-V0 + descriptors"]["folds"][0]
     noise = np.random.default_rng(0).normal(1e4, 1e3, size=clean["n_test"])
     monkeypatch.setattr(running, "load_matbench_task", lambda name: _poison_test_fold(small, 0, noise))
     dirty = run_matbench_task("matbench_steels", **run)["models"]["AtomSets-V0 + descriptors"]["folds"][0]
     assert dirty["y_pred"] == clean["y_pred"] and dirty["y_true"] != clean["y_true"]
+    assert dirty["selection"]["chosen"] == clean["selection"]["chosen"] and len(clean["selection"]["candidates"]) == 4
+    assert ([c["validation_score"] for c in dirty["selection"]["candidates"]]
+            == [c["validation_score"] for c in clean["selection"]["candidates"]])
+    assert all("stack" not in c for c in clean["selection"]["candidates"])
     pipe = make_model("AtomSets-V0 + descriptors", small.info, run["settings"])
     X_train, y_train, _, _ = small.split(0)
     F = pipe[:-1].fit_transform(list(X_train), y_train.to_numpy())

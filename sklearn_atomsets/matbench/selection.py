@@ -18,7 +18,7 @@ from sklearn.model_selection import TunedThresholdClassifierCV
 from sklearn.utils import _safe_indexing
 
 from .._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
-from .._stacked import fit_stacked, stack_groups
+from .._stacked import fit_stacked, stack_groups, unsupported_data
 from .models import MODELS, make_model
 from .protocol import TrainingSettings
 from .results import _write_atomically
@@ -96,7 +96,9 @@ def _fit_configs(name, info, F_train, y_train, configs, settings, seed, on_fitte
     members once the stack is)."""
     models = [make_model(name, info, replace(settings, **config), seed)[-1] for config in configs]
     out = [None] * len(configs)
-    for group in stack_groups(models):
+    # descriptor columns join rho's input, which a stack does not have: such candidates fit one by one
+    groups = stack_groups(models) if unsupported_data(F_train) is None else [[i] for i in range(len(models))]
+    for group in groups:
         if len(group) == 1:
             out[group[0]] = _fit_config(name, info, F_train, y_train, configs[group[0]], settings, seed)
             if on_fitted is not None:
