@@ -57,6 +57,16 @@ def test_approximate_structures_are_flagged():
     assert task.approximate and task.source.endswith("approx")
 
 
+def test_the_data_beside_a_checkout_is_found_without_matminer_data(monkeypatch):
+    """Without $MATMINER_DATA a source checkout finds ../shared/data/matbench beside it (CI's layout)."""
+    from .conftest import REPO
+
+    assert tasks._checkout_shared() == REPO.parent / "shared" / "data" / "matbench"
+    monkeypatch.delenv("MATMINER_DATA", raising=False)
+    if tasks._checkout_shared().is_dir():
+        assert len(load_matbench_task("matbench_steels", download=False).targets) == 312
+
+
 def test_missing_data_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("MATMINER_DATA", str(tmp_path))
     monkeypatch.setattr(tasks, "_checkout_shared", lambda: tmp_path / "none")

@@ -100,7 +100,7 @@ _HINT = (
 
 def _checkout_shared():
     """``../shared/data/matbench`` beside a source checkout of this package, if any."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "matbench"
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "matbench"  # <checkout>/sklearn_atomsets/matbench/
 
 
 def find_matbench_data(task):
