@@ -152,12 +152,12 @@ class SetsAndDescriptors(TransformerMixin, BaseEstimator):
     def transform(self, X):
         import pandas as pd
 
+        labels = list(self.descriptors.feature_labels())
+        if "sets" in labels:  # before any featurizing
+            raise ValueError("The descriptor featurizer has a column named 'sets', the set column's name.")
         X = list(X)
         sets = [row[0] for row in self.sets.transform(X)]
         values = self.descriptors.featurize_many(X, ignore_errors=True, pbar=False)
-        labels = list(self.descriptors.feature_labels())
-        if "sets" in labels:
-            raise ValueError("The descriptor featurizer has a column named 'sets', the set column's name.")
         frame = pd.DataFrame(np.asarray(values, dtype=np.float64).reshape(len(X), len(labels)), columns=labels)
         frame.insert(0, "sets", pd.Series(sets, dtype=object))
         return frame

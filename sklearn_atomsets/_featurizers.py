@@ -496,6 +496,18 @@ def _unwrap(entries):
     return items
 
 
+def _worker_count(n_jobs, n_items, per_worker=1):
+    """Worker processes for ``n_items`` under matminer's ``n_jobs`` (None: 1; negative: counted back
+    from the CPU count, -1 all of them), at least ``per_worker`` items each; 1 inside a daemonic
+    process (a ``Pool`` or Dask worker), which may not have children: the work stays there."""
+    n_jobs = 1 if n_jobs is None else int(n_jobs)
+    if n_jobs < 0:
+        n_jobs = max((os.cpu_count() or 1) + 1 + n_jobs, 1)
+    if n_jobs <= 1 or multiprocessing.current_process().daemon:
+        return 1
+    return max(1, min(n_jobs, n_items // per_worker))
+
+
 def _structure_featurizers(objects):
     """The caching structure featurizers in ``objects`` (themselves, or nested in their parameters:
     a Pipeline's steps, matminer's MultipleFeaturizer, a list)."""
@@ -809,12 +821,7 @@ class _StructureBase(_FeaturizerBase):
         return {**(progress if isinstance(progress, dict) else {}), **(pbar if isinstance(pbar, dict) else {})}
 
     def _n_workers(self, n_structures):
-        n_jobs = 1 if self.n_jobs is None else int(self.n_jobs)
-        if n_jobs < 0:
-            n_jobs = max((os.cpu_count() or 1) + 1 + n_jobs, 1)
-        if n_jobs <= 1 or multiprocessing.current_process().daemon:
-            return 1  # daemonic processes may not have children: encode here
-        return max(1, min(n_jobs, n_structures // _MIN_STRUCTURES_PER_WORKER))
+        return _worker_count(self.n_jobs, n_structures, _MIN_STRUCTURES_PER_WORKER)
 
     def _encode_structures(self, structures, wanted, counts=None, bar=None):
         """Encoder outputs ({name: array}) or that structure's error (an exception) per

@@ -19,28 +19,28 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import numbers
 import os
 import re
 from functools import partial
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from matminer.featurizers.base import BaseFeaturizer
-from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
 from ._baseline import _is_composition_featurizer, default_matminer_featurizers
 from ._featurizers import (
     _PBAR_DELAY,
     _RAISED,
     _SKIP_HINT,
+    _STRUCTURE_PARAMETER_CONSTRAINTS,
     CompositionFeaturizer,
     StructureFeaturizer,
     _as_composition,
     _as_structure,
     _authors,
     _unwrap,
+    _worker_count,
 )
 from .parents import DEFAULT_PARENT, ParentRecord, RowError, registered_parents
 
@@ -112,15 +112,6 @@ def _matminer_row(featurizers, inputs):
             continue
         out.append(_floats(featurizer, values))
     return out
-
-
-def _n_workers(n_jobs, n_rows):
-    n_jobs = 1 if n_jobs is None else int(n_jobs)
-    if n_jobs < 0:
-        n_jobs = max((os.cpu_count() or 1) + 1 + n_jobs, 1)
-    if n_jobs <= 1 or multiprocessing.current_process().daemon:
-        return 1  # daemonic processes (a matminer or Dask worker) may not have children
-    return min(n_jobs, n_rows)
 
 
 class DescriptorPreset(BaseFeaturizer):
@@ -230,11 +221,8 @@ class DescriptorPreset(BaseFeaturizer):
         "input_kind": [StrOptions({"composition", "structure"})],
         "parents": [tuple, list],
         "matminer": ["boolean"],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "cache": ["boolean", str, os.PathLike],
-        "n_jobs": [numbers.Integral, None],
-        "torch_threads": [numbers.Integral, None],
-        "device": [str, torch.device],
+        # passed on to each parent's featurizer: what it accepts
+        **{k: _STRUCTURE_PARAMETER_CONSTRAINTS[k] for k in ("batch_size", "cache", "n_jobs", "torch_threads", "device")},
     }
 
     def __init__(self, input_kind="composition", *, parents=(DEFAULT_PARENT,), matminer=True, batch_size=256,
@@ -361,7 +349,7 @@ class DescriptorPreset(BaseFeaturizer):
         if not matminer:
             return []
         inputs = [self._inputs(item) for item in items]
-        n_workers = _n_workers(self.n_jobs, len(items))
+        n_workers = _worker_count(self.n_jobs, len(items))
         options = None if not pbar else {"desc": f"{type(self).__name__} (matminer)", "delay": _PBAR_DELAY,
                                          **(pbar if isinstance(pbar, dict) else {})}
         from tqdm.auto import tqdm
