@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 from sklearn.base import is_classifier
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
 from .._baseline import automatminer_style_pipeline
@@ -37,22 +40,23 @@ def _seed_ensemble(net, settings, seed):
     return cls(net, n_estimators=settings.ensemble, random_state=seed)
 
 
-def _set_estimator(kind, settings, seed, **params):
-    cls = AtomSetsRegressor if kind == "regression" else AtomSetsClassifier
-    return _seed_ensemble(cls(
-        max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size, lr=settings.lr,
-        readout=settings.readout, loss=_loss(kind, settings), weight_decay=settings.weight_decay,
-        dropout=settings.dropout, lr_schedule=_lr_schedule(settings),
-        standardize_features=settings.standardize_features, random_state=seed, **params), settings, seed)
-
-
-def _mlpf(kind, settings, seed):
-    cls = MLPfRegressor if kind == "regression" else MLPfClassifier
+def _network(spec, kind, settings, seed):
+    """The estimator of a network spec for a task kind: AtomSets (its readout; for a descriptor model the
+    NMI selection of ``settings.n_descriptors`` columns inside the net, so that its size is a setting) or
+    MLP-f, a seed ensemble of it where ``settings.ensemble`` asks for one."""
+    regression = kind == "regression"
+    if spec.has_readout:
+        cls = AtomSetsRegressor if regression else AtomSetsClassifier
+        extra = {"readout": settings.readout}
+        if spec.descriptors:
+            extra["descriptor_selector"] = MutualInfoSelector(n_features=settings.n_descriptors)
+    else:
+        cls, extra = (MLPfRegressor if regression else MLPfClassifier), {}
     return _seed_ensemble(cls(
         max_epochs=settings.max_epochs, patience=settings.patience, batch_size=settings.batch_size, lr=settings.lr,
         loss=_loss(kind, settings), weight_decay=settings.weight_decay, dropout=settings.dropout,
         lr_schedule=_lr_schedule(settings), standardize_features=settings.standardize_features,
-        random_state=seed), settings, seed)
+        random_state=seed, **extra), settings, seed)
 
 
 #: What a spec's ``estimator`` can be: a set model with a readout (AtomSets), an MLP on the parent's
@@ -132,10 +136,6 @@ class ModelSpec:
 def _imputed_descriptors():
     """The descriptors of a ``SetsAndDescriptors`` frame with their missing values imputed (the training
     fold's medians), the set column passed through."""
-    import numpy as np
-    from sklearn.compose import ColumnTransformer, make_column_selector
-    from sklearn.impute import SimpleImputer
-
     imputer = SimpleImputer(strategy="median", keep_empty_features=True)
     return ColumnTransformer([("descriptors", imputer, make_column_selector(dtype_include=np.number))],
                              remainder="passthrough", verbose_feature_names_out=False).set_output(transform="pandas")
@@ -190,14 +190,10 @@ def make_model(name, info, settings=None, seed=0):
     spec = MODELS[name]
     if info.input not in spec.inputs:
         raise ValueError(f"{name} does not apply to {info.input} inputs.")
-    if spec.has_readout:
-        if not spec.descriptors:
-            return Pipeline([("featurize", spec.featurizer(info)), ("model", _set_estimator(info.kind, settings, seed))])
-        selector = MutualInfoSelector(n_features=settings.n_descriptors)  # inside the net: its size is a setting
-        return Pipeline([("featurize", spec.featurizer(info)), ("impute", _imputed_descriptors()),
-                         ("model", _set_estimator(info.kind, settings, seed, descriptor_selector=selector))])
     if spec.is_network:
-        return Pipeline([("featurize", spec.featurizer(info)), ("model", _mlpf(info.kind, settings, seed))])
+        impute = [("impute", _imputed_descriptors())] if spec.descriptors else []
+        return Pipeline([("featurize", spec.featurizer(info)), *impute,
+                         ("model", _network(spec, info.kind, settings, seed))])
     extra = []
     if spec.megnet_features:
         extra = (
