@@ -197,31 +197,40 @@ def estimate(folder, args):
 LOSSES = ("mse", "mae", "huber")  # the default grid's
 
 
-def recorded_losses(jobs_dir):
-    """``{task: Counter of the losses chosen}`` over the single-net selections the full-protocol jobs in
-    ``jobs_dir`` recorded (a seed ensemble reuses its single net's selection and is not counted again)."""
+def job_results(jobs_dir):
+    """Every result file the full-protocol jobs in ``jobs_dir`` wrote, parsed (read once per run)."""
+    return [json.loads(path.read_text()) for path in sorted(Path(jobs_dir).glob("*/**/matbench_*.json"))]
+
+
+def _single_net_fits(results):
+    """``(result, model, fit)`` of every fit of a single net (a seed ensemble 'xK' reuses its single
+    net's selection and inner split: it is not counted again)."""
+    for r in results:
+        for name, m in r["models"].items():
+            if not re.search(r" x\d+$", name):
+                for f in m["folds"]:
+                    yield r, name, f
+
+
+def recorded_losses(results):
+    """``{task: Counter of the losses chosen}`` over the single-net selections in the jobs' ``results``."""
     import collections
 
     out = collections.defaultdict(collections.Counter)
-    for path in Path(jobs_dir).glob("*/**/matbench_*.json"):
-        r = json.loads(path.read_text())
-        for name, m in r["models"].items():
-            if re.search(r" x\d+$", name):
-                continue
-            for f in m["folds"]:
-                loss = f.get("selection", {}).get("chosen", {}).get("loss")
-                if loss is not None:
-                    out[r["task"]][loss] += 1
+    for r, _, f in _single_net_fits(results):
+        loss = f.get("selection", {}).get("chosen", {}).get("loss")
+        if loss is not None:
+            out[r["task"]][loss] += 1
     return dict(out)
 
 
-def loss_grids(jobs_dir, min_selections):
+def loss_grids(recorded, min_selections):
     """``{task: the losses kept in its remaining jobs' grid}`` for the tasks with at least ``min_selections``
-    recorded selections: the losses chosen at least once (an inner-validation record rules out the
-    others); the other tasks keep the default grid (absent here)."""
+    selections ``recorded`` (:func:`recorded_losses`): the losses chosen at least once (an
+    inner-validation record rules out the others); the other tasks keep the default grid (absent here)."""
     if not min_selections:
         return {}
-    return {task: tuple(l for l in LOSSES if counts[l]) for task, counts in recorded_losses(jobs_dir).items()
+    return {task: tuple(l for l in LOSSES if counts[l]) for task, counts in recorded.items()
             if sum(counts.values()) >= min_selections and sum(1 for l in LOSSES if counts[l]) < len(LOSSES)}
 
 
@@ -277,25 +286,21 @@ def pruned(rows, files, margin):
     return kept, dropped
 
 
-def validation_spread(jobs_dir):
+def validation_spread(results):
     """How much the ordering of two models by inner-validation MAE moves with the seed: for every pair of
-    single-net models of a regression task that the full-protocol jobs in ``jobs_dir`` ran with the same
+    single-net models of a regression task that the full-protocol jobs' ``results`` ran with the same
     seeds (same inner splits), the standard deviation over seeds of the relative difference of their mean
     inner-validation MAEs, ``(a - b) / b``. Returns ``[(task, a, b, std)]``: the yardstick for
     ``--prune-margin`` (a margin well above the largest std prunes no model the seed could have put first)."""
     import itertools
 
     per_seed = {}  # (task, model) -> {seed: [validation MAE per fold]}
-    for path in sorted(Path(jobs_dir).glob("*/**/matbench_*.json")):
-        r = json.loads(path.read_text())
-        if r.get("metric") != "mae" or r.get("composition_only"):
+    for r, name, f in _single_net_fits(results):
+        if (r.get("metric") != "mae" or r.get("composition_only") or name.startswith("AMM-style")
+                or "validation-selected" in name):
             continue
-        for name, m in r["models"].items():
-            if re.search(r" x\d+$", name) or name.startswith("AMM-style") or "validation-selected" in name:
-                continue
-            for f in m["folds"]:
-                if f.get("validation_score") is not None and f.get("seed") is not None:
-                    per_seed.setdefault((r["task"], name), {}).setdefault(f["seed"], {})[f["fold"]] = f["validation_score"]
+        if f.get("validation_score") is not None and f.get("seed") is not None:
+            per_seed.setdefault((r["task"], name), {}).setdefault(f["seed"], {})[f["fold"]] = f["validation_score"]
     out = []
     for (task, a), (task_b, b) in itertools.combinations(sorted(per_seed), 2):
         if task != task_b:
@@ -453,16 +458,18 @@ def main(argv=None):
     parser.add_argument("--jobs", default=HERE / "results" / "matbench_seeds" / "jobs",
                         help="where run_matbench.sh keeps the plan's jobs (for the calibration printout)")
     args = parser.parse_args(argv)
-    args.loss_grids = loss_grids(args.jobs, args.prune_losses)
+    run_results = job_results(args.jobs)
+    recorded = recorded_losses(run_results)
+    args.loss_grids = loss_grids(recorded, args.prune_losses)
     for task, grid in sorted(args.loss_grids.items()):
-        counts = recorded_losses(args.jobs)[task]
+        counts = recorded[task]
         print(f"loss grid of {task}'s remaining jobs: {', '.join(grid)} (recorded selections: "
               + ", ".join(f"{l} {counts[l]}" for l in LOSSES) + ")")
     rows, ratio, dropped = estimate(args.folder, args)
     # the jobs already run ran the default grid and no pruning: they are priced (calibration, kept lines) as they ran
     as_run = estimate(args.folder, argparse.Namespace(**{**vars(args), "loss_grids": {}, "prune_margin": None}))[0]
     if args.prune_margin is not None:
-        spread = sorted(std for *_, std in validation_spread(args.jobs))
+        spread = sorted(std for *_, std in validation_spread(run_results))
         if spread:
             print(f"pruning margin {args.prune_margin:g}: over seeds, the relative difference of two models' "
                   f"inner-validation MAE has a std of at most {spread[-1]:.3f} (median {statistics.median(spread):.3f}, "

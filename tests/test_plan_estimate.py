@@ -93,9 +93,10 @@ def test_loss_grids_keep_the_losses_recorded_selections_chose(estimate, tmp_path
     job("b", "matbench_dielectric", "AtomSets-V2", ["mae", "huber"])
     job("c", "matbench_dielectric", "AtomSets-V2 x5", ["mse"] * 5)  # an ensemble: not counted
     job("d", "matbench_steels", "AtomSets", ["mae"] * 2)  # too few selections: the full grid stays
-    assert estimate.recorded_losses(tmp_path)["matbench_dielectric"] == {"mae": 5, "huber": 1}
-    grids = estimate.loss_grids(tmp_path, 5)
-    assert grids == {"matbench_dielectric": ("mae", "huber")} and estimate.loss_grids(tmp_path, 0) == {}
+    recorded = estimate.recorded_losses(estimate.job_results(tmp_path))
+    assert recorded["matbench_dielectric"] == {"mae": 5, "huber": 1}
+    grids = estimate.loss_grids(recorded, 5)
+    assert grids == {"matbench_dielectric": ("mae", "huber")} and estimate.loss_grids(recorded, 0) == {}
     assert estimate.job_flags("matbench_dielectric", False, grids) == "--select loss=mae,huber readout=mean,set2set"
     assert estimate.job_flags("matbench_steels", False, grids) == ""
     p = estimate.COMPOSITION_PROTOCOL
@@ -121,6 +122,6 @@ def test_validation_spread_is_the_seed_std_of_two_models_relative_validation_dif
     (tmp_path / "j").mkdir()
     (tmp_path / "j" / "matbench_jdft2d.json").write_text(json.dumps({"task": "matbench_jdft2d", "metric": "mae",
                                                                      "models": models}))
-    [(task, a, b, std)] = estimate.validation_spread(tmp_path)
+    [(task, a, b, std)] = estimate.validation_spread(estimate.job_results(tmp_path))
     assert (task, a, b) == ("matbench_jdft2d", "AtomSets", "AtomSets-V1")
     assert std == pytest.approx(np.std([2 / 2 - 1, 2 / 1 - 1, 3 / 2 - 1]))  # per seed: mean a / mean b - 1
