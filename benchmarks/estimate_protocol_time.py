@@ -27,8 +27,10 @@ printed with the numbers.
   times the 3 losses where only readouts were candidates.
 - Epochs of a new fit: ``best + patience``, capped, where ``best`` is the recorded best epoch
   of a fit that stopped early, and twice it (at most the cap) for a fit that hit the old cap.
-- The featurizer runs once per fold (the runner reuses its output across seeds); the
-  baselines' forests are fitted once per seed.
+- A network's featurizer runs once per fold (the runner reuses its output across seeds); a
+  forest baseline's runs once per task, on its distinct inputs (a fold's featurization, recorded
+  as the whole task's, once; for the composition-only tasks per distinct formula), and its
+  forests are fitted once per seed and fold.
 - A seed ensemble of K nets grown from the selected net (``--ensemble K``): the single net's
   estimate times (candidates + K - 1) / candidates.
 - Composition-only tasks (no recorded run): per-row, per-epoch times and epochs of the
@@ -56,14 +58,16 @@ from sklearn_atomsets.matbench import train_steps  # the runner's own conversion
 
 HERE = Path(__file__).resolve().parent
 
-# rows of the six tasks run from composition_only/ (official MatBench v0.1 sizes)
+# rows of the six tasks run from composition_only/ (official MatBench v0.1 sizes) and their distinct formulas
+# (polymorphs share one; counted in ../shared/data/matbench/composition_only, checked by tests/test_plan_estimate.py):
+# the forests' featurizer runs once per distinct formula (the runner's _featurize_once)
 COMPOSITION_ONLY = {
-    "matbench_log_gvrh": (10987, "regression"),
-    "matbench_log_kvrh": (10987, "regression"),
-    "matbench_perovskites": (18928, "regression"),
-    "matbench_mp_gap": (106113, "regression"),
-    "matbench_mp_is_metal": (106113, "classification"),
-    "matbench_mp_e_form": (132752, "regression"),
+    "matbench_log_gvrh": (10987, 10432, "regression"),
+    "matbench_log_kvrh": (10987, 10432, "regression"),
+    "matbench_perovskites": (18928, 9646, "regression"),
+    "matbench_mp_gap": (106113, 87262, "regression"),
+    "matbench_mp_is_metal": (106113, 87262, "classification"),
+    "matbench_mp_e_form": (132752, 106250, "regression"),
 }
 COMPOSITION_MODELS = ("AtomSets", "AtomSets-V0", "AMM-style", "AMM-style + MEGNet")
 REFERENCE = {"regression": "matbench_expt_gap", "classification": "matbench_expt_is_metal"}
@@ -142,6 +146,7 @@ def estimate(folder, args):
                 ratios.append(b / a)
     s2s_ratio = statistics.median(ratios)
     rows = []  # (task, model, seconds)
+    once = getattr(args, "featurize_once", True)  # False: the forests' featurization as jobs before 2026-12-03 ran it
     for task, r in sorted(files.items()):
         if r.get("composition_only"):
             continue
@@ -150,8 +155,10 @@ def estimate(folder, args):
         for name, m in r["models"].items():
             if name.endswith("(set2set)") or not m["folds"]:
                 continue
-            if name.startswith("AMM-style"):
-                seconds = sum(f["featurize_s"] + args.seeds * f["fit_s"] for f in m["folds"])
+            if name.startswith("AMM-style"):  # featurized once for the task (each fold's featurize_s featurized all)
+                featurize = [f["featurize_s"] for f in m["folds"]]
+                seconds = (statistics.mean(featurize) if once else sum(featurize)) + args.seeds * sum(
+                    f["fit_s"] for f in m["folds"])
             else:
                 s2s = r["models"].get(f"{name} (set2set)", {}).get("folds")
                 grid = getattr(args, "loss_grids", {}).get(task)
@@ -164,7 +171,7 @@ def estimate(folder, args):
                 losses = len(grid) if grid else 3
                 n = losses if name.startswith("MLP-f") else 2 * losses  # the selection's candidates: losses (x readouts)
                 rows.append((task, f"{name} x{args.ensemble}", seconds * (n + args.ensemble - 1) / n))
-    for task, (n_rows, kind) in COMPOSITION_ONLY.items():
+    for task, (n_rows, distinct, kind) in COMPOSITION_ONLY.items():
         ref = files.get(REFERENCE[kind])
         if ref is None:
             continue
@@ -173,8 +180,10 @@ def estimate(folder, args):
         seeds = COMPOSITION_PROTOCOL["seeds"] if steps else args.seeds
         for name in COMPOSITION_MODELS:
             m = ref["models"][name]
-            if name.startswith("AMM-style"):
-                seconds = scale * sum(f["featurize_s"] + seeds * f["fit_s"] for f in m["folds"])
+            if name.startswith("AMM-style"):  # featurized once, per distinct formula; fitted per fold
+                per_row = statistics.mean(f["featurize_s"] for f in m["folds"]) / ref["n_samples"]
+                featurize = per_row * distinct if once else per_row * n_rows * len(m["folds"])
+                seconds = featurize + scale * seeds * sum(f["fit_s"] for f in m["folds"])
             elif steps:
                 # patience and cap in steps: the same steps as on the reference task, whose recorded time per
                 # step stands for this task's (its per-epoch overhead, over fewer steps, makes this an upper
@@ -466,8 +475,10 @@ def main(argv=None):
         print(f"loss grid of {task}'s remaining jobs: {', '.join(grid)} (recorded selections: "
               + ", ".join(f"{l} {counts[l]}" for l in LOSSES) + ")")
     rows, ratio, dropped = estimate(args.folder, args)
-    # the jobs already run ran the default grid and no pruning: they are priced (calibration, kept lines) as they ran
-    as_run = estimate(args.folder, argparse.Namespace(**{**vars(args), "loss_grids": {}, "prune_margin": None}))[0]
+    # the jobs already run ran the default grid, no pruning and the forests' featurization once per fold: they are
+    # priced (calibration, kept lines) as they ran
+    as_run = estimate(args.folder, argparse.Namespace(**{**vars(args), "loss_grids": {}, "prune_margin": None,
+                                                         "featurize_once": False}))[0]
     if args.prune_margin is not None:
         spread = sorted(std for *_, std in validation_spread(run_results))
         if spread:

@@ -36,6 +36,9 @@ OUT=$RESULTS/matbench_seeds/jobs
 # <out>/checkpoints/ as it is done, removed once the fit is recorded): the largest unit lost is one candidate's
 # training (the plan's largest fits, mp_e_form selections estimated at 4.1 h, have 6 candidates: ~0.7 h each)
 PROTOCOL=(--select --threshold validation --max-epochs 2000 --patience 200 --threads 1 --resume)
+# the forests' features of a task, featurized by its first job and read by the others (a task's folds are jobs of
+# their own on the composition-only tasks); not results, ignored by git
+CACHE=(--feature-cache "$RESULTS/matbench_seeds/features")
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"  # e.g. EXTRA_ARGS="--max-epochs 3" for a dry run (later flags win)
 export MATMINER_DATA=${MATMINER_DATA:-$PWD/../shared/data/matbench}
 
@@ -81,7 +84,7 @@ run_one() {  # run_one <dir> <task> <composition_only> <model> <seeds> <folds> [
     fi
     # shellcheck disable=SC2086  # seeds and folds are space-separated lists
     "$PY" -m sklearn_atomsets matbench --tasks "$task" --models "$model" --seeds $seeds --folds $folds \
-        "${PROTOCOL[@]}" "${extra[@]}" "${EXTRA[@]}" --out "$dir" </dev/null >"$dir/log.txt" 2>&1 && touch "$dir/done"
+        "${PROTOCOL[@]}" "${CACHE[@]}" "${extra[@]}" "${EXTRA[@]}" --out "$dir" </dev/null >"$dir/log.txt" 2>&1 && touch "$dir/done"
 }
 
 named_jobs() {  # the plan's lines of the jobs named in $JOBS

@@ -100,7 +100,8 @@ def matbench(args):
         try:
             result = run_matbench_task(task, models=models, folds=args.folds, settings=settings, out_dir=args.out,
                                        seeds=args.seeds, selection=selection, composition_only=args.composition_only,
-                                       selected_from=args.selected_from, resume=args.resume)
+                                       selected_from=args.selected_from, resume=args.resume,
+                                       feature_cache=args.feature_cache)
         except (FileNotFoundError, ModuleNotFoundError) as exc:
             hint = ""
             if not args.composition_only and MATBENCH_TASKS[task].input == "structure":
@@ -172,6 +173,9 @@ def main(argv=None):
     m.add_argument("--resume", action="store_true",
                    help="resume an interrupted run: fits that --out's file records for the same model, settings "
                         "and grid (same seed and fold) are kept, not fitted again")
+    m.add_argument("--feature-cache", default=None, metavar="DIR",
+                   help="folder for the forest baselines' features of a whole task, featurized once and read by "
+                        "later runs of other folds or seeds (same inputs, featurizers and versions)")
     m.set_defaults(func=matbench)
     args = parser.parse_args(argv)
     if args.command is None:

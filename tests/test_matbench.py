@@ -607,3 +607,42 @@ def test_a_stopped_selection_resumes_with_its_next_candidate(monkeypatch, tmp_pa
     np.testing.assert_array_equal(model.predict(X[:10]), whole_model.predict(X[:10]))
     # a checkpoint of another configuration is not taken for this one
     assert selection._read_candidate(tmp_path / "candidate0.pkl", {"readout": "set2set", "dropout": 0.0}) is None
+
+
+def test_forests_featurize_each_distinct_input_once_with_the_per_fold_results(monkeypatch, tmp_path):
+    """The forests' features come from one featurization of the task's distinct inputs (and, with a
+    feature cache, from the first run's file): every fold's predictions equal those of the baseline
+    pipeline fitted on that fold from scratch, as the runner fitted it before."""
+    from sklearn_atomsets._baseline import MatminerFeatures
+
+    task = load_matbench_task("matbench_steels")
+    settings = TrainingSettings(n_estimators=10)
+    featurized = []
+    transform = MatminerFeatures.transform
+    monkeypatch.setattr(MatminerFeatures, "transform", lambda self, X: featurized.append(len(X)) or transform(self, X))
+    lines = []
+    result = run_matbench_task("matbench_steels", models=["AMM-style"], folds=[0, 1], settings=settings, seed=3,
+                               feature_cache=tmp_path, log=lines.append)
+    assert featurized == [len(set(task.inputs))]  # once, each distinct formula once, for both folds
+    assert any("featurized once" in line for line in lines)
+    assert all(fit["features_reused"] for fit in result["models"]["AMM-style"]["folds"])
+    for fit in result["models"]["AMM-style"]["folds"][1:]:  # fold 1: its rows come from the table fitted on fold 0's
+        X_train, y_train, X_test, y_test = task.split(fit["fold"])
+        alone = make_model("AMM-style", task.info, settings, seed=3).fit(list(X_train), y_train.to_numpy())
+        # the same trees; their mean differs in the last bit at most (the forest's threads add it up in any order)
+        np.testing.assert_allclose(fit["y_pred"], alone.predict(list(X_test)), rtol=1e-13, atol=0)
+    # another process (another fold's job) reads the table instead of featurizing
+    featurized.clear()
+    lines.clear()
+    again = run_matbench_task("matbench_steels", models=["AMM-style"], folds=[1], settings=settings, seed=3,
+                              feature_cache=tmp_path, log=lines.append)
+    assert featurized == [] and any("read from" in line for line in lines)
+    np.testing.assert_allclose(again["models"]["AMM-style"]["folds"][0]["y_pred"],
+                               result["models"]["AMM-style"]["folds"][1]["y_pred"], rtol=1e-13, atol=0)
+    # other inputs (here the first formula changed) do not match the file's digest: featurized again
+    changed = replace(task, inputs=task.inputs.copy())
+    changed.inputs.iloc[0] = "Fe0.5Ni0.5"
+    monkeypatch.setattr(running, "load_matbench_task", lambda name: changed)
+    run_matbench_task("matbench_steels", models=["AMM-style"], folds=[1], settings=settings, feature_cache=tmp_path,
+                      log=lambda *a: None)
+    assert featurized == [len(set(changed.inputs))]

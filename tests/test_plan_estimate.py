@@ -125,3 +125,16 @@ def test_validation_spread_is_the_seed_std_of_two_models_relative_validation_dif
     [(task, a, b, std)] = estimate.validation_spread(estimate.job_results(tmp_path))
     assert (task, a, b) == ("matbench_jdft2d", "AtomSets", "AtomSets-V1")
     assert std == pytest.approx(np.std([2 / 2 - 1, 2 / 1 - 1, 3 / 2 - 1]))  # per seed: mean a / mean b - 1
+
+
+@pytest.mark.slow
+def test_the_composition_only_tasks_rows_and_distinct_formulas_are_the_datas(estimate):
+    """The forests' featurization is priced per distinct formula: the counts the estimate uses are the data's."""
+    from sklearn_atomsets.matbench import load_matbench_composition_task
+    from sklearn_atomsets.matbench.tasks import find_matbench_data
+
+    if find_matbench_data("matbench_steels")[0] is None:
+        pytest.skip("MatBench data not found (set MATMINER_DATA or put ../shared beside the checkout)")
+    for task, (n_rows, distinct, _) in estimate.COMPOSITION_ONLY.items():
+        inputs = load_matbench_composition_task(task).inputs
+        assert (len(inputs), inputs.nunique()) == (n_rows, distinct), task

@@ -13,6 +13,8 @@ with per-fit scores, times, epochs, selection candidates and test predictions.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import platform
@@ -21,6 +23,9 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from .._featurizers import precompute_features
 from .models import MODELS, _seed_ensemble, _tunes_threshold, make_model, model_label, models_for
@@ -43,7 +48,8 @@ def _recorded_settings(name, info, settings, selection):
 
 
 def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out_dir=None, seed=0, log=print,
-                      seeds=None, selection=None, composition_only=False, selected_from=None, resume=False):
+                      seeds=None, selection=None, composition_only=False, selected_from=None, resume=False,
+                      feature_cache=None):
     """Run models on one MatBench task's official folds and return (and save) the results.
 
     Parameters
@@ -150,6 +156,13 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     if precompute_features(run_inputs, [make_model(name, info, settings)[0] for name in names]):
         result["encode_s"] = time.perf_counter() - start
         log(f"{task_name}: every structure encoded once per parent for all models ({result['encode_s']:.1f} s)")
+    # the forests' features of every row, each distinct input featurized once for every fold and seed
+    tables = {}
+    for name in names:
+        if not MODELS[name].is_network:
+            start = time.perf_counter()
+            tables[name] = _featurize_once(task, name, settings, list(folds), feature_cache, composition_only, log)
+            result.setdefault("featurize_once_s", {})[name] = time.perf_counter() - start
     for name in names:
         label = model_label(name, settings, selection, info.kind)
         candidates = candidate_configs(name, info, selection) if selection else []
@@ -174,6 +187,9 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
 
         for fold in folds:
             shared = {}  # the featurizer step does not depend on the seed: computed once per fold
+            if name in tables:  # or, for a forest, once for the task: the fold's rows of it
+                table, rows = tables[name]
+                shared = {"train": table[rows[task.folds[fold][0]]], "test": table[rows[task.folds[fold][1]]]}
             for s in seeds:
                 if (s, fold) in kept:
                     fits.append(kept[(s, fold)])
@@ -197,6 +213,80 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
                         pass
         record()
     return result
+
+
+def _input_digest(inputs):
+    """A digest of a task's inputs, exact to the last bit: formula strings as text, structures as their
+    lattice, fractional coordinates and species (hashing their text would round the coordinates)."""
+    digest = hashlib.sha256()
+    for x in inputs:
+        if isinstance(x, str):
+            digest.update(x.encode() + b"\0")
+        elif hasattr(x, "frac_coords"):
+            digest.update(np.asarray(x.lattice.matrix, dtype=np.float64).tobytes())
+            digest.update(np.asarray(x.frac_coords, dtype=np.float64).tobytes())
+            digest.update(" ".join(str(sp) for sp in x.species_and_occu).encode() + b"\0")
+        else:
+            digest.update(repr(x).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _featurize_once(task, name, settings, folds, cache=None, composition_only=False, log=print):
+    """A forest baseline's featurizer output for every row of the task the folds use: ``(table, rows)``,
+    the row of ``table`` of task position ``i`` being ``rows[i]``.
+
+    The runner used to featurize each fold's training and test rows, i.e. the whole task once per
+    fold (and per process, where the plan runs a task's folds as separate jobs). The featurizers
+    of the baselines (matminer's composition and structure sets, the parent's fixed-length
+    statistics) compute each row from that row alone, so the same table comes from featurizing
+    every *distinct* input once (formula strings repeat: 20-50% of the composition-only tasks'
+    rows are polymorphs' formulas) and taking each fold's rows of it; a test checks the fold
+    results equal the per-fold featurization's. The step is fitted on the first fold's training
+    rows, as before (its fit reads no targets and no test rows).
+
+    With ``cache`` (a folder), the table is kept as ``<task>__<model>.npz`` beside a digest of
+    the inputs, the featurizer's parameters and the library versions; a later run (another fold's
+    job) with the same digest reads it instead of featurizing.
+    """
+    import matminer
+
+    from .. import __version__
+
+    step = make_model(name, task.info, settings)[0]
+    # the rows the run's folds use (all of them unless a caller sliced the folds), each distinct input once
+    used = np.unique(np.concatenate([np.concatenate(task.folds[f]) for f in folds]).astype(np.int64))
+    inputs = task.inputs.iloc[used].tolist()
+    if all(isinstance(x, str) for x in inputs):
+        codes, uniques = pd.factorize(pd.Series(inputs, dtype=object))
+        uniques = list(uniques)
+    else:  # structures are not compared: each is its own row
+        codes, uniques = np.arange(len(inputs)), inputs
+    rows = np.full(len(task.inputs), -1, dtype=np.int64)  # task position -> row of the table (-1: not used)
+    rows[used] = codes
+    key = hashlib.sha256(json.dumps({
+        "task": task.name, "composition_only": bool(composition_only), "model": name,
+        # the featurizers with every parameter (untruncated), less the memory addresses of their data sources
+        "featurizer": re.sub(r" at 0x[0-9a-fA-F]+", "", step.__repr__(N_CHAR_MAX=10**7)),
+        "inputs": _input_digest(uniques), "versions": [__version__, matminer.__version__, np.__version__],
+    }, sort_keys=True).encode()).hexdigest()
+    stem = f"{task.name}_composition_only" if composition_only else task.name
+    path = None if cache is None else Path(cache) / f"{stem}__{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}.npz"
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["key"]) == key:
+                log(f"{task.name} {name}: features of {len(uniques)} distinct inputs read from {path}")
+                return saved["features"], rows
+    start = time.perf_counter()
+    X_fit, y_fit, _, _ = task.split(folds[0])
+    step.fit(list(X_fit), y_fit.to_numpy())
+    table = np.asarray(step.transform(uniques), dtype=np.float64)
+    log(f"{task.name} {name}: {len(uniques)} distinct inputs of {len(used)} rows featurized once for every "
+        f"fold ({time.perf_counter() - start:.1f} s)")
+    if path is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, features=table, key=np.array(key))
+        _write_atomically(path, buffer.getvalue())
+    return table, rows
 
 
 def _run_fold(task, name, fold, seed, settings, selection, shared=None, recorded=None, checkpoint=None, resume=False):
