@@ -54,7 +54,7 @@ import re
 import statistics
 from pathlib import Path
 
-from sklearn_atomsets.matbench import train_steps  # the runner's own conversion (skorch's inner split)
+from sklearn_atomsets.matbench import parse_model_label, train_steps  # train_steps: the runner's conversion (skorch's inner split)
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,6 +77,16 @@ REFERENCE = {"regression": "matbench_expt_gap", "classification": "matbench_expt
 #: 2000 epochs ~ 52000); of the selection candidates the L1 loss (expt_gap's full-protocol selections chose
 #: it 27 times in 30) with both readouts. run_matbench.sh passes the same numbers.
 COMPOSITION_PROTOCOL = {"seeds": 1, "patience_steps": 5000, "max_steps": 50000, "losses": 1}
+
+
+def _is_forest(label):
+    """Whether a results label or plan model ('<model> x5' too) is a forest baseline (the runner's ModelSpec says)."""
+    return not parse_model_label(label).spec.is_network
+
+
+def _is_mlp(label):
+    """Whether it is an MLP on the readout vector (its selection has no readouts)."""
+    return parse_model_label(label).spec.estimator == "mlp"
 
 
 def steps_per_epoch(n_rows):
@@ -155,21 +165,21 @@ def estimate(folder, args):
         for name, m in r["models"].items():
             if name.endswith("(set2set)") or not m["folds"]:
                 continue
-            if name.startswith("AMM-style"):  # featurized once for the task (each fold's featurize_s featurized all)
+            if _is_forest(name):  # featurized once for the task (each fold's featurize_s featurized all)
                 featurize = [f["featurize_s"] for f in m["folds"]]
                 seconds = (statistics.mean(featurize) if once else sum(featurize)) + args.seeds * sum(
                     f["fit_s"] for f in m["folds"])
             else:
                 s2s = r["models"].get(f"{name} (set2set)", {}).get("folds")
                 grid = getattr(args, "loss_grids", {}).get(task)
-                seconds = _net_estimate(m["folds"], s2s, s2s_ratio, kind, name.startswith("MLP-f"), old_cap, args,
+                seconds = _net_estimate(m["folds"], s2s, s2s_ratio, kind, _is_mlp(name), old_cap, args,
                                         n_loss=len(grid) if grid and kind == "regression" else None)
             rows.append((task, name, seconds))
-            if args.ensemble > 1 and r["n_samples"] <= args.ensemble_max_samples and not name.startswith("AMM-style"):
+            if args.ensemble > 1 and r["n_samples"] <= args.ensemble_max_samples and not _is_forest(name):
                 if kind == "classification":  # thresholds are chosen on a single net's inner split
                     raise SystemExit(f"{task}: seed ensembles of classifiers cannot have a validation threshold")
                 losses = len(grid) if grid else 3
-                n = losses if name.startswith("MLP-f") else 2 * losses  # the selection's candidates: losses (x readouts)
+                n = losses if _is_mlp(name) else 2 * losses  # the selection's candidates: losses (x readouts)
                 rows.append((task, f"{name} x{args.ensemble}", seconds * (n + args.ensemble - 1) / n))
     for task, (n_rows, distinct, kind) in COMPOSITION_ONLY.items():
         ref = files.get(REFERENCE[kind])
@@ -180,7 +190,7 @@ def estimate(folder, args):
         seeds = COMPOSITION_PROTOCOL["seeds"] if steps else args.seeds
         for name in COMPOSITION_MODELS:
             m = ref["models"][name]
-            if name.startswith("AMM-style"):  # featurized once, per distinct formula; fitted per fold
+            if _is_forest(name):  # featurized once, per distinct formula; fitted per fold
                 per_row = statistics.mean(f["featurize_s"] for f in m["folds"]) / ref["n_samples"]
                 featurize = per_row * distinct if once else per_row * n_rows * len(m["folds"])
                 seconds = featurize + scale * seeds * sum(f["fit_s"] for f in m["folds"])
@@ -305,7 +315,7 @@ def validation_spread(results):
 
     per_seed = {}  # (task, model) -> {seed: [validation MAE per fold]}
     for r, name, f in _single_net_fits(results):
-        if (r.get("metric") != "mae" or r.get("composition_only") or name.startswith("AMM-style")
+        if (r.get("metric") != "mae" or r.get("composition_only") or _is_forest(name)
                 or "validation-selected" in name):
             continue
         if f.get("validation_score") is not None and f.get("seed") is not None:
@@ -325,7 +335,7 @@ def validation_spread(results):
 
 
 def _family(model):
-    return "forests" if model.startswith("AMM-style") else "networks"
+    return "forests" if _is_forest(model) else "networks"
 
 
 def _key(task, model):
@@ -417,7 +427,7 @@ def plan(rows, seeds, slot_s, first_part=1, composition_seeds=None, grids=None):
     for part, slot, _, slot_jobs in slots:
         for k, (task, comp, name, piece_seeds, folds, s) in enumerate(slot_jobs):
             job_id = f"p{part:02d}s{slot}j{k:02d}"
-            flags = "" if name.startswith("AMM-style") else job_flags(task, comp, grids or {})
+            flags = "" if _is_forest(name) else job_flags(task, comp, grids or {})
             out.append((part, slot, job_id, task, comp, name, piece_seeds, folds, s, flags))
     return out
 

@@ -17,6 +17,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from sklearn_atomsets.parents import DEFAULT_PARENT  # models without "[parent]" in their name use it
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "matbench"
 SEEDED_RESULTS = HERE / "results" / "matbench_seeds"  # run_matbench.sh's full protocol, in parts (jobs/)
@@ -26,7 +28,6 @@ ORDER = ["matbench_steels", "matbench_expt_gap", "matbench_expt_is_metal", "matb
 
 
 SELECTED = "AtomSets (validation-selected)"
-DEFAULT_PARENT = "Eform_MP_2019"  # models without "[parent]" in their name use the runner's default parent
 
 
 def _label(name):
