@@ -29,8 +29,8 @@ printed with the numbers.
   of a fit that stopped early, and twice it (at most the cap) for a fit that hit the old cap.
 - A network's featurizer runs once per fold (the runner reuses its output across seeds); a
   forest baseline's runs once per task, on its distinct inputs (a fold's featurization, recorded
-  as the whole task's, once; for the composition-only tasks per distinct formula), and its
-  forests are fitted once per seed and fold.
+  as the whole task's, once; for the composition-only tasks per distinct formula, and not again
+  for a task on another's inputs: ``SAME_INPUTS``), and its forests are fitted once per seed and fold.
 - A seed ensemble of K nets grown from the selected net (``--ensemble K``): the single net's
   estimate times (candidates + K - 1) / candidates.
 - Composition-only tasks (no recorded run): per-row, per-epoch times and epochs of the
@@ -69,6 +69,9 @@ COMPOSITION_ONLY = {
     "matbench_mp_is_metal": (106113, 87262, "classification"),
     "matbench_mp_e_form": (132752, 106250, "regression"),
 }
+# composition-only tasks on another's inputs (same formulas, same order): their forests read its features
+# (the runner's feature cache is keyed by the inputs, not the task)
+SAME_INPUTS = {"matbench_mp_is_metal": "matbench_mp_gap", "matbench_log_kvrh": "matbench_log_gvrh"}
 COMPOSITION_MODELS = ("AtomSets", "AtomSets-V0", "AMM-style", "AMM-style + MEGNet")
 REFERENCE = {"regression": "matbench_expt_gap", "classification": "matbench_expt_is_metal"}
 #: The composition-only tasks' protocol (issue 35, item 3; its accuracy cost measured on a subset by
@@ -192,7 +195,8 @@ def estimate(folder, args):
             m = ref["models"][name]
             if _is_forest(name):  # featurized once, per distinct formula; fitted per fold
                 per_row = statistics.mean(f["featurize_s"] for f in m["folds"]) / ref["n_samples"]
-                featurize = per_row * distinct if once else per_row * n_rows * len(m["folds"])
+                featurize = (0.0 if task in SAME_INPUTS else per_row * distinct) if once else (
+                    per_row * n_rows * len(m["folds"]))
                 seconds = featurize + scale * seeds * sum(f["fit_s"] for f in m["folds"])
             elif steps:
                 # patience and cap in steps: the same steps as on the reference task, whose recorded time per

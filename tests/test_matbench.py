@@ -645,6 +645,10 @@ def test_forests_featurize_each_distinct_input_once_with_the_per_fold_results(mo
     assert featurized == [] and any("read from" in line for line in lines)
     np.testing.assert_allclose(again["models"]["AMM-style"]["folds"][0]["y_pred"],
                                result["models"]["AMM-style"]["folds"][1]["y_pred"], rtol=1e-13, atol=0)
+    # so does another task on the same inputs (mp_gap's and mp_is_metal's compositions are the same)
+    table, rows_of = running._featurize_once(replace(task, name="matbench_expt_gap"), "AMM-style", settings, [0],
+                                             tmp_path, log=lines.append)
+    assert featurized == [] and table.shape[0] == len(set(task.inputs.iloc[used])) and (rows_of[used] >= 0).all()
     # other inputs (here one formula changed) do not match the file's digest: featurized again
     changed = replace(task, inputs=task.inputs.copy())
     changed.inputs.iloc[used[0]] = "Fe0.5Ni0.5"

@@ -138,3 +138,5 @@ def test_the_composition_only_tasks_rows_and_distinct_formulas_are_the_datas(est
     for task, (n_rows, distinct, _) in estimate.COMPOSITION_ONLY.items():
         inputs = load_matbench_composition_task(task).inputs
         assert (len(inputs), inputs.nunique()) == (n_rows, distinct), task
+    for task, other in estimate.SAME_INPUTS.items():
+        assert load_matbench_composition_task(task).inputs.tolist() == load_matbench_composition_task(other).inputs.tolist()

@@ -161,7 +161,7 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     for name in names:
         if not MODELS[name].is_network:
             start = time.perf_counter()
-            tables[name] = _featurize_once(task, name, settings, list(folds), feature_cache, composition_only, log)
+            tables[name] = _featurize_once(task, name, settings, list(folds), feature_cache, log)
             result.setdefault("featurize_once_s", {})[name] = time.perf_counter() - start
     for name in names:
         label = model_label(name, settings, selection, info.kind)
@@ -231,7 +231,7 @@ def _input_digest(inputs):
     return digest.hexdigest()
 
 
-def _featurize_once(task, name, settings, folds, cache=None, composition_only=False, log=print):
+def _featurize_once(task, name, settings, folds, cache=None, log=print):
     """A forest baseline's featurizer output for every row of the task the folds use: ``(table, rows)``,
     the row of ``table`` of task position ``i`` being ``rows[i]``.
 
@@ -244,9 +244,10 @@ def _featurize_once(task, name, settings, folds, cache=None, composition_only=Fa
     results equal the per-fold featurization's. The step is fitted on the first fold's training
     rows, as before (its fit reads no targets and no test rows).
 
-    With ``cache`` (a folder), the table is kept as ``<task>__<model>.npz`` beside a digest of
-    the inputs, the featurizer's parameters and the library versions; a later run (another fold's
-    job) with the same digest reads it instead of featurizing.
+    With ``cache`` (a folder), the table is kept as ``<model>__<digest>.npz``, the digest of the
+    inputs, the featurizer's parameters and the library versions (stored in the file too); a later
+    run with the same digest (another fold's job, or another task on the same inputs) reads it
+    instead of featurizing.
     """
     import matminer
 
@@ -263,14 +264,14 @@ def _featurize_once(task, name, settings, folds, cache=None, composition_only=Fa
         codes, uniques = np.arange(len(inputs)), inputs
     rows = np.full(len(task.inputs), -1, dtype=np.int64)  # task position -> row of the table (-1: not used)
     rows[used] = codes
+    # the file is named by what the table depends on, not by the task: tasks with the same inputs share it
+    # (the composition-only copies of mp_gap and mp_is_metal, of log_gvrh and log_kvrh)
     key = hashlib.sha256(json.dumps({
-        "task": task.name, "composition_only": bool(composition_only), "model": name,
         # the featurizers with every parameter (untruncated), less the memory addresses of their data sources
         "featurizer": re.sub(r" at 0x[0-9a-fA-F]+", "", step.__repr__(N_CHAR_MAX=10**7)),
         "inputs": _input_digest(uniques), "versions": [__version__, matminer.__version__, np.__version__],
     }, sort_keys=True).encode()).hexdigest()
-    stem = f"{task.name}_composition_only" if composition_only else task.name
-    path = None if cache is None else Path(cache) / f"{stem}__{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}.npz"
+    path = None if cache is None else Path(cache) / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}__{key[:20]}.npz"
     if path is not None and path.is_file():
         with np.load(path, allow_pickle=False) as saved:
             if str(saved["key"]) == key:
