@@ -30,7 +30,8 @@ printed with the numbers.
 - A network's featurizer runs once per fold (the runner reuses its output across seeds); a
   forest baseline's runs once per task, on its distinct inputs (a fold's featurization, recorded
   as the whole task's, once; for the composition-only tasks per distinct formula, and not again
-  for a task on another's inputs: ``SAME_INPUTS``), and its forests are fitted once per seed and fold.
+  for a task on another's inputs: ``SAME_INPUTS``; the forest with the parent's features beside
+  matminer's computes only the parent's), and its forests are fitted once per seed and fold.
 - A seed ensemble of K nets grown from the selected net (``--ensemble K``): the single net's
   estimate times (candidates + K - 1) / candidates.
 - Composition-only tasks (no recorded run): per-row, per-epoch times and epochs of the
@@ -90,6 +91,17 @@ def _is_forest(label):
 def _is_mlp(label):
     """Whether it is an MLP on the readout vector (its selection has no readouts)."""
     return parse_model_label(label).spec.estimator == "mlp"
+
+
+def _forest_featurize_s(models, name):
+    """A forest's featurizing time of one fold's whole task (a first-pass fold's featurize_s), less what the
+    other forest's matminer sets take where it adds the parent's features to them: the runner computes
+    those blocks once for both (``_featurize_once``)."""
+    mean = statistics.mean(f["featurize_s"] for f in models[name]["folds"])
+    plain = [n for n in models if _is_forest(n) and not parse_model_label(n).spec.megnet_features]
+    if parse_model_label(name).spec.megnet_features and plain:
+        mean = max(0.0, mean - statistics.mean(f["featurize_s"] for f in models[plain[0]]["folds"]))
+    return mean
 
 
 def steps_per_epoch(n_rows):
@@ -169,9 +181,8 @@ def estimate(folder, args):
             if name.endswith("(set2set)") or not m["folds"]:
                 continue
             if _is_forest(name):  # featurized once for the task (each fold's featurize_s featurized all)
-                featurize = [f["featurize_s"] for f in m["folds"]]
-                seconds = (statistics.mean(featurize) if once else sum(featurize)) + args.seeds * sum(
-                    f["fit_s"] for f in m["folds"])
+                featurize = _forest_featurize_s(r["models"], name) if once else sum(f["featurize_s"] for f in m["folds"])
+                seconds = featurize + args.seeds * sum(f["fit_s"] for f in m["folds"])
             else:
                 s2s = r["models"].get(f"{name} (set2set)", {}).get("folds")
                 grid = getattr(args, "loss_grids", {}).get(task)
@@ -194,9 +205,11 @@ def estimate(folder, args):
         for name in COMPOSITION_MODELS:
             m = ref["models"][name]
             if _is_forest(name):  # featurized once, per distinct formula; fitted per fold
-                per_row = statistics.mean(f["featurize_s"] for f in m["folds"]) / ref["n_samples"]
-                featurize = (0.0 if task in SAME_INPUTS else per_row * distinct) if once else (
-                    per_row * n_rows * len(m["folds"]))
+                if once:
+                    per_row = _forest_featurize_s(ref["models"], name) / ref["n_samples"]
+                    featurize = 0.0 if task in SAME_INPUTS else per_row * distinct
+                else:
+                    featurize = sum(f["featurize_s"] for f in m["folds"]) / ref["n_samples"] * n_rows
                 seconds = featurize + scale * seeds * sum(f["fit_s"] for f in m["folds"])
             elif steps:
                 # patience and cap in steps: the same steps as on the reference task, whose recorded time per

@@ -629,7 +629,9 @@ def test_forests_featurize_each_distinct_input_once_with_the_per_fold_results(mo
     lines = []
     result = run_matbench_task("matbench_steels", models=["AMM-style"], folds=[0, 1], settings=settings, seed=3,
                                feature_cache=tmp_path, log=lines.append)
-    assert featurized == [len(set(task.inputs.iloc[used]))]  # once, each distinct formula once, for both folds
+    distinct = len(set(task.inputs.iloc[used]))
+    n_sets = len(MatminerFeatures()._featurizers())  # matminer's composition sets, a block each
+    assert featurized == [distinct] * n_sets  # once, each distinct formula once, for both folds
     assert any("featurized once" in line for line in lines)
     assert all(fit["features_reused"] for fit in result["models"]["AMM-style"]["folds"])
     for fit in result["models"]["AMM-style"]["folds"][1:]:  # fold 1: its rows come from the table fitted on fold 0's
@@ -648,11 +650,16 @@ def test_forests_featurize_each_distinct_input_once_with_the_per_fold_results(mo
     # so does another task on the same inputs (mp_gap's and mp_is_metal's compositions are the same)
     table, rows_of = running._featurize_once(replace(task, name="matbench_expt_gap"), "AMM-style", settings, [0],
                                              tmp_path, log=lines.append)
-    assert featurized == [] and table.shape[0] == len(set(task.inputs.iloc[used])) and (rows_of[used] >= 0).all()
-    # other inputs (here one formula changed) do not match the file's digest: featurized again
+    assert featurized == [] and table.shape[0] == distinct and (rows_of[used] >= 0).all()
+    # and the other forest: matminer's blocks are read, only the parent's composition features are computed
+    run_matbench_task("matbench_steels", models=["AMM-style + MEGNet"], folds=[1], settings=settings,
+                      feature_cache=tmp_path, log=lines.append)
+    assert featurized == [distinct] and sum("read from" in line for line in lines) == 3 * n_sets  # 3 runs read
+    # other inputs (here one formula changed) do not match the files' digests: featurized again
+    featurized.clear()
     changed = replace(task, inputs=task.inputs.copy())
     changed.inputs.iloc[used[0]] = "Fe0.5Ni0.5"
     monkeypatch.setattr(running, "load_matbench_task", lambda name: changed)
     run_matbench_task("matbench_steels", models=["AMM-style"], folds=[1], settings=settings, feature_cache=tmp_path,
                       log=lambda *a: None)
-    assert featurized == [len(set(changed.inputs.iloc[used]))]
+    assert featurized == [len(set(changed.inputs.iloc[used]))] * n_sets

@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sklearn.base import clone
+
+from .._baseline import MatminerFeatures
 from .._featurizers import precompute_features
 from .models import MODELS, _seed_ensemble, _tunes_threshold, make_model, model_label, models_for
 from .protocol import TrainingSettings, step_epochs
@@ -157,11 +160,11 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         result["encode_s"] = time.perf_counter() - start
         log(f"{task_name}: every structure encoded once per parent for all models ({result['encode_s']:.1f} s)")
     # the forests' features of every row, each distinct input featurized once for every fold and seed
-    tables = {}
+    tables, memo = {}, {}
     for name in names:
         if not MODELS[name].is_network:
             start = time.perf_counter()
-            tables[name] = _featurize_once(task, name, settings, list(folds), feature_cache, log)
+            tables[name] = _featurize_once(task, name, settings, list(folds), feature_cache, log, memo)
             result.setdefault("featurize_once_s", {})[name] = time.perf_counter() - start
     for name in names:
         label = model_label(name, settings, selection, info.kind)
@@ -231,7 +234,7 @@ def _input_digest(inputs):
     return digest.hexdigest()
 
 
-def _featurize_once(task, name, settings, folds, cache=None, log=print):
+def _featurize_once(task, name, settings, folds, cache=None, log=print, memo=None):
     """A forest baseline's featurizer output for every row of the task the folds use: ``(table, rows)``,
     the row of ``table`` of task position ``i`` being ``rows[i]``.
 
@@ -244,16 +247,21 @@ def _featurize_once(task, name, settings, folds, cache=None, log=print):
     results equal the per-fold featurization's. The step is fitted on the first fold's training
     rows, as before (its fit reads no targets and no test rows).
 
-    With ``cache`` (a folder), the table is kept as ``<model>__<digest>.npz``, the digest of the
-    inputs, the featurizer's parameters and the library versions (stored in the file too); a later
-    run with the same digest (another fold's job, or another task on the same inputs) reads it
-    instead of featurizing.
+    The table is made of one block per featurizer of the step (``MatminerFeatures`` hstacks them
+    in the same order). With ``cache`` (a folder), each block is kept as
+    ``<featurizer>__<digest>.npz``, the digest of the inputs, the featurizer's parameters and the
+    library versions (stored in the file too); a later run with the same digest (another fold's
+    job, the other forest on the same matminer sets, another task on the same inputs) reads it
+    instead of featurizing. ``memo`` (a dict) shares the blocks between the models of one run.
     """
     import matminer
 
     from .. import __version__
 
     step = make_model(name, task.info, settings)[0]
+    if not isinstance(step, MatminerFeatures):
+        raise TypeError(f"{name}: a forest baseline's first step is MatminerFeatures, got {type(step).__name__}.")
+    memo = {} if memo is None else memo
     # the rows the run's folds use (all of them unless a caller sliced the folds), each distinct input once
     used = np.unique(np.concatenate([np.concatenate(task.folds[f]) for f in folds]).astype(np.int64))
     inputs = task.inputs.iloc[used].tolist()
@@ -264,30 +272,39 @@ def _featurize_once(task, name, settings, folds, cache=None, log=print):
         codes, uniques = np.arange(len(inputs)), inputs
     rows = np.full(len(task.inputs), -1, dtype=np.int64)  # task position -> row of the table (-1: not used)
     rows[used] = codes
-    # the file is named by what the table depends on, not by the task: tasks with the same inputs share it
-    # (the composition-only copies of mp_gap and mp_is_metal, of log_gvrh and log_kvrh)
-    key = hashlib.sha256(json.dumps({
-        # the featurizers with every parameter (untruncated), less the memory addresses of their data sources
-        "featurizer": re.sub(r" at 0x[0-9a-fA-F]+", "", step.__repr__(N_CHAR_MAX=10**7)),
-        "inputs": _input_digest(uniques), "versions": [__version__, matminer.__version__, np.__version__],
-    }, sort_keys=True).encode()).hexdigest()
-    path = None if cache is None else Path(cache) / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}__{key[:20]}.npz"
-    if path is not None and path.is_file():
-        with np.load(path, allow_pickle=False) as saved:
-            if str(saved["key"]) == key:
-                log(f"{task.name} {name}: features of {len(uniques)} distinct inputs read from {path}")
-                return saved["features"], rows
-    start = time.perf_counter()
+    # one block per featurizer, each kept by what it depends on (the featurizer with every parameter, untruncated,
+    # less the memory addresses of its data sources; the inputs; the versions), not by the task or the model:
+    # the two forests share matminer's blocks, and tasks on the same inputs (the composition-only copies of
+    # mp_gap and mp_is_metal, of log_gvrh and log_kvrh) share every block
+    digest = _input_digest(uniques)
     X_fit, y_fit, _, _ = task.split(folds[0])
-    step.fit(list(X_fit), y_fit.to_numpy())
-    table = np.asarray(step.transform(uniques), dtype=np.float64)
-    log(f"{task.name} {name}: {len(uniques)} distinct inputs of {len(used)} rows featurized once for every "
-        f"fold ({time.perf_counter() - start:.1f} s)")
-    if path is not None:
-        buffer = io.BytesIO()
-        np.savez(buffer, features=table, key=np.array(key))
-        _write_atomically(path, buffer.getvalue())
-    return table, rows
+    blocks = []
+    for featurizer in step._featurizers():
+        one = clone(step).set_params(featurizers=[featurizer])
+        key = hashlib.sha256(json.dumps({
+            "featurizer": re.sub(r" at 0x[0-9a-fA-F]+", "", one.__repr__(N_CHAR_MAX=10**7)), "inputs": digest,
+            "versions": [__version__, matminer.__version__, np.__version__]}, sort_keys=True).encode()).hexdigest()
+        what = f"{task.name} {name}: {type(featurizer).__name__} of {len(uniques)} distinct inputs"
+        path = None if cache is None else Path(cache) / f"{type(featurizer).__name__}__{key[:20]}.npz"
+        if key in memo:
+            blocks.append(memo[key])
+            log(f"{what} computed for an earlier model")
+            continue
+        if path is not None and path.is_file():
+            with np.load(path, allow_pickle=False) as saved:
+                if str(saved["key"]) == key:
+                    blocks.append(memo.setdefault(key, saved["features"]))
+                    log(f"{what} read from {path}")
+                    continue
+        start = time.perf_counter()
+        block = np.asarray(one.fit(list(X_fit), y_fit.to_numpy()).transform(uniques), dtype=np.float64)
+        blocks.append(memo.setdefault(key, block))
+        log(f"{what} ({len(used)} rows) featurized once for every fold ({time.perf_counter() - start:.1f} s)")
+        if path is not None:
+            buffer = io.BytesIO()
+            np.savez(buffer, features=block, key=np.array(key))
+            _write_atomically(path, buffer.getvalue())
+    return np.hstack(blocks), rows
 
 
 def _run_fold(task, name, fold, seed, settings, selection, shared=None, recorded=None, checkpoint=None, resume=False):
