@@ -2,7 +2,8 @@
 
 Every model is a scikit-learn ``Pipeline(featurizer -> estimator)``. For each seed and fold
 the featurizer runs on the training and test inputs (timed; the process-wide feature cache
-means later models, seeds and folds reuse the frozen-encoder outputs), the estimator is
+means later models, seeds and folds reuse the frozen-encoder outputs; a forest baseline's
+matminer featurizers run once per task on its distinct inputs, :func:`_featurize_once`), the estimator is
 fitted on the training part (its own 90/10 split, drawn from the seed, drives early
 stopping) and scored on the test part. With a selection grid (:func:`select_protocol`)
 every candidate training configuration is fitted on the training part and the one with the
