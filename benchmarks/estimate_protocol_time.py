@@ -332,8 +332,8 @@ def validation_spread(results):
 
     per_seed = {}  # (task, model) -> {seed: [validation MAE per fold]}
     for r, name, f in _single_net_fits(results):
-        if (r.get("metric") != "mae" or r.get("composition_only") or _is_forest(name)
-                or "validation-selected" in name):
+        if (r.get("metric") != "mae" or r.get("composition_only") or "validation-selected" in name
+                or _is_forest(name)):
             continue
         if f.get("validation_score") is not None and f.get("seed") is not None:
             per_seed.setdefault((r["task"], name), {}).setdefault(f["seed"], {})[f["fold"]] = f["validation_score"]

@@ -160,13 +160,9 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     if precompute_features(run_inputs, [make_model(name, info, settings)[0] for name in names]):
         result["encode_s"] = time.perf_counter() - start
         log(f"{task_name}: every structure encoded once per parent for all models ({result['encode_s']:.1f} s)")
-    # the forests' features of every row, each distinct input featurized once for every fold and seed
+    # the forests' features of every row, each distinct input featurized once for every fold and seed (when a
+    # forest first has a fit to run: a resumed run whose fits are all recorded featurizes nothing)
     tables, memo = {}, {}
-    for name in names:
-        if not MODELS[name].is_network:
-            start = time.perf_counter()
-            tables[name] = _featurize_once(task, name, settings, list(folds), feature_cache, log, memo)
-            result.setdefault("featurize_once_s", {})[name] = time.perf_counter() - start
     for name in names:
         label = model_label(name, settings, selection, info.kind)
         candidates = candidate_configs(name, info, selection) if selection else []
@@ -191,7 +187,11 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
 
         for fold in folds:
             shared = {}  # the featurizer step does not depend on the seed: computed once per fold
-            if name in tables:  # or, for a forest, once for the task: the fold's rows of it
+            if not MODELS[name].is_network and any((s, fold) not in kept for s in seeds):
+                if name not in tables:  # or, for a forest, once for the task: the fold's rows of it
+                    start = time.perf_counter()
+                    tables[name] = _featurize_once(task, name, settings, list(folds), feature_cache, log, memo)
+                    result.setdefault("featurize_once_s", {})[name] = time.perf_counter() - start
                 table, rows = tables[name]
                 shared = {"train": table[rows[task.folds[fold][0]]], "test": table[rows[task.folds[fold][1]]]}
             for s in seeds:
@@ -243,7 +243,7 @@ def _featurize_once(task, name, settings, folds, cache=None, log=print, memo=Non
     fold (and per process, where the plan runs a task's folds as separate jobs). The featurizers
     of the baselines (matminer's composition and structure sets, the parent's fixed-length
     statistics) compute each row from that row alone, so the same table comes from featurizing
-    every *distinct* input once (formula strings repeat: 20-50% of the composition-only tasks'
+    every *distinct* input once (formula strings repeat: 5-49% of the composition-only tasks'
     rows are polymorphs' formulas) and taking each fold's rows of it; a test checks the fold
     results equal the per-fold featurization's. The step is fitted on the first fold's training
     rows, as before (its fit reads no targets and no test rows).
