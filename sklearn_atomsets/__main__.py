@@ -175,7 +175,9 @@ def main(argv=None):
                         "and grid (same seed and fold) are kept, not fitted again")
     m.add_argument("--feature-cache", default=None, metavar="DIR",
                    help="folder for the forest baselines' features of a whole task, featurized once and read by "
-                        "later runs of other folds or seeds (same inputs, featurizers and versions)")
+                        "later runs of other folds or seeds (same inputs, featurizers and versions), and, in its "
+                        "parents/ subfolder, the parents' outputs per structure (read by later runs on the same "
+                        "structures and parent)")
     m.set_defaults(func=matbench)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -524,7 +524,7 @@ def _structure_featurizers(objects):
     return found
 
 
-def precompute_features(structures, featurizers):
+def precompute_features(structures, featurizers, cache=None):
     """Encode every structure once per parent, with every output that ``featurizers`` need, into the cache.
 
     Each featurizer asks its parent only for its own layers, so featurizing the same structures with
@@ -536,7 +536,11 @@ def precompute_features(structures, featurizers):
     matminer's own) are ignored, as are featurizers with ``cache=False``. Parents whose outputs for
     these structures would take more than half the cache's limit (:func:`set_feature_cache_limit`)
     are skipped: they would not stay cached, so each featurizer encodes what it needs as usual.
-    Returns how many parents ran.
+    ``cache`` (a folder, or None for each featurizer's own ``cache``): encode as a featurizer with
+    ``cache=<folder>`` does, reading the structures that folder already holds (written by an earlier
+    process: another job, seed or session on the same structures and parent) and writing the others,
+    every layer of the parent; the featurizers themselves are not changed. Returns how many parents
+    ran (read from the folder or encoded).
 
     Examples
     --------
@@ -559,6 +563,9 @@ def precompute_features(structures, featurizers):
         nbytes = 4 * sum(widths[n] * (n_sites if n in encoder.site_layers else len(structures)) for n in wanted)
         if nbytes > _CACHE.max_bytes // 2:  # would not stay cached: each featurizer encodes what it needs
             continue
+        if cache is not None:  # a shallow copy: the same encoder, the folder as its cache
+            featurizer = copy.copy(featurizer)
+            featurizer.cache = os.fspath(cache)
         featurizer._encode(structures, pbar=False, wanted=sorted(wanted))
         filled += 1
     return filled

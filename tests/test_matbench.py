@@ -338,13 +338,53 @@ def test_each_structure_is_encoded_once_for_all_models_of_a_run(monkeypatch):
     assert sum(encoded) == 80 and "encode_s" in filled  # once, for the three models' layers together
     clear_feature_cache()
     encoded.clear()
-    monkeypatch.setattr(running, "precompute_features", lambda inputs, steps: 0)
+    monkeypatch.setattr(running, "precompute_features", lambda inputs, steps, cache=None: 0)
     plain = run_matbench_task("matbench_jdft2d", **run)
     # without it the featurizers' own cache does the same: the first model's pass keeps every
     # output of each structure (issue 34), so the other models' layers run no parent again
     assert sum(encoded) == 80
     for name in run["models"]:  # and the features, hence the predictions, are the same
         assert_float32_close(filled["models"][name]["folds"][0]["y_pred"], plain["models"][name]["folds"][0]["y_pred"])
+
+
+def test_a_feature_cache_keeps_the_parents_outputs_for_later_runs(monkeypatch, tmp_path):
+    # the plan runs each job (and, with WORKERS, each seed) as its own process: with --feature-cache the
+    # parents' outputs of the task's structures are written once and read by the later processes
+    from sklearn_atomsets import clear_feature_cache
+    from sklearn_atomsets._featurizers import _StructureBase
+
+    small = dataclasses_replace_folds(load_matbench_task("matbench_jdft2d"), 60, 20)
+    monkeypatch.setattr(running, "load_matbench_task", lambda name: small)
+    encoded = []
+    original = _StructureBase._encode_structures
+
+    def counting(self, structures, *args, **kwargs):
+        encoded.append(len(structures))
+        return original(self, structures, *args, **kwargs)
+
+    monkeypatch.setattr(_StructureBase, "_encode_structures", counting)
+    settings = TrainingSettings(max_epochs=3, patience=3)
+    clear_feature_cache()
+    first = run_matbench_task("matbench_jdft2d", models=["AtomSets-V1"], folds=[0], settings=settings,
+                              feature_cache=tmp_path, log=lambda *a: None)
+    assert sum(encoded) == 80
+    folder = tmp_path / "parents" / running._versions_folder()
+    assert len(list(folder.glob("*.npz"))) == 80  # one file per structure and parent
+    clear_feature_cache()  # as a new process starts
+    encoded.clear()
+    # another job: another layer of the same parent, read from the folder (every layer was kept)
+    later = run_matbench_task("matbench_jdft2d", models=["AtomSets-V1", "AtomSets-V2"], folds=[0],
+                              settings=settings, feature_cache=tmp_path, log=lambda *a: None)
+    assert sum(encoded) == 0
+    assert_float32_close(later["models"]["AtomSets-V1"]["folds"][0]["y_pred"],
+                         first["models"]["AtomSets-V1"]["folds"][0]["y_pred"])
+    clear_feature_cache()
+    fresh = run_matbench_task("matbench_jdft2d", models=["AtomSets-V2"], folds=[0], settings=settings,
+                              log=lambda *a: None)
+    assert sum(encoded) == 80  # without the folder: encoded again, to the same features
+    assert_float32_close(later["models"]["AtomSets-V2"]["folds"][0]["y_pred"],
+                         fresh["models"]["AtomSets-V2"]["folds"][0]["y_pred"])
+    clear_feature_cache()
 
 
 def dataclasses_replace_folds(task, n_train, n_test):

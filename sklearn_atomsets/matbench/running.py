@@ -157,7 +157,11 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
     for fold in folds:
         X_train, _, X_test, _ = task.split(fold)
         run_inputs += [*X_train, *X_test]
-    if precompute_features(run_inputs, [make_model(name, info, settings)[0] for name in names]):
+    # with a feature cache, the parents' outputs are kept in its parents/ folder, one file per structure and
+    # parent (keyed by the weights' checksum), under the versions that computed them: the other jobs and seeds on
+    # the same task and parent read them instead of encoding again
+    parents = None if feature_cache is None else Path(feature_cache) / "parents" / _versions_folder()
+    if precompute_features(run_inputs, [make_model(name, info, settings)[0] for name in names], cache=parents):
         result["encode_s"] = time.perf_counter() - start
         log(f"{task_name}: every structure encoded once per parent for all models ({result['encode_s']:.1f} s)")
     # the forests' features of every row, each distinct input featurized once for every fold and seed (when a
@@ -233,6 +237,16 @@ def _input_digest(inputs):
         else:
             digest.update(repr(x).encode() + b"\0")
     return digest.hexdigest()
+
+
+def _versions_folder():
+    """The parents' cache subfolder of these versions (this package's and torch's): outputs a later
+    version computes (another encoder, other kernels) are not mixed with an earlier one's."""
+    import torch
+
+    from .. import __version__
+
+    return f"sklearn_atomsets-{__version__}_torch-{torch.__version__}"
 
 
 def _featurize_once(task, name, settings, folds, cache=None, log=print, memo=None):
