@@ -5,7 +5,6 @@ columns, joined after the readout, standardised on the training rows, missing va
 from __future__ import annotations
 
 import pickle
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_val_predict, cros
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from sklearn_atomsets import AtomicNumberSetFeaturizer, AtomSetsClassifier, AtomSetsModule, AtomSetsRegressor, WeightedSet
+from sklearn_atomsets import AtomicNumberSetFeaturizer, AtomSetsClassifier, AtomSetsModule, AtomSetsRegressor
 
 FAST = dict(max_epochs=40, batch_size=16, validation_fraction=None, random_state=0, n_neurons=(16,), n_neurons_final=(16,))
 FORMULAS = ["NaCl", "KCl", "MgO", "CaO", "LiF", "NaF", "Fe2O3", "SiO2", "Al2O3", "TiO2", "ZnS", "GaAs"]

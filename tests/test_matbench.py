@@ -317,8 +317,9 @@ def test_composition_only_tasks_run_the_composition_models(monkeypatch, tmp_path
     assert saved["models"]["AtomSets"]["folds"][0]["n_test"] == 60
 
 
-def test_each_structure_is_encoded_once_for_all_models_of_a_run(monkeypatch):
-    from sklearn_atomsets import clear_feature_cache
+def _small_jdft2d_counting_encoded_structures(monkeypatch):
+    """jdft2d sliced to 60 training and 20 test rows per fold; returns the list that collects how many
+    structures each parent pass encodes."""
     from sklearn_atomsets._featurizers import _StructureBase
 
     small = dataclasses_replace_folds(load_matbench_task("matbench_jdft2d"), 60, 20)
@@ -331,6 +332,13 @@ def test_each_structure_is_encoded_once_for_all_models_of_a_run(monkeypatch):
         return original(self, structures, *args, **kwargs)
 
     monkeypatch.setattr(_StructureBase, "_encode_structures", counting)
+    return encoded
+
+
+def test_each_structure_is_encoded_once_for_all_models_of_a_run(monkeypatch):
+    from sklearn_atomsets import clear_feature_cache
+
+    encoded = _small_jdft2d_counting_encoded_structures(monkeypatch)
     run = dict(models=["AtomSets-V1", "AtomSets-V2", "MLP-f"], folds=[0], log=lambda *a: None,
                settings=TrainingSettings(max_epochs=3, patience=3))
     clear_feature_cache()
@@ -351,18 +359,8 @@ def test_a_feature_cache_keeps_the_parents_outputs_for_later_runs(monkeypatch, t
     # the plan runs each job (and, with WORKERS, each seed) as its own process: with --feature-cache the
     # parents' outputs of the task's structures are written once and read by the later processes
     from sklearn_atomsets import clear_feature_cache
-    from sklearn_atomsets._featurizers import _StructureBase
 
-    small = dataclasses_replace_folds(load_matbench_task("matbench_jdft2d"), 60, 20)
-    monkeypatch.setattr(running, "load_matbench_task", lambda name: small)
-    encoded = []
-    original = _StructureBase._encode_structures
-
-    def counting(self, structures, *args, **kwargs):
-        encoded.append(len(structures))
-        return original(self, structures, *args, **kwargs)
-
-    monkeypatch.setattr(_StructureBase, "_encode_structures", counting)
+    encoded = _small_jdft2d_counting_encoded_structures(monkeypatch)
     settings = TrainingSettings(max_epochs=3, patience=3)
     clear_feature_cache()
     first = run_matbench_task("matbench_jdft2d", models=["AtomSets-V1"], folds=[0], settings=settings,
