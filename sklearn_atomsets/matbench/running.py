@@ -94,6 +94,11 @@ def run_matbench_task(task_name, models=None, folds=range(5), settings=None, out
         The file is written after every fit (with or without ``resume``), so a run that is
         stopped loses at most the fit it was in. Without ``resume`` such fits are fitted again
         and replace the recorded ones.
+    feature_cache : path-like, optional
+        A folder kept between runs: the forest baselines' features of the whole task
+        (:func:`_featurize_once`) and, under ``parents/<versions>/``, the parents' outputs per
+        structure (:func:`precompute_features` with ``cache``), read by later runs on the same
+        inputs instead of computed again.
     """
     settings = settings or TrainingSettings()
     if settings.threshold not in ("0.5", "validation"):
