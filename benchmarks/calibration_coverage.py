@@ -9,7 +9,10 @@ embedding, atom fractions as weights), then
   inner validation split; its raw std (the members' spread) and the calibrated std
   ``std_scale_ * sqrt(std**2 + std_floor_**2)``;
 - ``variance scale``: the same ensemble's raw std times ``sqrt(mean(z**2))`` of the standardised
-  residuals z on the same shared validation rows (the simple alternative; not the library's).
+  residuals z on the same shared validation rows (the simple alternative; not the library's);
+- ``interval``: the same ensemble's ``predict_interval(X, coverage=p)`` (split-conformal
+  quantiles of the shared validation rows' errors in calibrated std), its "within 1 std" and
+  "within 2 std" the intervals at the normal's probabilities of 1 and 2 std (0.683, 0.954).
 
 Everything the calibration uses comes from the training part of the fold (its inner
 validation rows); the test fold is only predicted and scored. Prints one table (coverage
@@ -41,6 +44,8 @@ from sklearn_atomsets.matbench import load_matbench_composition_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = np.linspace(0.05, 0.95, 19)
+#: the probabilities of 1 and 2 normal std: what the interval variant is scored at
+ONE_TWO = (float(norm.cdf(1) - norm.cdf(-1)), float(norm.cdf(2) - norm.cdf(-2)))
 
 
 def member(args):
@@ -69,6 +74,8 @@ def run_fold(task, sets, fold, args):
     out["shared_raw"] = {"mean": mean.tolist(), "std": raw.tolist()}
     out["calibrated"] = {"mean": mean.tolist(), "std": std.tolist()}
     out["variance_scale"] = {"mean": mean.tolist(), "std": (raw * variance_scale).tolist()}
+    out["interval"] = {"mean": mean.tolist(),
+                       "halfwidth": [((shared.predict_interval(X_test, p)[1] - mean)).tolist() for p in (*ONE_TWO, *LEVELS)]}
     out["std_scale"], out["std_floor"] = float(shared.std_scale_), float(shared.std_floor_)
     out["variance_scale_factor"] = variance_scale
     out["n_calibration_rows"] = int(len(rows))
@@ -81,15 +88,20 @@ def coverage_table(results):
     rows = []
     for name, folds in results.items():
         y = np.concatenate([np.asarray(f["y"]) for f in folds.values()])
-        for variant in ("own", "shared_raw", "variance_scale", "calibrated"):
+        for variant in ("own", "shared_raw", "variance_scale", "calibrated", "interval"):
+            if not all(variant in f for f in folds.values()):
+                continue  # a run written before the variant existed
             mean = np.concatenate([np.asarray(f[variant]["mean"]) for f in folds.values()])
-            std = np.concatenate([np.asarray(f[variant]["std"]) for f in folds.values()])
-            rows.append({
-                "task": name, "variant": variant, "n_test": len(y),
-                "mae": float(np.abs(y - mean).mean()),
-                "cov1": float(interval_coverage(y, mean, std, 1)), "cov2": float(interval_coverage(y, mean, std, 2)),
-                "curve": [float(interval_coverage(y, mean, std, norm.ppf(0.5 + p / 2))) for p in LEVELS],
-            })
+            if variant == "interval":  # half-widths at ONE_TWO, then at LEVELS
+                widths = np.concatenate([np.asarray(f[variant]["halfwidth"]) for f in folds.values()], axis=1)
+                covered = [float(interval_coverage(y, mean, w)) for w in widths]
+                cov1, cov2, curve = covered[0], covered[1], covered[2:]
+            else:
+                std = np.concatenate([np.asarray(f[variant]["std"]) for f in folds.values()])
+                cov1, cov2 = float(interval_coverage(y, mean, std, 1)), float(interval_coverage(y, mean, std, 2))
+                curve = [float(interval_coverage(y, mean, std, norm.ppf(0.5 + p / 2))) for p in LEVELS]
+            rows.append({"task": name, "variant": variant, "n_test": len(y), "mae": float(np.abs(y - mean).mean()),
+                         "cov1": cov1, "cov2": cov2, "curve": curve})
     return rows
 
 
@@ -102,7 +114,8 @@ def plot(rows, path):
     tasks = sorted({r["task"] for r in rows})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 4), squeeze=False)
     styles = {"own": ("own splits, raw std", "C3"), "shared_raw": ("shared split, raw std", "C1"),
-              "variance_scale": ("variance scale", "C2"), "calibrated": ("calibrated (std_scale_, std_floor_)", "C0")}
+              "variance_scale": ("variance scale", "C2"), "calibrated": ("calibrated (std_scale_, std_floor_)", "C0"),
+              "interval": ("predict_interval (conformal)", "C4")}
     for ax, task in zip(axes[0], tasks):
         ax.plot([0, 1], [0, 1], "k:", lw=1, label="ideal")
         for r in rows:

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__"]
 
 from ._atomsets import AtomSetsModule
-from ._calibration import calibrated_std, fit_std_calibration, interval_coverage
+from ._calibration import calibrated_std, fit_std_calibration, interval_coverage, interval_quantile
 from ._baseline import MatminerFeatures, automatminer_style_pipeline, default_matminer_featurizers
 from ._dask import featurize_dask, to_dask_frame
 from ._ensemble import AtomSetsEnsembleClassifier, AtomSetsEnsembleRegressor
@@ -66,6 +66,7 @@ __all__ += [
     "calibrated_std",
     "fit_std_calibration",
     "interval_coverage",
+    "interval_quantile",
     "MLPfClassifier",
     "MLPfRegressor",
     "AtomicNumberSetFeaturizer",

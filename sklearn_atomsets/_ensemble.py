@@ -20,7 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._calibration import calibrated_std, fit_std_calibration, interval_coverage
+from ._calibration import calibrated_std, fit_std_calibration, interval_coverage, interval_quantile
 from ._descriptors import take_samples
 from ._estimators import AtomSetsClassifier, AtomSetsRegressor
 from ._stacked import fit_stacked, unsupported, unsupported_data
@@ -152,6 +152,8 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
         heavy-tailed errors one std cannot match both 68 % and 95 %: on MatBench the 1-std
         coverage comes out near 68 % and the 2-std coverage short of 95 %
         (``benchmarks/README.md``); ``calibration_coverage_`` shows it on the held-out rows.
+        For an interval at a chosen probability use :meth:`predict_interval`, which reads
+        the held-out rows' own error distribution instead of the normal one.
 
     Attributes
     ----------
@@ -174,6 +176,9 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
         With ``calibrate=True``: on those rows, the fraction of errors within 1 and 2
         calibrated std (keys 1 and 2); optimistic, as early stopping chose each member's
         epoch on these rows.
+    calibration_scores_ : ndarray of shape (n_rows,) or (n_rows, n_targets), or None
+        With ``calibrate=True``: those rows' errors in calibrated std, ``|y - mean| / std``,
+        which :meth:`predict_interval` takes its quantiles from; else None.
 
     See Also
     --------
@@ -226,6 +231,7 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
     def _calibrate(self, X, y):
         """``std_scale_`` from the ensemble's errors and spread on the shared held-out rows only."""
         self.std_scale_ = self.std_floor_ = self.validation_indices_ = self.calibration_coverage_ = None
+        self.calibration_scores_ = None
         if not self.calibrate:
             return
         splits = [getattr(e, "validation_indices_", None) for e in self.estimators_]
@@ -239,6 +245,8 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
         calibrated = calibrated_std(std, self.std_scale_, self.std_floor_)
         coverage = {k: interval_coverage(y_valid, mean, calibrated, k=k) for k in (1, 2)}
         self.calibration_coverage_ = {k: float(c) if np.ndim(c) == 0 else c for k, c in coverage.items()}
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero std: an infinite score, never covered
+            self.calibration_scores_ = np.abs(y_valid - mean) / calibrated
 
     def _mean_std(self, X):
         predictions = np.stack([np.asarray(e.predict(X), dtype=float) for e in self.estimators_])
@@ -256,6 +264,35 @@ class AtomSetsEnsembleRegressor(RegressorMixin, _SeedEnsemble):
         if getattr(self, "std_scale_", None) is not None:
             std = calibrated_std(std, self.std_scale_, self.std_floor_)
         return (mean, std) if return_std else mean
+
+    def predict_interval(self, X, coverage=0.95):
+        """Lower and upper bounds that cover ``coverage`` of new errors (``calibrate=True`` only).
+
+        The interval is ``mean +- q * std`` with ``std`` the calibrated std and ``q`` the
+        split-conformal quantile of the shared held-out rows' ``calibration_scores_``
+        (:func:`interval_quantile`): it holds for at least ``coverage`` of new rows that are
+        exchangeable with those rows, whatever the errors' distribution (heavy tails widen
+        the 95 % interval beyond 1.96 std). The held-out rows also chose each member's best
+        epoch, which makes the intervals a little optimistic (``benchmarks/README.md``
+        measures them on MatBench test folds). Infinite bounds when the held-out rows are
+        too few for ``coverage`` (fewer than ``coverage / (1 - coverage)``: 19 for 0.95).
+
+        Parameters
+        ----------
+        X : sets, as for :meth:`predict`
+        coverage : float in (0, 1), default=0.95
+
+        Returns
+        -------
+        lower, upper : ndarrays of the shape of ``predict(X)``
+        """
+        check_is_fitted(self, "estimators_")
+        if getattr(self, "calibration_scores_", None) is None:
+            raise ValueError("predict_interval needs the held-out rows of a fit with calibrate=True; this "
+                             "ensemble has no calibration_scores_ (fitted with calibrate=False, or by a version before them).")
+        q = interval_quantile(self.calibration_scores_, coverage)
+        mean, std = self.predict(X, return_std=True)
+        return mean - q * std, mean + q * std
 
 
 class AtomSetsEnsembleClassifier(ClassifierMixin, _SeedEnsemble):
