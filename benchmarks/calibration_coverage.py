@@ -164,7 +164,7 @@ def main():
     print(f"\nCoverage of the test errors, pooled over folds {args.folds} (nominal: 1 std 0.683, 2 std 0.954); "
           f"{args.members} members, max_epochs {args.max_epochs}, patience {args.patience}, "
           f"validation_fraction {args.validation_fraction}\n")
-    print(f"| task | std | n test | MAE | within 1 std | within 2 std |\n|---|---|---|---|---|---|")
+    print("| task | std | n test | MAE | within 1 std | within 2 std |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['task']} | {r['variant']} | {r['n_test']} | {r['mae']:.4g} | {r['cov1']:.3f} | {r['cov2']:.3f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
