@@ -16,7 +16,8 @@ embedding, atom fractions as weights), then
 
 Everything the calibration uses comes from the training part of the fold (its inner
 validation rows); the test fold is only predicted and scored. Prints one table (coverage
-at 1 and 2 std, pooled over the folds run, nominal 0.683 and 0.954) and writes
+at 1 and 2 std, pooled over the folds run, nominal 0.683 and 0.954; for the intervals beside it the
+coverage's mean ± std were held-out and test rows exchangeable, ``conformal_spread``) and writes
 ``results/calibration_coverage.json`` and ``results/calibration_coverage.png`` (observed
 vs. nominal coverage of central intervals on the test folds).
 
@@ -82,9 +83,30 @@ def run_fold(task, sets, fold, args):
     out["std_scale"], out["std_floor"] = float(shared.std_scale_), float(shared.std_floor_)
     out["variance_scale_factor"] = variance_scale
     out["n_calibration_rows"] = int(len(rows))
+    out["n_test"] = int(len(test))
     out["validation_coverage"] = shared.calibration_coverage_
     out["seconds"] = time.perf_counter() - start
     return out
+
+
+def conformal_spread(n_calibration, n_test, p):
+    """Mean and std of the pooled test coverage that split-conformal intervals at probability ``p`` have
+    when the held-out and test rows are exchangeable: per fold (``n_calibration[i]`` held-out rows,
+    ``n_test[i]`` test rows) the interval's coverage is Beta(k, n + 1 - k) with k = ceil((n + 1) p)
+    (1 where k > n: the quantile is infinite), its test hits beta-binomial; the folds are independent.
+    What a run's observed coverage should be compared with before calling it miscalibrated."""
+    hits_mean = hits_var = 0.0
+    for n, m in zip(n_calibration, n_test):
+        k = int(np.ceil((n + 1) * p))
+        if k > n:
+            hits_mean += m
+            continue
+        a, b = k, n + 1 - k
+        mu, var = a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
+        hits_mean += m * mu
+        hits_var += m * mu * (1 - mu) + m * (m - 1) * var
+    total = float(sum(n_test))
+    return hits_mean / total, float(np.sqrt(hits_var)) / total
 
 
 def coverage_table(results):
@@ -97,13 +119,27 @@ def coverage_table(results):
                 widths = np.concatenate([np.asarray(f[variant]["halfwidth"]) for f in folds.values()], axis=1)
                 covered = [float(interval_coverage(y, mean, w)) for w in widths]
                 cov1, cov2, curve = covered[0], covered[1], covered[2:]
+                sizes = ([f["n_calibration_rows"] for f in folds.values()], [len(f["y"]) for f in folds.values()])
+                spread = {f"exchangeable{i}": conformal_spread(*sizes, p) for i, p in zip((1, 2), ONE_TWO)}
             else:
                 std = np.concatenate([np.asarray(f[variant]["std"]) for f in folds.values()])
                 cov1, cov2 = float(interval_coverage(y, mean, std, 1)), float(interval_coverage(y, mean, std, 2))
                 curve = [float(interval_coverage(y, mean, std, norm.ppf(0.5 + p / 2))) for p in LEVELS]
+                spread = {}
             rows.append({"task": name, "variant": variant, "n_test": len(y), "mae": float(np.abs(y - mean).mean()),
-                         "cov1": cov1, "cov2": cov2, "curve": curve})
+                         "cov1": cov1, "cov2": cov2, "curve": curve, **spread})
     return rows
+
+
+def print_table(rows):
+    """The coverage table; for the intervals also the coverage that exchangeable held-out and test rows would
+    give (mean ± std, :func:`conformal_spread`), what an observed miss is measured against."""
+    print("| task | std | n test | MAE | within 1 std | within 2 std | exchangeable: 1 std | 2 std |\n"
+          "|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        expected = [f"{r[k][0]:.3f} ± {r[k][1]:.3f}" if k in r else "" for k in ("exchangeable1", "exchangeable2")]
+        print(f"| {r['task']} | {r['variant']} | {r['n_test']} | {r['mae']:.4g} | {r['cov1']:.3f} | {r['cov2']:.3f} | "
+              f"{' | '.join(expected)} |")
 
 
 def plot(rows, path):
@@ -146,9 +182,21 @@ def main():
                         help="only redraw one plot (--out.png) from the tables of earlier runs' JSON files")
     args = parser.parse_args()
     if args.combine:
-        rows = [r for path in args.combine for r in json.loads(Path(path).read_text())["table"]]
+        rows = []
+        for path in args.combine:
+            run = json.loads(Path(path).read_text())
+            for r in run["table"]:
+                if r["variant"] == "interval" and "exchangeable1" not in r:  # a run written before the spread
+                    folds = run["folds"][r["task"]]
+                    n_test = [f.get("n_test") or len(load_matbench_composition_task(r["task"]).folds[int(k)][1])
+                              for k, f in folds.items()]
+                    n_calibration = [f["n_calibration_rows"] for f in folds.values()]
+                    r.update({f"exchangeable{i}": conformal_spread(n_calibration, n_test, p)
+                              for i, p in zip((1, 2), ONE_TWO)})
+                rows.append(r)
+        print_table(rows)
         plot(rows, f"{args.out}.png")
-        print(f"wrote {args.out}.png")
+        print(f"\nwrote {args.out}.png")
         return
     results = {}
     for name in args.tasks:
@@ -165,15 +213,13 @@ def main():
     print(f"\nCoverage of the test errors, pooled over folds {args.folds} (nominal: 1 std 0.683, 2 std 0.954); "
           f"{args.members} members, max_epochs {args.max_epochs}, patience {args.patience}, "
           f"validation_fraction {args.validation_fraction}\n")
-    print("| task | std | n test | MAE | within 1 std | within 2 std |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['task']} | {r['variant']} | {r['n_test']} | {r['mae']:.4g} | {r['cov1']:.3f} | {r['cov2']:.3f} |")
+    print_table(rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(f"{args.out}.json", "w") as fh:
         json.dump({"args": vars(args), "table": rows,
                    "folds": {t: {k: {key: v for key, v in f.items() if key in ("std_scale", "std_floor", "variance_scale_factor",
-                                                                                  "n_calibration_rows", "validation_coverage",
-                                                                                  "seconds")}
+                                                                                  "n_calibration_rows", "n_test",
+                                                                                  "validation_coverage", "seconds")}
                                      for k, f in fs.items()} for t, fs in results.items()}}, fh, indent=1)
     plot(rows, f"{args.out}.png")
     print(f"\nwrote {args.out}.json and {args.out}.png")

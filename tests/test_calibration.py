@@ -222,3 +222,28 @@ def test_train_split_reaches_the_net_and_fixes_the_inner_split_across_seeds():
     np.testing.assert_array_equal(a.validation_indices_, b.validation_indices_)
     assert not np.array_equal(b.validation_indices_, c.validation_indices_)
     assert a.get_params()["train_split"] is split
+
+
+def test_the_coverage_benchmarks_exchangeable_spread_is_what_conformal_intervals_show():
+    """benchmarks/calibration_coverage.py compares observed coverage with conformal_spread's mean and std;
+    checked against intervals built by interval_quantile on exchangeable data (held-out and test errors
+    from one distribution), folds sized like jdft2d's and like a tiny task whose 95 % quantile is infinite."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration_coverage.py"
+    spec = importlib.util.spec_from_file_location("calibration_coverage", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    for n_cal, n_test, p in (([102, 102, 101, 102, 102], [128, 127, 127, 127, 127], 0.683), ([15, 40], [40, 41], 0.954)):
+        pooled = []
+        for _ in range(3000):
+            hits = 0
+            for n, m in zip(n_cal, n_test):
+                q = interval_quantile(np.abs(rng.standard_t(3, size=n)), p)
+                hits += int((np.abs(rng.standard_t(3, size=m)) <= q).sum())
+            pooled.append(hits / sum(n_test))
+        mean, std = script.conformal_spread(n_cal, n_test, p)
+        assert abs(np.mean(pooled) - mean) < 0.004, (p, np.mean(pooled), mean)
+        assert np.isclose(np.std(pooled), std, rtol=0.08), (p, np.std(pooled), std)
