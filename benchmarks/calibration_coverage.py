@@ -109,6 +109,11 @@ def conformal_spread(n_calibration, n_test, p):
     return hits_mean / total, float(np.sqrt(hits_var)) / total
 
 
+def exchangeable_columns(n_calibration, n_test):
+    """The table's ``exchangeable1`` / ``exchangeable2`` entries: :func:`conformal_spread` at ONE_TWO."""
+    return {f"exchangeable{i}": conformal_spread(n_calibration, n_test, p) for i, p in zip((1, 2), ONE_TWO)}
+
+
 def coverage_table(results):
     rows = []
     for name, folds in results.items():
@@ -119,8 +124,8 @@ def coverage_table(results):
                 widths = np.concatenate([np.asarray(f[variant]["halfwidth"]) for f in folds.values()], axis=1)
                 covered = [float(interval_coverage(y, mean, w)) for w in widths]
                 cov1, cov2, curve = covered[0], covered[1], covered[2:]
-                sizes = ([f["n_calibration_rows"] for f in folds.values()], [len(f["y"]) for f in folds.values()])
-                spread = {f"exchangeable{i}": conformal_spread(*sizes, p) for i, p in zip((1, 2), ONE_TWO)}
+                spread = exchangeable_columns([f["n_calibration_rows"] for f in folds.values()],
+                                              [len(f["y"]) for f in folds.values()])
             else:
                 std = np.concatenate([np.asarray(f[variant]["std"]) for f in folds.values()])
                 cov1, cov2 = float(interval_coverage(y, mean, std, 1)), float(interval_coverage(y, mean, std, 2))
@@ -188,11 +193,12 @@ def main():
             for r in run["table"]:
                 if r["variant"] == "interval" and "exchangeable1" not in r:  # a run written before the spread
                     folds = run["folds"][r["task"]]
-                    n_test = [f.get("n_test") or len(load_matbench_composition_task(r["task"]).folds[int(k)][1])
-                              for k, f in folds.items()]
-                    n_calibration = [f["n_calibration_rows"] for f in folds.values()]
-                    r.update({f"exchangeable{i}": conformal_spread(n_calibration, n_test, p)
-                              for i, p in zip((1, 2), ONE_TWO)})
+                    if all("n_test" in f for f in folds.values()):
+                        n_test = [f["n_test"] for f in folds.values()]
+                    else:  # runs before n_test was recorded: the official folds' sizes (the task loaded once)
+                        official = load_matbench_composition_task(r["task"]).folds
+                        n_test = [len(official[int(k)][1]) for k in folds]
+                    r.update(exchangeable_columns([f["n_calibration_rows"] for f in folds.values()], n_test))
                 rows.append(r)
         print_table(rows)
         plot(rows, f"{args.out}.png")
