@@ -145,16 +145,20 @@ class AtomSetsModule(nn.Module):
     descriptor_mean, descriptor_scale : array-like of shape (n_descriptors,) or None
         With both, descriptors enter rho as ``(d - descriptor_mean) / descriptor_scale``
         (fixed buffers, saved with the weights).
+    descriptor_min, descriptor_max : array-like of shape (n_descriptors,) or None
+        With both, descriptors are first clipped to ``[descriptor_min, descriptor_max]`` (the
+        training range; fixed buffers).
     """
 
     # modules pickled before descriptors existed (a fitted estimator of an earlier version) have none
     n_descriptors = 0
     standardise_descriptors = False
+    clip_descriptors = False
 
     def __init__(self, n_features=None, n_outputs=1, n_neurons=(64, 64), n_neurons_final=(64, 64),
                  readout="mean", n_set2set_steps=3, activation="relu", dropout=0.0, n_elements=95,
                  embedding_dim=32, feature_mean=None, feature_scale=None, n_descriptors=0,
-                 descriptor_mean=None, descriptor_scale=None):
+                 descriptor_mean=None, descriptor_scale=None, descriptor_min=None, descriptor_max=None):
         super().__init__()
         if (feature_mean is None) != (feature_scale is None):
             raise ValueError("feature_mean and feature_scale go together.")
@@ -183,6 +187,12 @@ class AtomSetsModule(nn.Module):
         if self.standardise_descriptors:
             for name, value in (("descriptor_mean", descriptor_mean), ("descriptor_scale", descriptor_scale)):
                 self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).reshape(self.n_descriptors))
+        if (descriptor_min is None) != (descriptor_max is None):
+            raise ValueError("descriptor_min and descriptor_max go together.")
+        self.clip_descriptors = descriptor_min is not None
+        if self.clip_descriptors:
+            for name, value in (("descriptor_min", descriptor_min), ("descriptor_max", descriptor_max)):
+                self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).reshape(self.n_descriptors))
         width += self.n_descriptors
         self.rho, width = _mlp(width, n_neurons_final, activation, dropout)
         self.output = nn.Linear(width, n_outputs)
@@ -201,6 +211,8 @@ class AtomSetsModule(nn.Module):
             raise ValueError(f"This module takes {self.n_descriptors} descriptors per set; got "
                              f"{'none' if descriptors is None else descriptors.shape[-1]}.")
         if descriptors is not None:
+            if self.clip_descriptors:
+                descriptors = torch.clamp(descriptors, self.descriptor_min, self.descriptor_max)
             if self.standardise_descriptors:
                 descriptors = (descriptors - self.descriptor_mean) / self.descriptor_scale
             x = torch.cat([x, descriptors.to(x.dtype)], dim=-1)

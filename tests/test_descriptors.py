@@ -61,6 +61,20 @@ def test_descriptors_are_standardised_on_the_training_rows(frame):
     np.testing.assert_allclose(buffers["descriptor_mean"].numpy(), descriptors.mean(axis=0), rtol=1e-6)
 
 
+def test_a_sample_far_outside_a_nearly_constant_training_column_is_clipped_to_the_training_range(frame):
+    """As matminer's "MagpieData minimum GSmagmom" on expt_gap: below 2.3e-5 in every training row,
+    1.55 for one test composition (2.9e6 std out, which once gave a band gap of 7221 eV)."""
+    X, y = frame
+    X = X.assign(gsmagmom=np.linspace(0.0, 2e-5, len(X)))
+    model = AtomSetsRegressor(**FAST).fit(X, y)
+    np.testing.assert_array_equal(model.descriptor_max_, X.iloc[:, 1:].max().to_numpy())
+    far, edge = X.iloc[:3].assign(gsmagmom=1.55), X.iloc[:3].assign(gsmagmom=2e-5)
+    np.testing.assert_allclose(model.predict(far), model.predict(edge), rtol=1e-6)
+    assert np.all(np.abs(model.predict(far)) < 10 * np.abs(y).max())
+    inside = X.iloc[:3].assign(gsmagmom=1e-5)  # values inside the range are not touched
+    assert not np.allclose(model.predict(inside), model.predict(edge))
+
+
 def test_descriptors_never_see_the_test_rows_and_poisoned_test_targets_change_nothing(frame):
     X, y = frame
     folds = KFold(4, shuffle=True, random_state=0)
