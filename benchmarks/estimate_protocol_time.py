@@ -11,8 +11,8 @@
         # the plan as it is, plus seed ensembles of 5 nets of every network model of the tasks with
         # at most 1000 samples, in new parts
 
-Reads the single-seed results (``benchmarks/results/matbench/<task>.json``, and the other
-parents' runs in its ``chgnet/`` folder: per fit ``fit_s``, ``featurize_s``, ``epochs_run``,
+Reads the single-seed results (``benchmarks/results/matbench/<task>.json``, and the runs of more
+models in its folders of :data:`PARENT_FOLDERS`: other parents, sets plus descriptors): per fit ``fit_s``, ``featurize_s``, ``epochs_run``,
 ``best_epoch``, and per selection candidate where a run selected) and scales them to the protocol of
 ``benchmarks/run_matbench.sh``: ``--seeds`` seeds, patience ``--patience``, epoch cap
 ``--cap`` and, for every network fit, the selection candidates of ``--select`` (regressors:
@@ -150,7 +150,9 @@ def _net_estimate(folds, s2s_folds, s2s_ratio, kind, is_mlpf, old_cap, args, n_l
     return total
 
 
-PARENT_FOLDERS = ("chgnet", "sevennet")  # first-pass runs of the same tasks on other parents (their models' names say which)
+# first-pass runs of the same tasks with more models: other parents (their models' names say which) and sets
+# plus descriptors (issue 33): the one place that adds models to the plan
+PARENT_FOLDERS = ("chgnet", "sevennet", "hybrid")
 
 
 def estimate(folder, args):

@@ -150,26 +150,35 @@ def _plan_jobs(plan):
     return out
 
 
-def _is_ensemble_job(model):
-    """A plan model '<model> xK': a seed ensemble grown from the selected nets, an addition to the table."""
-    return _label(model).ensemble > 1
+def _is_addition(model):
+    """A plan model that adds rows to a task rather than holding it back: a seed ensemble
+    ('<model> xK', grown from the selected nets) or a sets-plus-descriptors model (issue 33's
+    hybrids, planned after the tasks' other jobs had run)."""
+    label = _label(model)
+    return label.ensemble > 1 or label.spec.descriptors
+
+
+def _plan_model(name):
+    """The plan's name of a results row: its label less the threshold suffix, which the runner adds."""
+    return name.removesuffix(THRESHOLD_SUFFIX)
 
 
 def complete_tasks(seeded=SEEDED_RESULTS, plan=PLAN):
     """``(task, composition_only)`` pairs whose every job of ``plan`` has finished (a ``done``
-    file in ``<seeded>/jobs/<job>/``), the seed-ensemble jobs ('<model> xK') aside: they add
-    rows to a task, each once its jobs are done (:func:`unfinished_ensembles`)."""
+    file in ``<seeded>/jobs/<job>/``), the additions aside (:func:`_is_addition`: seed ensembles,
+    sets plus descriptors): they add rows to a task, each once its jobs are done
+    (:func:`unfinished_additions`)."""
     jobs = {}
     for job, task, comp, model in _plan_jobs(plan):
-        if not _is_ensemble_job(model):
+        if not _is_addition(model):
             jobs.setdefault((task, comp), []).append(job)
     return {key for key, names in jobs.items() if all((Path(seeded) / "jobs" / j / "done").is_file() for j in names)}
 
 
-def unfinished_ensembles(seeded=SEEDED_RESULTS, plan=PLAN):
-    """``{(task, composition_only, model)}`` of the plan's seed-ensemble models with a job not done."""
+def unfinished_additions(seeded=SEEDED_RESULTS, plan=PLAN):
+    """``{(task, composition_only, model)}`` of the plan's additions with a job not done."""
     return {(task, comp, model) for job, task, comp, model in _plan_jobs(plan)
-            if _is_ensemble_job(model) and not (Path(seeded) / "jobs" / job / "done").is_file()}
+            if _is_addition(model) and not (Path(seeded) / "jobs" / job / "done").is_file()}
 
 
 def load_default_results(seeded=SEEDED_RESULTS, first=RESULTS, plan=PLAN):
@@ -178,7 +187,7 @@ def load_default_results(seeded=SEEDED_RESULTS, first=RESULTS, plan=PLAN):
     the first, single-seed pass's (``results/matbench``): a table never mixes the two
     protocols within a task, nor shows a task's full protocol with some of its models missing."""
     complete = complete_tasks(seeded, plan)
-    full = [r for r in (load_results(seeded, drop=unfinished_ensembles(seeded, plan)) if Path(seeded).is_dir() else [])
+    full = [r for r in (load_results(seeded, drop=unfinished_additions(seeded, plan)) if Path(seeded).is_dir() else [])
             if (r["task"], bool(r.get("composition_only"))) in complete]
     done = {result_key(r) for r in full}
     return sorted(full + [r for r in load_results(first) if result_key(r) not in done], key=_table_order)
@@ -194,7 +203,8 @@ def load_results(folder=RESULTS, drop=frozenset()):
     """Every ``matbench_*.json`` under ``folder`` (subfolders included: the jobs of a run in
     parts), merged per task (``merge_results``: fits of each seed and fold of a model run
     with the same settings), rescored and summarised; ``drop``: ``(task, composition_only,
-    model)`` rows left out (seed ensembles whose jobs are not all done)."""
+    model)`` rows left out (additions whose jobs are not all done; a row's model is its plan name,
+    :func:`_plan_model`)."""
     from sklearn_atomsets.matbench import merge_results
 
     paths = sorted(Path(folder).rglob("matbench_*.json"), key=lambda p: (p.stat().st_mtime, str(p)))
@@ -203,7 +213,7 @@ def load_results(folder=RESULTS, drop=frozenset()):
     for r in results:
         # rows by name (files' order is their modification times', which a fresh clone does not keep)
         r["models"] = {n: m for n, m in sorted(r["models"].items())
-                       if (r["task"], bool(r.get("composition_only")), n) not in drop}
+                       if (r["task"], bool(r.get("composition_only")), _plan_model(n)) not in drop}
         rescore_classification(r)
         for m in r["models"].values():
             _summarise(m, _max_epochs(r, m))
@@ -434,9 +444,10 @@ def markdown_table(results):
 #: model. Random forests (AMM-style) are the baseline, never recommended.
 RECOMMENDATION_RULE = (
     "Recommended model, by a rule fixed in advance: the validation-selected AtomSets row (per seed and fold, "
-    "the AtomSets-family model with the best inner-validation score; every parent's models are candidates), "
-    "as its largest seed ensemble where every candidate has one; for classifiers the selection among nets "
-    "whose decision threshold was chosen on inner validation. Never picked on test scores."
+    "the AtomSets-family model with the best inner-validation score; every parent's models, with or without "
+    "descriptors, are candidates), as its largest seed ensemble where every candidate has one; for "
+    "classifiers the selection among nets whose decision threshold was chosen on inner validation. Never "
+    "picked on test scores."
 )
 HEADLINE_ANCHORS = ("AMMExpress v2020", "RF-SCM/Magpie", "MODNet v0.1.12", "MEGNet (kgcnn)")
 

@@ -498,10 +498,23 @@ def test_default_results_take_each_task_from_the_full_protocol_where_it_ran(tmp_
     (seeded / "jobs" / "p03").mkdir()
     (seeded / "jobs" / "p03" / "matbench_steels.json").write_text(json.dumps(result))  # partly run
     assert report.complete_tasks(seeded, plan) == {("matbench_steels", False)}
-    assert report.unfinished_ensembles(seeded, plan) == {("matbench_steels", False, "AtomSets x5")}
+    assert report.unfinished_additions(seeded, plan) == {("matbench_steels", False, "AtomSets x5")}
     assert list(report.load_default_results(seeded, first, plan)[0]["models"]) == ["AtomSets"]
     (seeded / "jobs" / "p03" / "done").write_text("")
     assert list(report.load_default_results(seeded, first, plan)[0]["models"]) == ["AtomSets", "AtomSets x5"]
+    # so does a sets-plus-descriptors job (issue 33's hybrids), its rows matched by the plan's name (a
+    # classifier's label adds the threshold suffix)
+    with plan.open("a") as f:
+        f.write("2\t2\tp04\tmatbench_steels\t0\tAtomSets-V0 + descriptors\t0 1 2\t0 1 2 3 4\t10\n")
+    hybrid = "AtomSets-V0 + descriptors (validation threshold)"
+    result["models"] = {hybrid: _model([2.0] * 3, [0.1] * 3)}
+    (seeded / "jobs" / "p04").mkdir()
+    (seeded / "jobs" / "p04" / "matbench_steels.json").write_text(json.dumps(result))
+    assert report.complete_tasks(seeded, plan) == {("matbench_steels", False)}
+    assert ("matbench_steels", False, "AtomSets-V0 + descriptors") in report.unfinished_additions(seeded, plan)
+    assert hybrid not in report.load_default_results(seeded, first, plan)[0]["models"]
+    (seeded / "jobs" / "p04" / "done").write_text("")
+    assert hybrid in report.load_default_results(seeded, first, plan)[0]["models"]
 
 
 _FAKE_PYTHON = """#!/usr/bin/env bash

@@ -167,6 +167,11 @@ def _specs():
     # sets plus descriptors (issue 33): the paper's recommended layers with the preset beside them
     yield ModelSpec("AtomSets-V0 + descriptors", "atomsets", both, ("V0",), descriptors=True)
     yield ModelSpec("AtomSets-V1 + descriptors", "atomsets", layers=("V1",), descriptors=True)
+    # and on the parent whose sets won dielectric's and phonons' first-pass inner validation (SevenNet-0: V2 on
+    # dielectric, V1 on phonons), the preset's readouts then SevenNet-0's
+    for k in (1, 2):
+        yield ModelSpec(f"AtomSets-V{k} + descriptors [SevenNet-0]", "atomsets", layers=(f"V{k}",),
+                        parent="SevenNet-0", descriptors=True)
     yield ModelSpec("AMM-style", "forest", both)
     yield ModelSpec("AMM-style + MEGNet", "forest", both, megnet_features=True)
 
