@@ -12,8 +12,8 @@
         # at most 1000 samples, in new parts
 
 Reads the single-seed results (``benchmarks/results/matbench/<task>.json``, and the runs of more
-models in its folders of :data:`PARENT_FOLDERS`: other parents, sets plus descriptors): per fit ``fit_s``, ``featurize_s``, ``epochs_run``,
-``best_epoch``, and per selection candidate where a run selected) and scales them to the protocol of
+models in its folders of :data:`PARENT_FOLDERS`: other parents, sets plus descriptors): per fit
+``fit_s``, ``featurize_s``, ``epochs_run``, ``best_epoch``, and per selection candidate where a run selected) and scales them to the protocol of
 ``benchmarks/run_matbench.sh``: ``--seeds`` seeds, patience ``--patience``, epoch cap
 ``--cap`` and, for every network fit, the selection candidates of ``--select`` (regressors:
 loss mse/mae/huber x readout mean/set2set = 6 fits; classifiers: 2 readouts; MLP-f: 3 losses

@@ -160,14 +160,10 @@ class AtomSetsModule(nn.Module):
                  embedding_dim=32, feature_mean=None, feature_scale=None, n_descriptors=0,
                  descriptor_mean=None, descriptor_scale=None, descriptor_min=None, descriptor_max=None):
         super().__init__()
-        if (feature_mean is None) != (feature_scale is None):
-            raise ValueError("feature_mean and feature_scale go together.")
-        if feature_mean is not None and n_features is None:
+        if feature_mean is not None and feature_scale is not None and n_features is None:
             raise ValueError("feature_mean and feature_scale standardise feature rows, not atomic numbers.")
-        self.standardise = feature_mean is not None
-        if self.standardise:
-            self.register_buffer("feature_mean", torch.as_tensor(feature_mean, dtype=torch.float32).reshape(n_features))
-            self.register_buffer("feature_scale", torch.as_tensor(feature_scale, dtype=torch.float32).reshape(n_features))
+        self.standardise = self._buffer_pair(("feature_mean", feature_mean), ("feature_scale", feature_scale),
+                                             n_features)
         if n_features is None:
             self.embedding = nn.Embedding(n_elements, embedding_dim)
             width = embedding_dim
@@ -180,22 +176,26 @@ class AtomSetsModule(nn.Module):
             WeightedMean() if name == "mean" else WeightedSet2Set(width, n_set2set_steps) for name in names
         )
         width = sum(r.out_features(width) for r in self.readouts)
-        if (descriptor_mean is None) != (descriptor_scale is None):
-            raise ValueError("descriptor_mean and descriptor_scale go together.")
         self.n_descriptors = int(n_descriptors)
-        self.standardise_descriptors = descriptor_mean is not None
-        if self.standardise_descriptors:
-            for name, value in (("descriptor_mean", descriptor_mean), ("descriptor_scale", descriptor_scale)):
-                self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).reshape(self.n_descriptors))
-        if (descriptor_min is None) != (descriptor_max is None):
-            raise ValueError("descriptor_min and descriptor_max go together.")
-        self.clip_descriptors = descriptor_min is not None
-        if self.clip_descriptors:
-            for name, value in (("descriptor_min", descriptor_min), ("descriptor_max", descriptor_max)):
-                self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).reshape(self.n_descriptors))
+        self.standardise_descriptors = self._buffer_pair(
+            ("descriptor_mean", descriptor_mean), ("descriptor_scale", descriptor_scale), self.n_descriptors)
+        self.clip_descriptors = self._buffer_pair(
+            ("descriptor_min", descriptor_min), ("descriptor_max", descriptor_max), self.n_descriptors)
         width += self.n_descriptors
         self.rho, width = _mlp(width, n_neurons_final, activation, dropout)
         self.output = nn.Linear(width, n_outputs)
+
+    def _buffer_pair(self, first, second, width):
+        """Register two fixed float32 buffers of ``width`` values (``(name, value)`` each) that go
+        together (both None: none); whether they were given."""
+        (name_a, a), (name_b, b) = first, second
+        if (a is None) != (b is None):
+            raise ValueError(f"{name_a} and {name_b} go together.")
+        if a is None:
+            return False
+        for name, value in (first, second):
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).reshape(width))
+        return True
 
     def forward(self, features, weights, segment, index=None, descriptors=None):
         x = self.embedding(features) if self.embedding is not None else features

@@ -548,8 +548,9 @@ class _AtomSetsBase(BaseEstimator):
                             missing, score)
 
     # -- warm start -------------------------------------------------------------------------
+    _DESCRIPTOR_SCALING = ("descriptor_mean_", "descriptor_scale_", "descriptor_min_", "descriptor_max_")
     _WARM_KEPT = ("input_kind_", "n_features_in_", "feature_mean_", "feature_scale_", "n_descriptors_in_",
-                  "descriptor_mean_", "descriptor_scale_", "descriptor_min_", "descriptor_max_")
+                  *_DESCRIPTOR_SCALING)
 
     def _warm_state(self):
         """What a ``warm_start`` fit keeps of the previous fit: its trained weights and the
@@ -567,7 +568,7 @@ class _AtomSetsBase(BaseEstimator):
                     f"gives {getattr(self, name, None)!r}. Set warm_start=False to fit afresh."
                 )
         self.feature_mean_, self.feature_scale_ = previous["feature_mean_"], previous["feature_scale_"]
-        for name in ("descriptor_mean_", "descriptor_scale_", "descriptor_min_", "descriptor_max_"):
+        for name in self._DESCRIPTOR_SCALING:  # absent from a fit of an older version: None
             setattr(self, name, previous.get(name))
 
     def _fit_feature_scaling(self, packed, sample_weight=None):
@@ -654,8 +655,8 @@ class _AtomSetsBase(BaseEstimator):
             module__n_descriptors=0 if self.descriptor_mean_ is None else len(self.descriptor_mean_),
             module__descriptor_mean=self.descriptor_mean_,
             module__descriptor_scale=self.descriptor_scale_,
-            module__descriptor_min=getattr(self, "descriptor_min_", None),
-            module__descriptor_max=getattr(self, "descriptor_max_", None),
+            module__descriptor_min=self.descriptor_min_,
+            module__descriptor_max=self.descriptor_max_,
             criterion=criterion,
             optimizer=self.optimizer,
             optimizer__weight_decay=self.weight_decay,
