@@ -17,6 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from sklearn_atomsets.matbench.models import THRESHOLD_SUFFIX
 from sklearn_atomsets.parents import DEFAULT_PARENT  # models without "[parent]" in their name use it
 
 HERE = Path(__file__).resolve().parent
@@ -48,9 +49,6 @@ def parent_of(name):
     if label is not None:
         return label.spec.parent
     return name[name.index("[") + 1:name.index("]")] if "[" in name and "]" in name else DEFAULT_PARENT
-
-
-THRESHOLD_SUFFIX = " (validation threshold)"  # network classifiers whose threshold was chosen on inner validation
 
 
 def selected_label(parent=None, threshold=False):

@@ -212,7 +212,7 @@ def make_model(name, info, settings=None, seed=0):
                                        n_estimators=settings.n_estimators, random_state=seed, n_jobs=-1)
 
 
-THRESHOLD_SUFFIX = " (validation threshold)"
+THRESHOLD_SUFFIX = " (validation threshold)"  # network classifiers whose threshold was chosen on inner validation
 
 
 @dataclass(frozen=True)
